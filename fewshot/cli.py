@@ -1,0 +1,281 @@
+"""The ``fewshot`` command line.
+
+Contract (scripts rely on it): results on stdout, progress and errors on stderr;
+an error is one line starting with ``error:``, exit code 1 (2 for usage errors),
+never a traceback; every command takes ``--json``. Torch and FAISS are imported
+inside the commands, so ``fewshot --help`` is instant.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+EXIT_ERROR, EXIT_USAGE = 1, 2
+
+
+def _one_line(msg: str) -> str:
+    return " ".join(str(msg).split()) or "unknown error"
+
+
+class FewshotGroup(click.Group):
+    """Turns every failure into one ``error:`` line and the contract's exit code."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            click.echo(f"error: {_one_line(exc.format_message())} (see --help)", err=True)
+            code = EXIT_USAGE
+        except click.ClickException as exc:
+            click.echo(f"error: {_one_line(exc.format_message())}", err=True)
+            code = EXIT_ERROR
+        except (click.Abort, KeyboardInterrupt):
+            click.echo("error: interrupted", err=True)
+            code = 130
+        except Exception as exc:  # noqa: BLE001 - the contract: never a traceback
+            if os.environ.get("FEWSHOT_DEBUG"):
+                raise
+            click.echo(f"error: {_describe(exc)}", err=True)
+            code = EXIT_ERROR
+        else:
+            code = rv if isinstance(rv, int) else 0
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+def _describe(exc: BaseException) -> str:
+    """Known errors speak for themselves; anything else is named with its type."""
+    from fewshot.errors import FewShotError
+
+    known = (FewShotError, ValueError, FileNotFoundError, PermissionError)
+    try:
+        from index import StoreError
+
+        known = known + (StoreError,)
+    except Exception:  # noqa: BLE001
+        pass
+    if isinstance(exc, known):
+        return _one_line(str(exc))
+    if isinstance(exc, OSError):
+        return _one_line(f"{exc.strerror or exc}: {exc.filename or ''}")
+    if isinstance(exc, MemoryError):
+        return "out of memory"
+    return _one_line(f"unexpected {type(exc).__name__}: {exc} (set FEWSHOT_DEBUG=1 for a traceback)")
+
+
+def _emit(obj, as_json: bool, text: str | None = None) -> None:
+    if as_json:
+        click.echo(json.dumps(obj, ensure_ascii=False))
+    elif text is not None:
+        click.echo(text)
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
+encoder_option = click.option("--encoder", "encoder", default=None, metavar="NAME|PATH",
+                              help="Encoder name (see `fewshot encoders`) or encoder file.")
+weights_option = click.option("--weights", default=None, metavar="imagenet|none|PATH",
+                              help="Weights for a named torchvision encoder (default: imagenet).")
+
+
+def _open(index_dir: str, readonly: bool = False):
+    from fewshot.fewshot_index import FewShotIndex
+
+    return FewShotIndex.open(index_dir, readonly=readonly)
+
+
+def _progress() -> bool:
+    return not os.environ.get("FEWSHOT_NO_PROGRESS")
+
+
+@click.group(cls=FewshotGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="fewshot", prog_name="fewshot")
+def cli() -> None:
+    """fewshot: teach a new class from one example, then classify and search by similarity.
+
+    \b
+    Quick start:
+      fewshot init my_index
+      fewshot add my_index --label alpha alpha.png
+      fewshot classify my_index query.png --json
+    """
+
+
+@cli.command("encoders")
+@json_option
+def encoders_cmd(as_json: bool) -> None:
+    """List the named encoders."""
+    from fewshot import encoders
+
+    specs = [s.to_dict() for s in encoders.available()]
+    text = "\n".join(f"{s['name']:<22} {s['input_kind']:<9} dim {s['dim']:<5} {s['weights']}" for s in specs)
+    _emit(specs, as_json, text)
+
+
+@cli.command("init")
+@click.argument("index_dir", type=click.Path(file_okay=False))
+@encoder_option
+@weights_option
+@click.option("--metric", type=click.Choice(["cosine", "l2"]), default="cosine", show_default=True)
+@click.option("--temperature", type=float, default=None, help="Softmax temperature for probabilities.")
+@json_option
+def init_cmd(index_dir, encoder, weights, metric, temperature, as_json) -> None:
+    """Create an index in INDEX_DIR bound to an encoder."""
+    from fewshot.fewshot_index import FewShotIndex
+
+    with FewShotIndex.create(index_dir, encoder=encoder, metric=metric, temperature=temperature,
+                             weights=weights) as idx:
+        info = idx.info()
+    _emit(info, as_json, f"created {index_dir} (encoder {info['encoder']}, dim {info['dim']}, {metric})")
+
+
+@cli.command("add")
+@click.argument("index_dir", type=click.Path(file_okay=False))
+@click.argument("files", nargs=-1, type=click.Path())
+@click.option("--label", default=None, help="Class label for FILE... (one example is enough).")
+@click.option("--from-folder", "from_folder", type=click.Path(), default=None,
+              help="Add each sub-folder of DIR as a class named after it.")
+@json_option
+def add_cmd(index_dir, files, label, from_folder, as_json) -> None:
+    """Add examples: FILE... under --label, or a folder of class folders."""
+    if (from_folder is None) == (label is None):
+        raise click.UsageError("give either --label LABEL FILE... or --from-folder DIR")
+    if label is not None and not files:
+        raise click.UsageError("--label needs at least one FILE")
+    if from_folder is not None and files:
+        raise click.UsageError("--from-folder takes no FILE arguments")
+    with _open(index_dir) as idx:
+        if from_folder is not None:
+            per_label = idx.add_folder(from_folder, progress=_progress())
+            ids = None
+        else:
+            ids = idx.add(label, list(files), progress=_progress())
+            per_label = {label: len(ids)}
+        total = idx.store.count()
+    n = sum(per_label.values())
+    _emit({"added": n, "labels": per_label, "ids": ids, "count": total}, as_json,
+          f"added {n} example(s) to {len(per_label)} class(es); index holds {total}")
+
+
+@cli.command("classify")
+@click.argument("index_dir", type=click.Path(file_okay=False))
+@click.argument("files", nargs=-1, required=True, type=click.Path())
+@click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--threshold", type=float, default=None, help="Below this score the label is null (unknown).")
+@json_option
+def classify_cmd(index_dir, files, top_k, threshold, as_json) -> None:
+    """Classify FILE... by the nearest class prototype."""
+    with _open(index_dir, readonly=True) as idx:
+        preds = idx.classify(list(files), top_k=top_k, threshold=threshold, progress=_progress())
+    text = "\n".join(f"{p.input}\t{p.label if p.label is not None else '<unknown>'}\t"
+                     f"score={p.score:.4f}\tp={p.probability:.4f}" for p in preds)
+    _emit([p.to_dict() for p in preds], as_json, text)
+
+
+@cli.command("search")
+@click.argument("index_dir", type=click.Path(file_okay=False))
+@click.argument("files", nargs=-1, required=True, type=click.Path())
+@click.option("-k", "k", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--label", "labels", multiple=True, help="Only look among these labels (repeatable).")
+@json_option
+def search_cmd(index_dir, files, k, labels, as_json) -> None:
+    """The k nearest stored examples of each FILE."""
+    with _open(index_dir, readonly=True) as idx:
+        results = idx.search(list(files), k=k, labels=list(labels) or None, progress=_progress())
+    lines = []
+    for r in results:
+        lines.append(r.input)
+        lines += [f"  {n.score:.4f}  {n.label}  #{n.id}  {n.source}" for n in r.neighbors]
+    _emit([r.to_dict() for r in results], as_json, "\n".join(lines))
+
+
+@cli.command("embed")
+@click.argument("files", nargs=-1, required=True, type=click.Path())
+@encoder_option
+@weights_option
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write embeddings to OUT.npy.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@json_option
+def embed_cmd(files, encoder, weights, output, batch_size, as_json) -> None:
+    """Embeddings of FILE... (float32 [n, dim])."""
+    import numpy as np
+
+    from fewshot import encoders
+    from fewshot.inputs import SEQUENCE_SUFFIXES, IMAGE_SUFFIXES, expand_inputs
+
+    enc = encoders.load(encoder or encoders.DEFAULT_IMAGE_ENCODER, weights=weights)
+    items = expand_inputs(list(files), SEQUENCE_SUFFIXES if enc.input_kind == "sequence" else IMAGE_SUFFIXES)
+    vecs = enc.embed(items, batch_size=batch_size, progress=_progress())
+    if output:
+        tmp = Path(output).with_name(Path(output).name + ".tmp.npy")
+        np.save(tmp, vecs, allow_pickle=False)
+        os.replace(tmp, output)
+    if as_json:
+        _emit({"encoder": enc.name, "fingerprint": enc.fingerprint, "dim": int(enc.dim), "output": output,
+               "embeddings": [{"input": it.name, "embedding": [round(float(v), 7) for v in row]}
+                              for it, row in zip(items, vecs)]}, True)
+    elif output:
+        click.echo(f"wrote {len(items)} x {enc.dim} embeddings to {output}")
+    else:
+        for it, row in zip(items, vecs):
+            click.echo(it.name + "\t" + " ".join(f"{v:.6g}" for v in row))
+
+
+@cli.command("remove")
+@click.argument("index_dir", type=click.Path(file_okay=False))
+@click.option("--label", required=True, help="The class to remove with all its examples.")
+@json_option
+def remove_cmd(index_dir, label, as_json) -> None:
+    """Remove a class and its examples."""
+    with _open(index_dir) as idx:
+        n = idx.remove(label)
+        total = idx.store.count()
+    _emit({"removed": n, "label": label, "count": total}, as_json, f"removed {n} example(s) of {label!r}")
+
+
+@cli.command("info")
+@click.argument("index_dir", type=click.Path(file_okay=False))
+@json_option
+def info_cmd(index_dir, as_json) -> None:
+    """Describe an index: encoder, metric, classes and counts."""
+    with _open(index_dir, readonly=True) as idx:
+        info = idx.info()
+    text = "\n".join([f"index      {info['path']}", f"encoder    {info['encoder']} ({info['fingerprint']})",
+                      f"input      {info['input_kind']}, dim {info['dim']}, metric {info['metric']}",
+                      f"examples   {info['count']} in {info['n_labels']} classes"]
+                     + [f"  {lab}: {n}" for lab, n in list(info["labels"].items())[:50]]
+                     + ([f"  ... {info['n_labels'] - 50} more"] if info["n_labels"] > 50 else []))
+    _emit(info, as_json, text)
+
+
+@cli.command("reindex")
+@click.argument("index_dir", type=click.Path(file_okay=False))
+@encoder_option
+@json_option
+def reindex_cmd(index_dir, encoder, as_json) -> None:
+    """Re-embed every stored example (optionally with another encoder), atomically."""
+    from fewshot.fewshot_index import FewShotIndex
+    from index import open_store
+
+    if encoder is None:
+        with _open(index_dir) as idx:
+            out = idx.reindex(progress=_progress())
+    else:  # the old encoder need not load: only the stored examples matter
+        from fewshot import encoders
+
+        idx = FewShotIndex(open_store(index_dir), encoders.load(encoder))
+        with idx:
+            out = idx.reindex(idx.encoder, progress=_progress())
+    _emit(out, as_json, f"re-embedded {out['reembedded']} example(s) with {out['encoder']} ({out['fingerprint']})")
+
+
+def main() -> None:
+    cli(prog_name="fewshot")
+
+
+if __name__ == "__main__":
+    main()

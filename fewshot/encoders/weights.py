@@ -1,0 +1,65 @@
+"""Where weights come from, resolved in one place.
+
+* package data: encoders this project trains ship inside ``fewshot/encoders/weights``;
+* ImageNet: torchvision's own weights API and cache (``~/.cache/torch``), downloaded
+  once on first use;
+* a local file: an encoder file written by ``Encoder.save`` or a plain state dict.
+
+Every file is read with ``torch.load(..., weights_only=True)``: a pickle that
+would run code is refused, never executed.
+"""
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fewshot.errors import EncoderError
+
+
+def packaged_path(filename: str) -> Path:
+    """Path of a weights file shipped as package data."""
+    p = Path(str(resources.files("fewshot.encoders") / "weights" / filename))
+    if not p.exists():
+        raise EncoderError(f"packaged weights {filename} are missing from this installation; reinstall fewshot")
+    return p
+
+
+def load_weights_file(path: str | os.PathLike) -> Any:
+    """``torch.load`` with ``weights_only=True``; every failure becomes one EncoderError."""
+    path = Path(path)
+    if not path.is_file():
+        raise EncoderError(f"weights file not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a refused pickle, a truncated zip, not a torch file, ...
+        if "weights only" in str(exc).lower() or "weights_only" in str(exc).lower():
+            raise EncoderError(f"refused to load {path}: it is not a plain weights file "
+                               "(it holds objects that would run code when unpickled)") from None
+        raise EncoderError(f"cannot read weights file {path}: {type(exc).__name__}: {str(exc)[:160]}") from None
+
+
+def imagenet_state_dict(arch: str) -> dict:
+    """ImageNet weights for a torchvision architecture, through torchvision's cache."""
+    import torchvision
+
+    enum = torchvision.models.get_model_weights(arch).DEFAULT
+    try:
+        return enum.get_state_dict(progress=True, check_hash=True)
+    except Exception as exc:  # offline, proxy, disk full
+        raise EncoderError(
+            f"could not get ImageNet weights for {arch} ({type(exc).__name__}: {str(exc)[:120]}); "
+            f"connect once to fill torch's cache, or use weights='none' or a local state dict") from None
+
+
+def imagenet_preprocess_params(arch: str) -> dict:
+    """The crop, resize, mean and std of the weights' own transforms (no download needed)."""
+    import torchvision
+
+    t = torchvision.models.get_model_weights(arch).DEFAULT.transforms()
+    return {"size": int(t.crop_size[0]), "resize_size": int(t.resize_size[0]),
+            "mean": tuple(float(v) for v in t.mean), "std": tuple(float(v) for v in t.std),
+            "interpolation": t.interpolation.value}

@@ -1,0 +1,333 @@
+"""FewShotIndex: an index directory bound to one encoder. The main object of the library.
+
+    >>> from fewshot import FewShotIndex
+    >>> idx = FewShotIndex.create("my_index")              # the shipped Omniglot encoder
+    >>> idx.add("alpha", "alpha.png")                      # a new class from one example
+    >>> idx.classify(["query.png"])[0].label
+    'alpha'
+
+Vectors, labels and metadata live in :mod:`index` (torch-free); this class adds
+the encoder, the stored copies of every example (so ``reindex`` can re-embed
+them after an encoder change), probabilities and the open-set threshold.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from fewshot.errors import EncoderError, FewShotError, InputError
+from fewshot.inputs import InputItem, expand_inputs
+from fewshot.prototypes import softmax
+from index import BlobStore, ValidationError, create_store, open_store
+
+DEFAULT_TEMPERATURE = 0.1
+
+
+@dataclass
+class Candidate:
+    label: str
+    score: float
+
+
+@dataclass
+class Prediction:
+    """One classified input. ``label`` is None when the best score is under the threshold."""
+
+    input: str
+    label: str | None
+    score: float
+    probability: float
+    candidates: list[Candidate] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Neighbor:
+    id: int
+    label: str
+    score: float
+    source: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class SearchResult:
+    input: str
+    neighbors: list[Neighbor]
+
+    def to_dict(self) -> dict:
+        return {"input": self.input, "neighbors": [n.to_dict() for n in self.neighbors]}
+
+
+def _encoder_ref(encoder) -> str:
+    """What to store in the manifest to load the encoder again: a registered name or a file path.
+
+    Encoders read from a user's encoder file are recorded by absolute path; the
+    shipped ones and torchvision backbones by name (their weights by ``encoder_weights``).
+    """
+    path = getattr(encoder, "encoder_file", None)
+    if path and "encoders/weights" not in str(path).replace(os.sep, "/"):
+        return str(Path(path).resolve())
+    return encoder.name
+
+
+class FewShotIndex:
+    """Few-shot classifier and similarity search over an on-disk vector index."""
+
+    def __init__(self, store, encoder):
+        self.store = store
+        self.encoder = encoder
+        self.blobs = BlobStore(store.path)
+
+    # --- opening ------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: str | os.PathLike, encoder: Any = None, metric: str = "cosine",
+               temperature: float | None = None, weights: str | None = None, exist_ok: bool = False,
+               backend: str = "faiss", **store_kwargs) -> "FewShotIndex":
+        """Create an index directory bound to ``encoder`` (name, path or Encoder object)."""
+        from fewshot import encoders as reg
+
+        enc = reg.load(encoder or reg.DEFAULT_IMAGE_ENCODER, weights=weights) if not hasattr(encoder, "embed") \
+            else encoder
+        temp = temperature if temperature is not None else (getattr(enc, "temperature", None) or DEFAULT_TEMPERATURE)
+        if not temp > 0:
+            raise InputError("temperature must be > 0")
+        extra = {"encoder": _encoder_ref(enc), "encoder_name": enc.name, "fingerprint": enc.fingerprint,
+                 "input_kind": enc.input_kind, "temperature": float(temp)}
+        if weights is not None:
+            extra["encoder_weights"] = str(Path(weights).resolve()) if weights not in ("imagenet", "none") else weights
+        store = create_store(path, enc.dim, metric=metric, extra=extra, backend=backend, exist_ok=exist_ok,
+                             **store_kwargs)
+        return cls(store, enc)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, encoder: Any = None, readonly: bool = False,
+             **store_kwargs) -> "FewShotIndex":
+        """Open an index; its encoder is loaded from the manifest unless one is given.
+
+        A given encoder must have the fingerprint the index was built with: vectors
+        from two different encoders are not comparable.
+        """
+        from fewshot import encoders as reg
+
+        store = open_store(path, readonly=readonly, **store_kwargs)
+        extra = store.extra
+        try:
+            if encoder is None:
+                enc = reg.load(extra["encoder"], weights=extra.get("encoder_weights"))
+            else:
+                enc = encoder if hasattr(encoder, "embed") else reg.load(encoder)
+        except KeyError:
+            store.close()
+            raise EncoderError(f"index {path} records no encoder; it was not made by fewshot") from None
+        except Exception:
+            store.close()
+            raise
+        if enc.fingerprint != extra.get("fingerprint"):
+            store.close()
+            raise EncoderError(
+                f"index {path} was built with encoder {extra.get('encoder_name', extra.get('encoder'))!r} "
+                f"(fingerprint {extra.get('fingerprint')}), but encoder {enc.name!r} has fingerprint "
+                f"{enc.fingerprint}; use the same encoder, or run `fewshot reindex {path} --encoder ...`")
+        return cls(store, enc)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> "FewShotIndex":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def path(self) -> Path:
+        return Path(self.store.path)
+
+    @property
+    def temperature(self) -> float:
+        return float(self.store.extra.get("temperature", DEFAULT_TEMPERATURE))
+
+    # --- inputs -------------------------------------------------------------------------
+    def _items(self, inputs: Any) -> list[InputItem]:
+        if self.encoder.input_kind == "sequence":
+            from fewshot.inputs import SEQUENCE_SUFFIXES
+
+            items = expand_inputs(inputs, SEQUENCE_SUFFIXES)
+            bad = [it for it in items if it.path is not None and it.path.suffix.lower() not in SEQUENCE_SUFFIXES]
+        else:
+            from fewshot.inputs import IMAGE_SUFFIXES
+
+            items = expand_inputs(inputs)
+            bad = [it for it in items if it.path is not None and it.path.suffix.lower() not in IMAGE_SUFFIXES
+                   and it.path.suffix.lower() in (".txt", ".npy", ".csv")]
+        if bad:
+            raise InputError(f"{bad[0].name}: this index holds {self.encoder.input_kind}s "
+                             f"(encoder {self.encoder.name}); it cannot take a {bad[0].path.suffix} file")
+        if not items:
+            raise InputError("no inputs given")
+        return items
+
+    def embed(self, inputs: Any, progress: bool = False) -> np.ndarray:
+        """Embeddings of ``inputs`` with this index's encoder, float32 [n, dim]."""
+        return self.encoder.embed(self._items(inputs), progress=progress)
+
+    def _store_copy(self, item: InputItem) -> str:
+        """Content-addressed copy of the example inside the index, so it can be re-embedded."""
+        if item.path is not None:
+            return self.blobs.put_file(item.path)
+        if self.encoder.input_kind == "sequence":
+            import io
+
+            buf = io.BytesIO()
+            np.save(buf, np.asarray(item.value, dtype=np.float32), allow_pickle=False)
+            return self.blobs.put_bytes(buf.getvalue(), ".npy")
+        import io
+
+        from fewshot.inputs import to_pil
+
+        buf = io.BytesIO()
+        to_pil(item).save(buf, format="PNG")
+        return self.blobs.put_bytes(buf.getvalue(), ".png")
+
+    # --- writing ------------------------------------------------------------------------
+    def add(self, label: str, inputs: Any, metadata: dict | None = None, progress: bool = False) -> list[int]:
+        """Add examples of class ``label`` (one is enough). Returns the new ids."""
+        return self.add_many([(label, inputs)], metadata=metadata, progress=progress)
+
+    def add_many(self, pairs: Sequence[tuple[str, Any]], metadata: dict | None = None,
+                 progress: bool = False) -> list[int]:
+        """Add several (label, inputs) pairs in one atomic write: all or nothing."""
+        items, labels = [], []
+        for label, inputs in pairs:
+            if not isinstance(label, str) or not label.strip():
+                raise InputError("label must be a non-empty string")
+            its = self._items(inputs)
+            items += its
+            labels += [label] * len(its)
+        vecs = self.encoder.embed(items, progress=progress)  # fails before anything is written
+        now = time.time()
+        metas = []
+        for it in items:
+            key = self._store_copy(it)
+            src = str(it.path.resolve()) if it.path is not None else it.name
+            metas.append({"source": src, "blob": key, "added": now, **(metadata or {})})
+        try:
+            ids = self.store.add(vecs, labels, metas)
+        except ValidationError as exc:
+            raise InputError(str(exc)) from None
+        return [int(i) for i in ids]
+
+    def add_folder(self, root: str | os.PathLike, progress: bool = False) -> dict[str, int]:
+        """Add every sub-folder of ``root`` as a class named after it."""
+        root = Path(root)
+        if not root.is_dir():
+            raise InputError(f"not a folder: {root}")
+        classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if not classes:
+            raise InputError(f"{root} has no sub-folders; expected one sub-folder per class")
+        pairs = [(c.name, c) for c in classes]
+        self.add_many(pairs, progress=progress)
+        return {c.name: len(self._items(c)) for c in classes}
+
+    def remove(self, label: str) -> int:
+        """Remove a class and all its examples; returns how many examples went."""
+        n = self.store.remove_label(label)
+        if n == 0:
+            raise InputError(f"no class named {label!r} in {self.path}")
+        return n
+
+    # --- reading ------------------------------------------------------------------------
+    def labels(self) -> dict[str, int]:
+        return self.store.labels()
+
+    def classify(self, inputs: Any, top_k: int = 5, threshold: float | None = None,
+                 progress: bool = False) -> list[Prediction]:
+        """Nearest-prototype classification of each input.
+
+        Per input: best label, its score, a probability (softmax over all class
+        scores with the index's temperature), the top-k candidates, and label
+        ``None`` when the best score is below ``threshold`` (an unknown class).
+        """
+        if top_k < 1:
+            raise InputError("top_k must be >= 1")
+        items = self._items(inputs)
+        n_classes = len(self.store.labels())
+        if n_classes == 0:
+            raise FewShotError(f"index {self.path} has no classes yet; add examples first")
+        vecs = self.encoder.embed(items, progress=progress)
+        hits = self.store.search_prototypes(vecs, n_classes)
+        out = []
+        for it, hs in zip(items, hits):
+            scores = np.array([h.score for h in hs], dtype=np.float64)
+            probs = softmax(scores[None, :], self.temperature)[0]
+            best = hs[0]
+            label = best.label if threshold is None or best.score >= threshold else None
+            out.append(Prediction(it.name, label, float(best.score), float(probs[0]),
+                                  [Candidate(h.label, float(h.score)) for h in hs[:top_k]]))
+        return out
+
+    def search(self, inputs: Any, k: int = 5, labels: Sequence[str] | None = None,
+               progress: bool = False) -> list[SearchResult]:
+        """The k nearest stored examples of each input (optionally within some labels)."""
+        if k < 1:
+            raise InputError("k must be >= 1")
+        items = self._items(inputs)
+        vecs = self.encoder.embed(items, progress=progress)
+        hits = self.store.search(vecs, k, labels=labels)
+        return [SearchResult(it.name, [Neighbor(int(h.id), h.label, float(h.score), h.metadata.get("source", ""))
+                                       for h in hs]) for it, hs in zip(items, hits)]
+
+    def info(self) -> dict:
+        extra = self.store.extra
+        labels = self.store.labels()
+        return {"path": str(self.path), "encoder": extra.get("encoder_name", extra.get("encoder")),
+                "encoder_ref": extra.get("encoder"), "fingerprint": extra.get("fingerprint"),
+                "input_kind": extra.get("input_kind", "image"), "dim": self.store.dim,
+                "metric": self.store.metric, "temperature": self.temperature,
+                "count": self.store.count(), "n_labels": len(labels), "labels": labels,
+                "backend": extra.get("backend", getattr(self.store, "backend", "faiss"))}
+
+    # --- re-embedding ---------------------------------------------------------------------
+    def reindex(self, encoder: Any = None, progress: bool = False, batch_size: int = 256) -> dict:
+        """Re-embed every stored example (with ``encoder`` if given) in one atomic switch.
+
+        Examples are read from the index's own copies, so nothing depends on the
+        original files. Until the final commit the index stays on the old encoder;
+        a failure or a kill midway leaves it intact.
+        """
+        from fewshot import encoders as reg
+
+        enc = self.encoder if encoder is None else (encoder if hasattr(encoder, "embed") else reg.load(encoder))
+        records = list(self.store.records())
+        ids = [r.id for r in records]
+        items = []
+        for r in records:
+            key = r.metadata.get("blob")
+            if not key or not self.blobs.exists(key):
+                raise FewShotError(f"stored copy of example {r.id} ({r.metadata.get('source')}) is missing; "
+                                   "run `fewshot check --repair`")
+            items.append(InputItem(self.blobs.path(key), r.metadata.get("source", key)))
+        vecs = enc.embed(items, progress=progress, batch_size=batch_size) if items \
+            else np.zeros((0, enc.dim), np.float32)
+        extra = {"encoder": _encoder_ref(enc), "encoder_name": enc.name, "fingerprint": enc.fingerprint,
+                 "input_kind": enc.input_kind, "encoder_weights": None}
+        if getattr(enc, "temperature", None):
+            extra["temperature"] = float(enc.temperature)
+        self.store.rewrite_vectors(ids, vecs, dim=enc.dim, extra=extra)
+        self.encoder = enc
+        return {"reembedded": len(ids), "encoder": enc.name, "fingerprint": enc.fingerprint}
+
+
+def info_json(info: dict) -> str:
+    return json.dumps(info, indent=2, ensure_ascii=False)

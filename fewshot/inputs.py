@@ -1,0 +1,156 @@
+"""Turn what users pass (paths, folders, PIL images, numpy arrays, torch tensors) into items.
+
+Every entry point (library and CLI) goes through :func:`expand_inputs`, so all
+accept the same things and fail the same way: an :class:`InputError` naming the
+input and saying what is wrong, never a traceback from deep inside PIL.
+"""
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from fewshot.errors import InputError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
+SEQUENCE_SUFFIXES = (".txt", ".npy", ".csv")
+MAX_IMAGE_PIXELS = 64_000_000  # beyond this an image is refused as a decompression bomb
+
+
+@dataclass
+class InputItem:
+    """One example: ``value`` is a Path or an in-memory object; ``name`` is how we report it."""
+
+    value: Any
+    name: str
+
+    @property
+    def path(self) -> Path | None:
+        return self.value if isinstance(self.value, Path) else None
+
+
+def _is_array(x: Any) -> bool:
+    return isinstance(x, np.ndarray) or type(x).__module__.startswith("torch")
+
+
+def expand_inputs(inputs: Any, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> list[InputItem]:
+    """Flatten inputs to items; a folder expands to its files with ``suffixes`` (sorted, recursive).
+
+    A single path, image or array counts as one input; a list or tuple as many. A
+    4-D array/tensor (or 3-D with a channel-less stack) is *not* split: pass a list.
+    """
+    if isinstance(inputs, (str, os.PathLike, Image.Image)) or _is_array(inputs):
+        inputs = [inputs]
+    items: list[InputItem] = []
+    for i, x in enumerate(inputs):
+        if isinstance(x, (str, os.PathLike)):
+            p = Path(x)
+            if p.is_dir():
+                files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in suffixes
+                               and not any(part.startswith(".") for part in f.relative_to(p).parts))
+                if not files:
+                    raise InputError(f"folder {p} holds no files of type {', '.join(suffixes)}")
+                items.extend(InputItem(f, str(f)) for f in files)
+            elif not p.exists():
+                raise InputError(f"file not found: {p}")
+            elif not p.is_file():
+                raise InputError(f"not a regular file: {p}")
+            else:
+                items.append(InputItem(p, str(p)))
+        elif isinstance(x, Image.Image) or _is_array(x):
+            items.append(InputItem(x, f"<{type(x).__name__} #{i}>"))
+        else:
+            raise InputError(f"unsupported input #{i} of type {type(x).__name__}: "
+                             "pass file paths, folders, PIL images, numpy arrays or torch tensors")
+    return items
+
+
+def _array_to_uint8(a: np.ndarray, name: str) -> np.ndarray:
+    """An image-like array to uint8 [h,w] or [h,w,c]; floats in [0,1] are scaled by 255."""
+    a = np.asarray(a)
+    if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4):
+        a = np.moveaxis(a, 0, -1)  # CHW -> HWC (torch layout)
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (3, 4)) or min(a.shape[:2]) < 1:
+        raise InputError(f"{name}: expected an image array [H, W], [H, W, C] or [C, H, W], got shape {a.shape}")
+    if a.dtype == np.uint8:
+        return a
+    if a.dtype == bool:
+        return a.astype(np.uint8) * 255
+    was_float = a.dtype.kind == "f"
+    a = a.astype(np.float64)
+    if not np.isfinite(a).all():
+        raise InputError(f"{name}: image array contains NaN or inf")
+    if was_float and a.min() >= 0 and a.max() <= 1.0:
+        a = a * 255.0
+    elif a.max() > 255 or a.min() < 0:
+        lo, hi = a.min(), a.max()
+        a = (a - lo) / (hi - lo or 1.0) * 255.0
+    return np.clip(np.round(a), 0, 255).astype(np.uint8)
+
+
+def _flatten_alpha(im: Image.Image) -> Image.Image:
+    """Composite transparent images over white, as they would be seen on a page."""
+    rgba = im.convert("RGBA")
+    bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(bg, rgba).convert("RGB")
+
+
+def decode_image_bytes(data: bytes, name: str) -> Image.Image:
+    """Decode and fully load an image; any failure becomes one clear InputError."""
+    if not data:
+        raise InputError(f"{name}: file is empty")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        old = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+        try:
+            im = Image.open(io.BytesIO(data))
+            im.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise InputError(f"{name}: image is larger than {MAX_IMAGE_PIXELS} pixels "
+                             "(refused as a possible decompression bomb)") from None
+        except UnidentifiedImageError:
+            raise InputError(f"{name}: not an image file fewshot can read") from None
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise InputError(f"{name}: cannot decode image ({exc})") from None
+        finally:
+            Image.MAX_IMAGE_PIXELS = old
+    return im
+
+
+def to_pil(item: InputItem) -> Image.Image:
+    """Load an item as a PIL image in mode ``L`` or ``RGB`` (16-bit, CMYK, alpha handled)."""
+    v = item.value
+    if isinstance(v, Path):
+        try:
+            data = v.read_bytes()
+        except OSError as exc:
+            raise InputError(f"cannot read {v}: {exc.strerror or exc}") from None
+        im = decode_image_bytes(data, item.name)
+    elif isinstance(v, Image.Image):
+        im = v
+    else:
+        arr = v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)
+        return Image.fromarray(_array_to_uint8(arr, item.name))
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        return Image.fromarray(_array_to_uint8(np.asarray(im), item.name))
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        return _flatten_alpha(im)
+    if im.mode in ("L", "RGB"):
+        return im
+    if im.mode == "1":
+        return im.convert("L")
+    return im.convert("RGB")  # CMYK, YCbCr, P, ...
+
+
+def iter_pil(items: Iterable[InputItem]) -> Iterable[Image.Image]:
+    for it in items:
+        yield to_pil(it)
