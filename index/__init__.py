@@ -1,0 +1,41 @@
+"""Torch-free vector-store layer of fewshot.
+
+An index is a directory: ``meta.sqlite`` (records, class sums, settings; the
+source of truth), generation-named FAISS cache files, ``manifest.json`` and an
+optional content-addressed ``examples/`` blob store. See ``FaissStore`` for the
+concurrency and crash-safety rules.
+"""
+
+from .base import Hit, Record, VectorStore
+from .blobs import BlobStore
+from .errors import (
+    CorruptIndexError,
+    FormatVersionError,
+    LockTimeoutError,
+    NotAnIndexError,
+    RecordNotFoundError,
+    StoreError,
+    ValidationError,
+)
+from .factory import create_store, open_store
+from .faiss_store import FaissStore, is_index_dir
+from .layout import FORMAT_VERSION
+
+__all__ = [
+    "FORMAT_VERSION",
+    "BlobStore",
+    "CorruptIndexError",
+    "FaissStore",
+    "FormatVersionError",
+    "Hit",
+    "LockTimeoutError",
+    "NotAnIndexError",
+    "Record",
+    "RecordNotFoundError",
+    "StoreError",
+    "ValidationError",
+    "VectorStore",
+    "create_store",
+    "is_index_dir",
+    "open_store",
+]

@@ -1,0 +1,174 @@
+"""The backend-neutral vector-store API the rest of fewshot codes against.
+
+``VectorStore`` fixes the contract (names, shapes, score convention) so that a
+second backend (e.g. Milvus) can be plugged in behind ``create_store`` /
+``open_store`` without touching the callers.
+
+Score convention: higher is better. For ``metric="cosine"`` the score is the
+cosine similarity (vectors and queries are L2-normalised). For ``metric="l2"``
+the score is the *negative squared* L2 distance.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import numpy as np
+
+METRICS = ("cosine", "l2")
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result. ``id`` is -1 for prototype hits (a class, not a record)."""
+
+    id: int
+    label: str
+    score: float
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, eq=False)
+class Record:
+    """One stored example: its label, caller metadata and (normalised) vector."""
+
+    id: int
+    label: str
+    metadata: dict[str, Any]
+    vector: np.ndarray
+    created: float
+
+    def __eq__(self, other: object) -> bool:
+        # Dataclass equality would compare arrays element-wise and fail; compare
+        # the vector by value instead.
+        if not isinstance(other, Record):
+            return NotImplemented
+        return (
+            self.id == other.id
+            and self.label == other.label
+            and self.metadata == other.metadata
+            and self.created == other.created
+            and np.array_equal(self.vector, other.vector)
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable payload; not hashable
+
+
+class VectorStore(abc.ABC):
+    """Abstract labelled vector store with exact search and class prototypes."""
+
+    path: Path
+
+    @property
+    @abc.abstractmethod
+    def dim(self) -> int:
+        """Vector dimension."""
+
+    @property
+    @abc.abstractmethod
+    def metric(self) -> str:
+        """``"cosine"`` or ``"l2"``."""
+
+    @property
+    @abc.abstractmethod
+    def extra(self) -> dict[str, Any]:
+        """Copy of the caller's free-form fields (encoder name, fingerprint, ...)."""
+
+    @property
+    @abc.abstractmethod
+    def generation(self) -> int:
+        """Counter bumped by every committed write; lets readers detect changes."""
+
+    @abc.abstractmethod
+    def add(
+        self,
+        vectors: np.ndarray,
+        labels: Sequence[str],
+        metadata: Sequence[dict[str, Any]] | None = None,
+    ) -> np.ndarray:
+        """Store labelled vectors; returns their new int64 ids."""
+
+    @abc.abstractmethod
+    def remove(self, ids: Sequence[int]) -> int:
+        """Delete records by id; unknown ids are ignored. Returns how many were removed."""
+
+    @abc.abstractmethod
+    def remove_label(self, label: str) -> int:
+        """Delete every record of ``label``. Returns how many were removed."""
+
+    @abc.abstractmethod
+    def search(
+        self, queries: np.ndarray, k: int, labels: Sequence[str] | None = None
+    ) -> list[list[Hit]]:
+        """k nearest records per query, best first, optionally restricted to ``labels``."""
+
+    @abc.abstractmethod
+    def search_prototypes(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
+        """k nearest class prototypes per query, best first (``Hit.id == -1``)."""
+
+    @abc.abstractmethod
+    def prototypes(self) -> tuple[list[str], np.ndarray]:
+        """(labels sorted, float32 array [n_labels, dim]) of class prototypes."""
+
+    @abc.abstractmethod
+    def count(self) -> int:
+        """Number of stored records."""
+
+    @abc.abstractmethod
+    def labels(self) -> dict[str, int]:
+        """label -> record count, sorted by label."""
+
+    @abc.abstractmethod
+    def get(self, ids: Sequence[int]) -> list[Record]:
+        """Records for ``ids`` in the given order; unknown id -> StoreError."""
+
+    @abc.abstractmethod
+    def records(self, label: str | None = None) -> Iterator[Record]:
+        """All records (optionally of one label) in id order, streamed."""
+
+    @abc.abstractmethod
+    def rewrite_vectors(
+        self,
+        ids: Sequence[int],
+        vectors: np.ndarray,
+        *,
+        dim: int | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        """Replace the vectors of all records at once (re-encoding after an encoder change)."""
+
+    @abc.abstractmethod
+    def set_extra(self, **fields: Any) -> None:
+        """Merge ``fields`` into ``extra`` and commit."""
+
+    @abc.abstractmethod
+    def flush(self) -> None:
+        """Write derived files (only needed with ``autosave=False``)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Flush if needed and release resources."""
+
+    @abc.abstractmethod
+    def verify(self) -> list[str]:
+        """Problems found in the index; ``[]`` when healthy."""
+
+    @abc.abstractmethod
+    def repair(self) -> list[str]:
+        """Rebuild derived parts from the records; returns what was fixed."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

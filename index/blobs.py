@@ -1,0 +1,176 @@
+"""Content-addressed copies of example source files inside an index directory.
+
+Keeping a copy of each example (image, audio clip, ...) next to its vector lets
+the index be re-encoded after an encoder change even when the originals moved.
+Files are named by their SHA-256, so identical content is stored once and a
+key can be trusted to name exactly that content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import time
+from pathlib import Path
+
+from .atomic import fsync_dir, temp_path_for
+from .errors import ValidationError
+from .layout import TMP_SUFFIX
+
+BLOB_DIR = "examples"
+_KEY_RE = re.compile(r"^examples/([0-9a-f]{2})/([0-9a-f]{64})(\.[a-z0-9]{1,9})?$")
+_SUFFIX_RE = re.compile(r"^(\.[a-z0-9]{1,9})?$")
+_CHUNK = 1 << 20
+
+
+def _normalise_suffix(suffix: str) -> str:
+    """Lower-case ``suffix``; '' or '.' + 1-9 of [a-z0-9] (10 characters at most)."""
+    if not isinstance(suffix, str):
+        raise ValidationError(f"suffix must be a str like '.jpg'; got {type(suffix).__name__}")
+    suffix = suffix.lower()
+    if suffix and not suffix.startswith("."):
+        suffix = "." + suffix
+    if not _SUFFIX_RE.fullmatch(suffix):
+        raise ValidationError(
+            f"suffix {suffix!r} is not allowed; use '' or a short extension of letters/digits like '.jpg'"
+        )
+    return suffix
+
+
+class BlobStore:
+    """Blob files under ``<index_dir>/examples/<2 hex>/<sha256><suffix>``.
+
+    Keys are relative paths (``examples/ab/ab12...ef.jpg``) so they stay valid
+    when the index directory is moved or copied.
+    """
+
+    def __init__(self, index_dir: str | Path) -> None:
+        self.index_dir = Path(index_dir)
+        self.root = self.index_dir / BLOB_DIR
+
+    def put_bytes(self, data: bytes, suffix: str = "") -> str:
+        """Store ``data``; returns its key. Storing the same bytes again is a no-op."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise ValidationError(f"data must be bytes; got {type(data).__name__}")
+        suffix = _normalise_suffix(suffix)
+        digest = hashlib.sha256(data).hexdigest()
+        key = f"{BLOB_DIR}/{digest[:2]}/{digest}{suffix}"
+        target = self.path(key)
+        if self._reuse(target):
+            return key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_path_for(target)
+        try:
+            with open(tmp, "xb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        fsync_dir(target.parent)
+        return key
+
+    def put_file(self, path: str | Path) -> str:
+        """Copy a file in (streamed, hashed on the way); returns its key.
+
+        The suffix is the lower-cased original extension when it is short and
+        plain (``.JPG`` -> ``.jpg``); otherwise the blob gets no suffix.
+        """
+        src = Path(path)
+        if not src.is_file():
+            raise ValidationError(f"{src} is not a readable file; check the path")
+        try:
+            suffix = _normalise_suffix(src.suffix)
+        except ValidationError:
+            suffix = ""
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = temp_path_for(self.root / "incoming")
+        hasher = hashlib.sha256()
+        try:
+            with open(src, "rb") as fin, open(tmp, "xb") as fout:
+                while chunk := fin.read(_CHUNK):
+                    hasher.update(chunk)
+                    fout.write(chunk)
+                fout.flush()
+                os.fsync(fout.fileno())
+            digest = hasher.hexdigest()
+            key = f"{BLOB_DIR}/{digest[:2]}/{digest}{suffix}"
+            target = self.path(key)
+            if self._reuse(target):
+                tmp.unlink()
+                return key
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        fsync_dir(target.parent)
+        return key
+
+    def path(self, key: str) -> Path:
+        """Absolute path of ``key``; ValidationError for anything but a well-formed blob key.
+
+        Only the exact key shape is accepted, so a key read from metadata can
+        never point outside the blob directory (``../``, absolute paths, links).
+        """
+        if not isinstance(key, str) or not _KEY_RE.fullmatch(key):
+            raise ValidationError(
+                f"invalid blob key {key!r}; expected 'examples/<2 hex>/<sha256><suffix>' as returned by put_file"
+            )
+        match = _KEY_RE.fullmatch(key)
+        assert match is not None
+        if match.group(1) != match.group(2)[:2]:
+            raise ValidationError(f"invalid blob key {key!r}: directory does not match the hash")
+        return self.index_dir / key
+
+    def exists(self, key: str) -> bool:
+        """True if the blob for ``key`` is stored."""
+        return self.path(key).is_file()
+
+    def sweep(self, referenced_keys: set[str], *, min_age_s: float = 300.0) -> int:
+        """Delete blobs not in ``referenced_keys`` and leftover temp files; returns how many.
+
+        For writers only. Files younger than ``min_age_s`` are kept, because
+        another process may have just stored a blob whose record it has not
+        committed yet (re-storing an existing blob refreshes its age). Pass
+        ``min_age_s=0`` when no other writer can be active.
+        """
+        if not self.root.is_dir():
+            return 0
+        keep = set(referenced_keys)
+        cutoff = time.time() - min_age_s
+        removed = 0
+        for dirpath, _dirnames, filenames in os.walk(self.root, topdown=False):
+            directory = Path(dirpath)
+            for name in filenames:
+                file = directory / name
+                key = file.relative_to(self.index_dir).as_posix()
+                if key in keep and not name.endswith(TMP_SUFFIX):
+                    continue
+                try:
+                    if file.lstat().st_mtime > cutoff:
+                        continue
+                    file.unlink()
+                    removed += 1
+                except FileNotFoundError:
+                    continue
+            if directory != self.root:
+                try:
+                    directory.rmdir()  # only succeeds when empty
+                except OSError:
+                    pass
+        if removed:
+            fsync_dir(self.root)
+        return removed
+
+    @staticmethod
+    def _reuse(target: Path) -> bool:
+        """True if ``target`` already exists; refreshes its mtime to protect it from sweep."""
+        try:
+            os.utime(target)
+            return True
+        except FileNotFoundError:
+            return False

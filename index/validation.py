@@ -1,0 +1,206 @@
+"""Input checks for the store API.
+
+Everything a caller hands to the store passes through here first, so bad input
+fails early with a ValidationError whose message says what to fix, instead of
+surfacing later as a FAISS crash, a NaN score or an unreadable database row.
+"""
+
+from __future__ import annotations
+
+import json
+import numbers
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from .base import METRICS
+from .errors import ValidationError
+
+MAX_LABEL_LENGTH = 200
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def validate_metric(metric: Any) -> str:
+    """Return ``metric`` if it is one of the supported metrics."""
+    if not isinstance(metric, str) or metric not in METRICS:
+        raise ValidationError(f"metric must be one of {', '.join(METRICS)}; got {metric!r}")
+    return metric
+
+
+def validate_dim(dim: Any) -> int:
+    """Return ``dim`` as an int >= 1."""
+    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or int(dim) < 1:
+        raise ValidationError(f"dim must be a positive integer; got {dim!r}")
+    return int(dim)
+
+
+def validate_k(k: Any) -> int:
+    """Return ``k`` as an int >= 1 (a k above the record count just yields fewer hits)."""
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise ValidationError(f"k must be an integer >= 1; got {k!r}")
+    if int(k) < 1:
+        raise ValidationError(f"k must be >= 1; got {int(k)}")
+    return int(k)
+
+
+def validate_timeout(timeout: Any) -> float:
+    """Return a lock timeout in seconds (>= 0; 0 means try once)."""
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or not timeout >= 0:
+        raise ValidationError(f"lock timeout must be a number of seconds >= 0, got {timeout!r}")
+    return float(timeout)
+
+
+def as_matrix(vectors: Any, dim: int, *, what: str = "vectors") -> np.ndarray:
+    """Check shape and finiteness; return a float64 [n, dim] copy-or-view.
+
+    A 1-D input of length ``dim`` is accepted as a single row, because passing
+    one embedding is the common case for queries.
+    """
+    try:
+        arr = np.asarray(vectors)
+    except (ValueError, TypeError) as exc:
+        raise ValidationError(f"{what} must be a numeric array of shape [n, {dim}]: {exc}") from None
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        raise ValidationError(f"{what} must be a numeric array of shape [n, {dim}]; got dtype {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise ValidationError(f"{what} must be real-valued; got dtype {arr.dtype}")
+    if arr.ndim == 1:
+        if arr.shape[0] != dim:
+            raise ValidationError(f"expected {what} of dimension {dim}, got {arr.shape[0]}")
+        arr = arr.reshape(1, dim)
+    elif arr.ndim != 2:
+        raise ValidationError(f"{what} must be 2-D [n, {dim}] (or 1-D for one row); got shape {arr.shape}")
+    elif arr.shape[1] != dim:
+        raise ValidationError(f"expected {what} of dimension {dim}, got {arr.shape[1]}")
+    arr = arr.astype(np.float64, copy=False)
+    finite = np.isfinite(arr).all(axis=1)
+    if not finite.all():
+        row = int(np.flatnonzero(~finite)[0])
+        raise ValidationError(f"{what} contain NaN or inf (row {row}); clean or drop that row")
+    return arr
+
+
+def prepare_vectors(vectors: Any, dim: int, metric: str, *, what: str = "vectors") -> np.ndarray:
+    """Validate and convert to the stored form: float32, L2-normalised for cosine.
+
+    Normalising once here means stored vectors, prototypes and queries all live
+    on the unit sphere and the inner product *is* the cosine similarity.
+    """
+    arr = as_matrix(vectors, dim, what=what)
+    if metric == "cosine":
+        # Scale by the largest entry first so huge or tiny (subnormal) rows
+        # neither overflow nor underflow when squared.
+        scale = np.abs(arr).max(axis=1) if arr.shape[1] else np.zeros(len(arr))
+        zero = scale == 0
+        if zero.any():
+            row = int(np.flatnonzero(zero)[0])
+            raise ValidationError(
+                f"{what} row {row} is all zeros; cosine similarity is undefined for a zero vector"
+            )
+        arr = arr / scale[:, None]
+        arr = arr / np.linalg.norm(arr, axis=1)[:, None]
+    with np.errstate(over="ignore"):  # overflow is reported below as an error
+        out = arr.astype(np.float32)
+    finite = np.isfinite(out).all(axis=1)
+    if not finite.all():
+        row = int(np.flatnonzero(~finite)[0])
+        raise ValidationError(f"{what} row {row} has values too large for float32; rescale the vectors")
+    return np.ascontiguousarray(out)
+
+
+def validate_label(label: Any) -> str:
+    """Return ``label`` unchanged if acceptable.
+
+    Labels are data, never file names, so path-like and non-ASCII labels are
+    fine; only empty, over-long and control-character labels are refused
+    (they break CSV/terminal output and are almost always a parsing bug).
+    """
+    if not isinstance(label, str):
+        raise ValidationError(f"label must be a str; got {type(label).__name__} {label!r}")
+    label = str(label)  # np.str_ -> str, so it round-trips through JSON/SQLite
+    if not label.strip():
+        raise ValidationError("label must not be empty")
+    if len(label) > MAX_LABEL_LENGTH:
+        raise ValidationError(
+            f"label must be at most {MAX_LABEL_LENGTH} characters; got {len(label)} ({label[:40]!r}...)"
+        )
+    if _CONTROL_RE.search(label):
+        raise ValidationError(f"label {label!r} contains control characters (\\x00-\\x1f, \\x7f); remove them")
+    return label
+
+
+def _require_sequence(value: Any, what: str) -> Sequence[Any]:
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, (Sequence, np.ndarray)):
+        raise ValidationError(f"{what} must be a list with one entry per vector; got {type(value).__name__}")
+    return value
+
+
+def validate_labels(labels: Any, n: int) -> list[str]:
+    """Validate one label per vector."""
+    seq = _require_sequence(labels, "labels")
+    if len(seq) != n:
+        raise ValidationError(f"got {n} vectors but {len(seq)} labels; pass one label per vector")
+    return [validate_label(label) for label in seq]
+
+
+def metadata_to_json(meta: Any, *, what: str = "metadata") -> str:
+    """Serialise one metadata dict to strict JSON (no NaN), or raise ValidationError."""
+    if not isinstance(meta, Mapping):
+        raise ValidationError(f"{what} must be a dict; got {type(meta).__name__}")
+    try:
+        return json.dumps(dict(meta), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(
+            f"{what} must be JSON-serialisable (str/int/float/bool/None/list/dict): {exc}"
+        ) from None
+
+
+def validate_metadata(metadata: Any, n: int) -> list[str]:
+    """Validate one metadata dict per vector (None -> empty dicts); return JSON texts."""
+    if metadata is None:
+        return ["{}"] * n
+    seq = _require_sequence(metadata, "metadata")
+    if len(seq) != n:
+        raise ValidationError(f"got {n} vectors but {len(seq)} metadata entries; pass one dict per vector")
+    return [metadata_to_json(m, what=f"metadata[{i}]") for i, m in enumerate(seq)]
+
+
+def validate_extra(extra: Any) -> dict[str, Any]:
+    """Validate the free-form ``extra`` fields; return a JSON-clean copy."""
+    if extra is None:
+        return {}
+    if not isinstance(extra, Mapping):
+        raise ValidationError(f"extra must be a dict; got {type(extra).__name__}")
+    for key in extra:
+        if not isinstance(key, str):
+            raise ValidationError(f"extra keys must be strings; got {key!r}")
+    return json.loads(metadata_to_json(extra, what="extra"))
+
+
+def validate_ids(ids: Any) -> np.ndarray:
+    """Return ids as a 1-D int64 array (integers only; floats and bools are refused)."""
+    if isinstance(ids, (numbers.Integral, str, bytes)):
+        raise ValidationError(f"ids must be a list of integers; got a single {type(ids).__name__}")
+    try:
+        arr = np.asarray(ids)
+    except (ValueError, TypeError) as exc:
+        raise ValidationError(f"ids must be a list of integers: {exc}") from None
+    if arr.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if arr.ndim != 1:
+        raise ValidationError(f"ids must be a 1-D list of integers; got shape {arr.shape}")
+    if arr.dtype == object:
+        values = arr.tolist()
+        if not all(isinstance(x, numbers.Integral) and not isinstance(x, bool) for x in values):
+            raise ValidationError("ids must be integers")
+        if any(not _INT64_MIN <= int(x) <= _INT64_MAX for x in values):
+            raise ValidationError("ids must fit in a signed 64-bit integer")
+        return np.array([int(x) for x in values], dtype=np.int64)
+    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
+        raise ValidationError(f"ids must be integers; got dtype {arr.dtype}")
+    if arr.dtype == np.uint64 and int(arr.max()) > _INT64_MAX:
+        raise ValidationError("ids must fit in a signed 64-bit integer")
+    return arr.astype(np.int64)
