@@ -63,7 +63,8 @@ class PrototypeClassifier:
         return prototype_scores(self._check_X(X, self.n_features_in_), self.prototypes_, self.metric)
 
     def predict(self, X) -> np.ndarray:
-        return self.classes_[self.decision_function(X).argmax(axis=1)]
+        scores = self.decision_function(X)
+        return self.classes_[scores.argmax(axis=1)]
 
     def predict_proba(self, X) -> np.ndarray:
         return softmax(self.decision_function(X), self.temperature)

@@ -10,6 +10,12 @@ standard Omniglot trick that quadruples the number of training classes).
 Checkpoints are plain state dicts (loadable with ``weights_only=True``), written
 atomically; a run resumes from ``last.pt`` in its output folder. Episode ``i`` and
 its augmentation depend only on ``(seed, i)``, so a resumed run is identical.
+
+The loop itself is :func:`fit_episodic`: any :class:`fewshot.losses.MetricLoss`
+(prototypical, batch-hard triplet, supervised contrastive), an optional subset
+of trainable parameters (frozen blocks stay in eval mode), optional early
+stopping on validation episodes. :func:`train_episodic` (training an encoder from
+scratch) and :func:`fewshot.finetune.finetune` (adapting one) both call it.
 """
 from __future__ import annotations
 
@@ -28,6 +34,7 @@ from torch import nn
 
 from fewshot.data.dataset import ImageDataset
 from fewshot.episodes import EpisodeSampler
+from fewshot.losses import MetricLoss, PrototypicalLoss, episode_accuracy
 from fewshot.prototypes import class_prototypes, prototype_scores
 
 
@@ -50,6 +57,12 @@ class TrainConfig:
     val_every: int = 250
     val_episodes: int = 300
     val_ways: int = 20
+    val_shots: int = 1
+    val_queries: int = 5
+    val_within_group: bool = True  # validation episodes drawn within one group (alphabet)
+    patience: int = 0  # stop after this many validations without improvement; 0 = never
+    min_delta: float = 0.0  # an improvement must exceed this to reset the patience
+    augment: bool = True  # random affine warp of every training image
     checkpoint_every: int = 100
     seed: int = 0
     threads: int = 0  # 0 = torch default
@@ -85,14 +98,18 @@ def random_affine(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> to
     return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
 
 
-class ProtoHead(nn.Module):
-    """The learnable inverse temperature of the cosine prototype classifier."""
+class ProtoHead(PrototypicalLoss):
+    """The learnable inverse temperature of the cosine prototype classifier.
+
+    Kept for callers of the episode-layout form ``head(support, query, ways, shots)
+    -> logits``; it is a :class:`fewshot.losses.PrototypicalLoss` (same ``log_scale``
+    state dict), which is what the training loop now uses.
+    """
 
     def __init__(self, init_scale: float):
-        super().__init__()
-        self.log_scale = nn.Parameter(torch.tensor(math.log(init_scale)))
+        super().__init__(init_scale)
 
-    def forward(self, support: torch.Tensor, query: torch.Tensor, ways: int, shots: int) -> torch.Tensor:
+    def forward(self, support: torch.Tensor, query: torch.Tensor, ways: int, shots: int) -> torch.Tensor:  # type: ignore[override]
         s = F.normalize(support, dim=-1).view(ways, shots, -1).mean(1)
         return self.log_scale.exp() * F.normalize(query, dim=-1) @ F.normalize(s, dim=-1).T
 
@@ -117,8 +134,17 @@ def embed_images(model: nn.Module, x: torch.Tensor, batch: int = 512,
 
 def episodic_accuracy(emb: np.ndarray, ds: ImageDataset, ways: int, shots: int, queries: int,
                       episodes: int, within_group: bool, seed: int) -> np.ndarray:
-    """Per-episode accuracy of nearest-prototype classification on precomputed embeddings."""
+    """Per-episode accuracy of nearest-prototype classification on precomputed embeddings.
+
+    ``ds`` only lends its ``labels`` and ``groups`` (any object with both works).
+    """
     sampler = EpisodeSampler(ds.labels, ways, shots, queries, ds.groups, within_group, seed)
+    return sampler_accuracy(emb, sampler, episodes)
+
+
+def sampler_accuracy(emb: np.ndarray, sampler: EpisodeSampler, episodes: int) -> np.ndarray:
+    """Per-episode nearest-prototype accuracy of episodes ``0..episodes-1`` of ``sampler``."""
+    ways, shots, queries = sampler.ways, sampler.shots, sampler.queries
     accs = np.empty(episodes)
     for i, ep in enumerate(sampler(episodes)):
         sup_lab = np.repeat(np.arange(ways), shots)
@@ -137,93 +163,179 @@ def _atomic_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def train_episodic(model: nn.Module, train: ImageDataset, out_dir: str | os.PathLike,
-                   cfg: TrainConfig, val: ImageDataset | None = None,
-                   transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                   progress: bool = True, log: Callable[[str], None] | None = None) -> dict:
-    """Train ``model`` in place; returns a summary. Resumes from ``out_dir/last.pt``.
+def validation_sampler(val: ImageDataset, cfg: TrainConfig) -> EpisodeSampler:
+    """Validation episodes: ``val_ways`` (at most the number of usable classes), fixed seed."""
+    need = cfg.val_shots + cfg.val_queries
+    counts: dict[str, int] = {}
+    for lab in val.labels:
+        counts[lab] = counts.get(lab, 0) + 1
+    usable = sum(1 for n in counts.values() if n >= need)
+    ways = min(cfg.val_ways, usable)
+    within = cfg.val_within_group and len(set(val.groups)) > 1
+    if within:  # as many ways as the smallest group that can still host an episode allows
+        per_group: dict[str, set] = {}
+        for lab, g in zip(val.labels, val.groups):
+            if counts[lab] >= need:
+                per_group.setdefault(g, set()).add(lab)
+        ways = min(ways, max(len(s) for s in per_group.values()))
+    if ways < 2:
+        raise ValueError(f"validation needs >= 2 classes with >= {need} examples each; it has {usable}")
+    return EpisodeSampler(val.labels, ways, cfg.val_shots, cfg.val_queries, val.groups, within, cfg.seed + 12345)
 
-    Writes ``last.pt`` (model, head, optimizer, step; for resuming), ``best.pt``
-    (model state dict with the best validation accuracy, or the last one without
-    validation), ``config.json`` and ``log.jsonl``.
+
+def episode_batch(x_all: torch.Tensor, ep, cfg: TrainConfig, step: int, shots: int
+                  ) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The images of one episode (support first, class-major), augmented; labels ``0..ways-1``."""
+    idx = np.concatenate([ep.support.ravel(), ep.query.ravel()])
+    x = x_all[idx]
+    if cfg.augment:
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        x = random_affine(x, cfg, gen)
+    ways, queries = ep.ways, ep.query.shape[1]
+    labels = torch.cat([torch.arange(ways).repeat_interleave(shots), torch.arange(ways).repeat_interleave(queries)])
+    return x, labels, ways * shots
+
+
+def set_train_mode(model: nn.Module, frozen: tuple[nn.Module, ...] = ()) -> None:
+    """Training mode, except frozen sub-modules (their BatchNorm statistics stay put)."""
+    model.train()
+    for m in frozen:
+        m.eval()
+
+
+def fit_episodic(model: nn.Module, loss_fn: MetricLoss, train: ImageDataset, out_dir: str | os.PathLike,
+                 cfg: TrainConfig, val: ImageDataset | None = None,
+                 to_tensor: Callable[[np.ndarray], torch.Tensor] = None,
+                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 params: list[nn.Parameter] | None = None, frozen: tuple[nn.Module, ...] = (),
+                 progress: bool = True, log: Callable[[str], None] | None = None,
+                 desc: str = "train", checkpoint_meta: dict | None = None) -> dict:
+    """Episodic metric learning of ``model`` in place with ``loss_fn``; resumes from ``out_dir/last.pt``.
+
+    Every step draws an episode (``cfg.ways`` classes x ``shots + queries``),
+    optionally augments it, and takes one Adam step on ``loss_fn`` over the
+    trainable ``params`` (default: all of the model) plus the loss's own
+    parameters. ``to_tensor`` turns uint8 images into the model's input
+    (default :func:`images_to_tensor`). Every ``cfg.val_every`` steps the
+    nearest-prototype accuracy on ``val`` episodes decides ``best.pt``; with
+    ``cfg.patience`` it also stops the run early.
+
+    Writes ``last.pt`` (model, head = loss state, optimizer, step, best_val, ...;
+    for resuming), ``best.pt`` (model state dict of the best validation, or the
+    last one without validation), ``config.json`` and ``log.jsonl``. All files
+    are replaced atomically, so a kill at any moment leaves the previous ones.
+    ``checkpoint_meta`` (JSON-able) is stored in ``last.pt`` as ``meta``.
     """
     from tqdm import tqdm
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    to_tensor = to_tensor or images_to_tensor
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     torch.manual_seed(cfg.seed)
-    data = expand_rotations(train) if cfg.rotations else train
-    x_all = images_to_tensor(data.images)
-    head = ProtoHead(cfg.init_scale)
-    params = list(model.parameters()) + list(head.parameters())
-    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    start, best = 0, -1.0
+    x_all = to_tensor(train.images)
+    trainable = list(model.parameters()) if params is None else list(params)
+    opt = torch.optim.Adam(trainable + list(loss_fn.parameters()), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    start, best, bad_evals, stopped, val_acc = 0, -1.0, 0, False, float("nan")
     if (out / "last.pt").exists():
         ck = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
         model.load_state_dict(ck["model"])
-        head.load_state_dict(ck["head"])
+        loss_fn.load_state_dict(ck["head"])
         opt.load_state_dict(ck["optimizer"])
         start, best = int(ck["step"]), float(ck["best_val"])
-    sampler = EpisodeSampler(data.labels, cfg.ways, cfg.shots, cfg.queries, data.groups, False, cfg.seed)
+        bad_evals, stopped = int(ck.get("bad_evals", 0)), bool(ck.get("stopped", False))
+        val_acc = float(ck.get("val_acc", float("nan")))
+    sampler = EpisodeSampler(train.labels, cfg.ways, cfg.shots, cfg.queries, train.groups, False, cfg.seed)
     group_sampler = None
     if cfg.within_group_fraction > 0:
-        group_sampler = EpisodeSampler(data.labels, min(cfg.ways, 20), cfg.shots, cfg.queries,
-                                       data.groups, True, cfg.seed + 1)
-    x_val = images_to_tensor(val.images) if val is not None else None
+        group_sampler = EpisodeSampler(train.labels, min(cfg.ways, 20), cfg.shots, cfg.queries,
+                                       train.groups, True, cfg.seed + 1)
+    x_val = to_tensor(val.images) if val is not None else None
+    val_sampler = validation_sampler(val, cfg) if val is not None else None
+
+    def save_last(done: int) -> None:
+        if x_val is None:
+            _atomic_save(model.state_dict(), out / "best.pt")
+        _atomic_save({"model": model.state_dict(), "head": loss_fn.state_dict(), "optimizer": opt.state_dict(),
+                      "step": done, "best_val": best, "bad_evals": bad_evals, "stopped": stopped,
+                      "val_acc": val_acc, "loss": loss_fn.name, "meta": dict(checkpoint_meta or {})},
+                     out / "last.pt")
+
     logf = open(out / "log.jsonl", "a")
-    model.train()
-    t0, losses, accs, val_acc = time.time(), [], [], float("nan")
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not progress,
-               desc="train", dynamic_ncols=True)
-    for step in bar:
-        rng = np.random.default_rng([cfg.seed, step, 7])
-        use_group = group_sampler is not None and rng.random() < cfg.within_group_fraction
-        ep = (group_sampler or sampler).episode(step) if use_group else sampler.episode(step)
-        ways = ep.ways
-        idx = np.concatenate([ep.support.ravel(), ep.query.ravel()])
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-        x = random_affine(x_all[idx], cfg, gen)
-        if transform is not None:
-            x = transform(x)
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg)
-        emb = model(x)
-        n_sup = ways * cfg.shots
-        logits = head(emb[:n_sup], emb[n_sup:], ways, cfg.shots)
-        target = torch.arange(ways).repeat_interleave(cfg.queries)
-        loss = F.cross_entropy(logits, target)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-        accs.append((logits.argmax(1) == target).float().mean().item())
-        done = step + 1
-        if x_val is not None and (done % cfg.val_every == 0 or done == cfg.steps):
-            emb_val = embed_images(model, x_val, transform=transform)
-            val_acc = float(episodic_accuracy(emb_val, val, cfg.val_ways, 1, 5, cfg.val_episodes,
-                                              True, cfg.seed + 12345).mean())
-            if val_acc > best:
-                best = val_acc
-                _atomic_save(model.state_dict(), out / "best.pt")
-        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-            if x_val is None:
-                _atomic_save(model.state_dict(), out / "best.pt")
-            _atomic_save({"model": model.state_dict(), "head": head.state_dict(),
-                          "optimizer": opt.state_dict(), "step": done, "best_val": best}, out / "last.pt")
-            rec = {"step": done, "loss": float(np.mean(losses[-100:])), "train_acc": float(np.mean(accs[-100:])),
-                   "val_acc": val_acc, "scale": head.log_scale.exp().item(), "lr": lr_at(step, cfg),
-                   "elapsed_s": round(time.time() - t0, 1)}
-            logf.write(json.dumps(rec) + "\n")
-            logf.flush()
-            if log:
-                log(json.dumps(rec))
-        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", val=f"{val_acc:.3f}")
-    logf.close()
-    return {"steps": cfg.steps, "best_val_acc": best, "scale": head.log_scale.exp().item(),
-            "seconds": round(time.time() - t0, 1), "out_dir": str(out)}
+    set_train_mode(model, frozen)
+    t0, losses, accs, done = time.time(), [], [], start
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not progress or stopped,
+               desc=desc, dynamic_ncols=True)
+    try:
+        for step in bar:
+            if stopped:
+                break
+            rng = np.random.default_rng([cfg.seed, step, 7])
+            use_group = group_sampler is not None and rng.random() < cfg.within_group_fraction
+            ep = group_sampler.episode(step) if use_group else sampler.episode(step)
+            x, target, n_sup = episode_batch(x_all, ep, cfg, step, cfg.shots)
+            if transform is not None:
+                x = transform(x)
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, cfg)
+            emb = model(x)
+            loss = loss_fn(emb, target, n_sup)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            accs.append(episode_accuracy(emb.detach(), target, n_sup))
+            done = step + 1
+            if val_sampler is not None and (done % cfg.val_every == 0 or done == cfg.steps):
+                emb_val = embed_images(model, x_val, transform=transform)
+                set_train_mode(model, frozen)
+                val_acc = float(sampler_accuracy(emb_val, val_sampler, cfg.val_episodes).mean())
+                if val_acc > best + cfg.min_delta or best < 0:
+                    best, bad_evals = max(val_acc, best), 0
+                    _atomic_save(model.state_dict(), out / "best.pt")
+                else:
+                    bad_evals += 1
+                    stopped = cfg.patience > 0 and bad_evals >= cfg.patience
+            if done % cfg.checkpoint_every == 0 or done == cfg.steps or stopped:
+                save_last(done)
+                rec = {"step": done, "loss": float(np.mean(losses[-100:])),
+                       "train_acc": float(np.nanmean(accs[-100:])), "val_acc": val_acc,
+                       "lr": lr_at(step, cfg), "elapsed_s": round(time.time() - t0, 1)}
+                if isinstance(loss_fn, PrototypicalLoss):
+                    rec["scale"] = loss_fn.scale.item()
+                if stopped:
+                    rec["stopped_early"] = True
+                logf.write(json.dumps(rec) + "\n")
+                logf.flush()
+                if log:
+                    log(json.dumps(rec))
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", val=f"{val_acc:.3f}")
+    finally:
+        bar.close()
+        logf.close()
+    summary = {"steps": cfg.steps, "step": done, "best_val_acc": best, "val_acc": val_acc,
+               "stopped_early": stopped, "loss": loss_fn.name,
+               "seconds": round(time.time() - t0, 1), "out_dir": str(out)}
+    if isinstance(loss_fn, PrototypicalLoss):
+        summary["scale"] = loss_fn.scale.item()
+    return summary
+
+
+def train_episodic(model: nn.Module, train: ImageDataset, out_dir: str | os.PathLike,
+                   cfg: TrainConfig, val: ImageDataset | None = None,
+                   transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                   progress: bool = True, log: Callable[[str], None] | None = None) -> dict:
+    """Train ``model`` in place with the prototypical loss; returns a summary. Resumes from ``out_dir/last.pt``.
+
+    Writes ``last.pt`` (model, head, optimizer, step; for resuming), ``best.pt``
+    (model state dict with the best validation accuracy, or the last one without
+    validation), ``config.json`` and ``log.jsonl``.
+    """
+    data = expand_rotations(train) if cfg.rotations else train
+    return fit_episodic(model, PrototypicalLoss(cfg.init_scale), data, out_dir, cfg, val=val,
+                        transform=transform, progress=progress, log=log)
 
 
 def export_image_encoder(state_dict_path: str | os.PathLike, out_path: str | os.PathLike,

@@ -1,5 +1,9 @@
 """Datasets: Omniglot, class-per-folder trees, scikit-learn digits; one in-memory shape."""
 from fewshot.data.dataset import ImageDataset
+from fewshot.data.digits import digits_to_images, load_digits
+from fewshot.data.folders import load_folder_dataset
 from fewshot.data.omniglot import download_omniglot, load_omniglot
+from fewshot.data.registry import detect_layout, load_dataset
 
-__all__ = ["ImageDataset", "download_omniglot", "load_omniglot"]
+__all__ = ["ImageDataset", "download_omniglot", "load_omniglot", "load_dataset", "load_digits",
+           "load_folder_dataset", "digits_to_images", "detect_layout"]

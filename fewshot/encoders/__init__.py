@@ -102,6 +102,7 @@ def load(name_or_path: str | os.PathLike | Encoder = DEFAULT_IMAGE_ENCODER, weig
 
 # Register the built-in families (import for their side effect).
 from fewshot.encoders import builtin  # noqa: E402,F401
+from fewshot.encoders import sequence_builtin  # noqa: E402,F401
 
 __all__ = ["Encoder", "EncoderSpec", "TorchImageEncoder", "ImagePreprocess", "available", "load",
            "from_file", "register", "DEFAULT_IMAGE_ENCODER"]

@@ -1,0 +1,287 @@
+"""RNN sequence encoders: GRU/LSTM, stacked, optionally bidirectional, pooled over time.
+
+Variable lengths are handled by packing (``pack_padded_sequence``): padding
+never enters the recurrence, and pooling masks it out, so a sequence embeds the
+same alone or in a batch with longer ones. Nothing is truncated; inputs longer
+than the preprocessing's ``max_length`` are refused with an error.
+
+:class:`TorchSequenceEncoder` has the interface of
+:class:`~fewshot.encoders.base.TorchImageEncoder` (``name``, ``input_kind``,
+``dim``, ``fingerprint``, ``embed``, ``embed_tensor``, ``save``) and writes the
+same encoder-file format with ``config["input_kind"] = "sequence"``.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from fewshot.encoders.base import ENCODER_FILE_FORMAT, fingerprint_module
+from fewshot.errors import EncoderError, InputError
+from fewshot.inputs import SEQUENCE_SUFFIXES, InputItem, expand_inputs
+from fewshot.sequences import SequencePreprocess, load_sequence
+
+CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
+POOLINGS = ("attention", "mean", "last")
+
+
+class SequenceRNN(nn.Module):
+    """Input projection -> stacked (bi)GRU/LSTM over a packed batch -> pooling over time -> linear.
+
+    ``pooling="attention"``: a learned softmax weighting of the time steps;
+    ``"mean"``: the masked mean; ``"last"``: the final hidden state(s) of the
+    top layer (both directions when bidirectional). ``dim`` (0 = none) adds a
+    linear projection to the embedding size.
+    """
+
+    def __init__(self, in_features: int, hidden: int = 128, layers: int = 2, cell: str = "gru",
+                 bidirectional: bool = True, pooling: str = "attention", dim: int = 128,
+                 input_proj: int = 0, dropout: float = 0.0):
+        super().__init__()
+        if cell not in CELLS:
+            raise ValueError(f"unknown RNN cell {cell!r}; choose {', '.join(CELLS)}")
+        if pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {pooling!r}; choose {', '.join(POOLINGS)}")
+        self.cell, self.pooling, self.bidirectional = cell, pooling, bidirectional
+        self.proj_in = nn.Linear(in_features, input_proj) if input_proj else None
+        self.rnn = CELLS[cell](input_proj or in_features, hidden, num_layers=layers, batch_first=True,
+                               bidirectional=bidirectional, dropout=dropout if layers > 1 else 0.0)
+        width = hidden * (2 if bidirectional else 1)
+        self.att = nn.Sequential(nn.Linear(width, width // 2), nn.Tanh(), nn.Linear(width // 2, 1)) \
+            if pooling == "attention" else None
+        self.proj_out = nn.Linear(width, dim) if dim else None
+        self.out_dim = dim or width
+
+    def forward(self, x: PackedSequence) -> torch.Tensor:
+        if self.proj_in is not None:
+            x = PackedSequence(torch.relu(self.proj_in(x.data)), x.batch_sizes, x.sorted_indices,
+                               x.unsorted_indices)
+        out, h = self.rnn(x)
+        if self.pooling == "last":
+            h = h[0] if isinstance(h, tuple) else h  # LSTM: (h, c)
+            pooled = torch.cat([h[-2], h[-1]], 1) if self.bidirectional else h[-1]
+        else:
+            pad, lengths = pad_packed_sequence(out, batch_first=True)  # original order
+            mask = torch.arange(pad.shape[1])[None, :] < lengths[:, None]
+            if self.pooling == "mean":
+                pooled = (pad * mask[..., None]).sum(1) / lengths[:, None].to(pad.dtype)
+            else:
+                w = self.att(pad).squeeze(-1).masked_fill(~mask, float("-inf"))
+                pooled = (torch.softmax(w, 1)[..., None] * pad).sum(1)
+        return self.proj_out(pooled) if self.proj_out is not None else pooled
+
+
+def build_sequence_arch(arch: str, **kwargs) -> tuple[nn.Module, int]:
+    """The sequence architectures by name: ``rnn`` (the family above)."""
+    if arch != "rnn":
+        raise EncoderError(f"unknown sequence architecture {arch!r}; known: rnn")
+    m = SequenceRNN(**kwargs)
+    return m, m.out_dim
+
+
+def pack_batch(arrays: Sequence[np.ndarray]) -> PackedSequence:
+    """Preprocessed float32 ``[T_i, F]`` arrays of unequal lengths -> one PackedSequence."""
+    lengths = torch.tensor([len(a) for a in arrays], dtype=torch.int64)
+    if (lengths < 1).any():
+        raise InputError("cannot pack an empty sequence")
+    t_max, f = int(lengths.max()), arrays[0].shape[1]
+    pad = np.zeros((len(arrays), t_max, f), np.float32)
+    for i, a in enumerate(arrays):
+        pad[i, :len(a)] = a
+    return pack_padded_sequence(torch.from_numpy(pad), lengths, batch_first=True, enforce_sorted=False)
+
+
+class TorchSequenceEncoder:
+    """A sequence encoder: read -> preprocess -> pack -> RNN forward in batches -> (centre) -> float32.
+
+    Reading and preprocessing of the next batch run in a worker thread while the
+    current batch goes through the RNN (torch releases the GIL), so file parsing
+    costs little next to the forward pass.
+    """
+
+    input_kind = "sequence"
+
+    def __init__(self, name: str, module: nn.Module, dim: int, preprocess: SequencePreprocess,
+                 arch: str = "rnn", arch_kwargs: dict | None = None, weights_source: str = "",
+                 centre: np.ndarray | None = None, temperature: float | None = None, threads: int = 0):
+        self.name, self.module, self.dim, self.preprocess = name, module.eval(), dim, preprocess
+        self.arch, self.arch_kwargs = arch, dict(arch_kwargs or {})
+        self.weights_source = weights_source
+        self.centre = None if centre is None else np.asarray(centre, dtype=np.float32).reshape(-1)
+        if self.centre is not None and self.centre.shape[0] != dim:
+            raise ValueError(f"centre has {self.centre.shape[0]} values, encoder dim is {dim}")
+        self.temperature = temperature
+        self.threads = threads
+        self._fingerprint: str | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, dim={self.dim}, fingerprint={self.fingerprint})"
+
+    def config(self) -> dict:
+        """Everything needed to rebuild this encoder, as JSON-able values."""
+        return {"format": ENCODER_FILE_FORMAT, "version": 1, "name": self.name, "arch": self.arch,
+                "arch_kwargs": self.arch_kwargs, "input_kind": self.input_kind, "dim": self.dim,
+                "preprocess": self.preprocess.to_dict(),
+                "centre": None if self.centre is None else [float(v) for v in self.centre],
+                "temperature": self.temperature}
+
+    @property
+    def fingerprint(self) -> str:
+        """Hash of the weights and the preprocessing config (not the name)."""
+        if self._fingerprint is None:
+            cfg = self.config()
+            cfg.pop("name")
+            self._fingerprint = fingerprint_module(self.module, cfg)
+        return self._fingerprint
+
+    def invalidate(self) -> None:
+        """Call after changing the module's weights in place (fine-tuning)."""
+        self._fingerprint = None
+
+    # --- embedding -----------------------------------------------------------------
+    def prepare(self, item: InputItem) -> np.ndarray:
+        """One input -> the preprocessed float32 ``[T, in_features]`` the RNN reads."""
+        return self.preprocess.apply(load_sequence(item), item.name)
+
+    def prepare_batch(self, items: Sequence[InputItem]) -> PackedSequence:
+        return pack_batch([self.prepare(it) for it in items])
+
+    @torch.inference_mode()
+    def embed_tensor(self, x: PackedSequence) -> np.ndarray:
+        """Forward an already packed batch (see :func:`pack_batch`)."""
+        out = self.module(x).float().numpy()
+        if self.centre is not None:
+            out = out - self.centre
+        return np.ascontiguousarray(out, dtype=np.float32)
+
+    forward = embed_tensor
+
+    def _items(self, inputs: Any) -> list[InputItem]:
+        if isinstance(inputs, list) and all(isinstance(i, InputItem) for i in inputs):
+            return inputs
+        if isinstance(inputs, (list, tuple)) or not isinstance(inputs, np.ndarray):
+            return expand_inputs(inputs, SEQUENCE_SUFFIXES)
+        return expand_inputs([inputs], SEQUENCE_SUFFIXES)  # one [T, F] array is one sequence
+
+    def embed(self, inputs: Any, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        """Embeddings float32 ``[n, dim]`` of sequence files, folders or ``[T, F]`` arrays."""
+        items = self._items(inputs)
+        if not items:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        from tqdm import tqdm
+
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        out = np.empty((len(items), self.dim), dtype=np.float32)
+        starts = list(range(0, len(items), batch_size))
+        with tqdm(total=len(items), desc=f"embed ({self.name})", unit="seq", disable=not progress,
+                  delay=1.0, leave=False) as bar:
+            if len(starts) == 1:
+                out[:] = self.embed_tensor(self.prepare_batch(items))
+                bar.update(len(items))
+                return out
+            with ThreadPoolExecutor(1) as pool:  # prepare batch i+1 while batch i runs
+                fut = pool.submit(self.prepare_batch, items[:batch_size])
+                for j, s in enumerate(starts):
+                    packed = fut.result()
+                    if j + 1 < len(starts):
+                        nxt = starts[j + 1]
+                        fut = pool.submit(self.prepare_batch, items[nxt:nxt + batch_size])
+                    n = min(batch_size, len(items) - s)
+                    out[s:s + n] = self.embed_tensor(packed)
+                    bar.update(n)
+        return out
+
+    # --- saving --------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``{"config", "state_dict"}`` (weights_only-safe) atomically, plus a JSON sidecar."""
+        import json
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        payload = {"config": self.config(),
+                   "state_dict": {k: v.detach().cpu() for k, v in self.module.state_dict().items()}}
+        with open(tmp, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        path.with_suffix(".json").write_text(json.dumps({**self.config(), "fingerprint": self.fingerprint},
+                                                        indent=2) + "\n")
+        return path
+
+
+def sequence_encoder_from_payload(payload: dict, name: str, path: str) -> TorchSequenceEncoder:
+    """Rebuild a TorchSequenceEncoder from a loaded encoder file (called by ``encoders.from_file``)."""
+    cfg = payload["config"]
+    try:
+        pre = SequencePreprocess.from_dict(cfg["preprocess"])
+        module, dim = build_sequence_arch(cfg.get("arch", "rnn"), **cfg.get("arch_kwargs", {}))
+        module.load_state_dict(payload["state_dict"])
+    except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+        raise EncoderError(f"{path}: not a loadable sequence encoder "
+                           f"(arch {cfg.get('arch')!r}: {str(exc).splitlines()[0][:160]})") from None
+    enc = TorchSequenceEncoder(name, module, dim, pre, cfg.get("arch", "rnn"), cfg.get("arch_kwargs"),
+                               weights_source=str(path), centre=cfg.get("centre"),
+                               temperature=cfg.get("temperature"))
+    enc.encoder_file = str(path)
+    return enc
+
+
+def new_sequence_encoder(name: str, preprocess: SequencePreprocess, **arch_kwargs) -> TorchSequenceEncoder:
+    """A randomly initialised RNN encoder (to train, or to test with)."""
+    kw = {"in_features": preprocess.in_features, **arch_kwargs}
+    module, dim = build_sequence_arch("rnn", **kw)
+    return TorchSequenceEncoder(name, module, dim, preprocess, "rnn", kw, weights_source="random init")
+
+
+class FusionEncoder:
+    """Stroke + image: each stroke input is embedded by a sequence encoder and, rendered as
+    Omniglot draws it, by an image encoder; the two L2-normalised embeddings are
+    concatenated, each scaled by 1/sqrt(2), so the cosine of two fused vectors is the
+    mean of the two cosines. An index built with it keeps both embeddings of every
+    example and classifies with both.
+    """
+
+    input_kind = "sequence"
+
+    def __init__(self, name: str, sequence_encoder: TorchSequenceEncoder, image_encoder,
+                 render_width: float = 5.0):
+        if sequence_encoder.preprocess.kind != "strokes":
+            raise EncoderError("fusion needs a stroke encoder (its inputs are rendered to images)")
+        self.name, self.sequence, self.image = name, sequence_encoder, image_encoder
+        self.render_width = render_width
+        self.dim = sequence_encoder.dim + image_encoder.dim
+        temps = [t for t in (sequence_encoder.temperature, getattr(image_encoder, "temperature", None)) if t]
+        self.temperature = float(np.mean(temps)) if temps else None
+
+    def __repr__(self) -> str:
+        return f"FusionEncoder(name={self.name!r}, dim={self.dim}, fingerprint={self.fingerprint})"
+
+    @property
+    def fingerprint(self) -> str:
+        import hashlib
+
+        key = f"fusion:v1:{self.sequence.fingerprint}:{self.image.fingerprint}:{self.render_width}"
+        return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+    def embed(self, inputs: Any, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        from fewshot.sequence_training import fuse_embeddings
+        from fewshot.sequences import render_strokes
+
+        items = self.sequence._items(inputs)
+        if not items:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        raws = [self.sequence.preprocess.check_input(load_sequence(it), it.name) for it in items]
+        seq = self.sequence.embed([InputItem(r, it.name) for r, it in zip(raws, items)], batch_size, progress)
+        img = self.image.embed([render_strokes(r, width=self.render_width) for r in raws], batch_size, progress)
+        return fuse_embeddings(seq, img)

@@ -1,0 +1,53 @@
+"""The built-in sequence encoders: the shipped stroke RNN, stroke+image fusion, and the RNN family."""
+from __future__ import annotations
+
+from fewshot.encoders import from_file, load, register
+from fewshot.encoders.sequence import FusionEncoder, TorchSequenceEncoder, new_sequence_encoder
+from fewshot.errors import EncoderError
+
+DEFAULT_SEQUENCE_ENCODER = "omniglot-strokes-gru"
+STROKES_WEIGHTS = "omniglot_strokes_gru.pt"
+
+
+@register(DEFAULT_SEQUENCE_ENCODER, input_kind="sequence", dim=128,
+          weights="package data (trained on Omniglot strokes here)",
+          description="bidirectional GRU over pen offsets with attention pooling; the default for strokes")
+def omniglot_strokes_gru(weights: str | None = None) -> TorchSequenceEncoder:
+    from fewshot.encoders.weights import packaged_path
+
+    return from_file(weights or packaged_path(STROKES_WEIGHTS), name=DEFAULT_SEQUENCE_ENCODER)
+
+
+@register("omniglot-strokes-fusion", input_kind="sequence", dim=128 + 64,
+          weights="package data (omniglot-strokes-gru + omniglot-conv4)",
+          description="strokes embedded by the GRU and, rendered, by the CNN; cosine = mean of both")
+def omniglot_strokes_fusion(weights: str | None = None) -> FusionEncoder:
+    if weights is not None:
+        raise EncoderError("omniglot-strokes-fusion takes no weights; build FusionEncoder(...) for other parts")
+    return FusionEncoder("omniglot-strokes-fusion", load(DEFAULT_SEQUENCE_ENCODER), load("omniglot-conv4"))
+
+
+def _rnn(cell: str, weights: str | None, kind: str = "strokes", n_features: int = 3, **arch) -> TorchSequenceEncoder:
+    """A fresh RNN of the family (seeded, so its fingerprint is stable); weights = a state-dict path."""
+    import torch
+
+    from fewshot.encoders.weights import load_weights_file
+    from fewshot.sequences import SequencePreprocess
+
+    pre = SequencePreprocess(kind=kind, n_features=n_features)
+    torch.manual_seed(0)
+    enc = new_sequence_encoder(f"rnn-{cell}", pre, cell=cell, **arch)
+    if weights not in (None, "none"):
+        sd = load_weights_file(weights)
+        try:
+            enc.module.load_state_dict(sd)
+        except (RuntimeError, TypeError) as exc:
+            raise EncoderError(f"{weights} does not fit rnn-{cell}: {str(exc).splitlines()[0][:160]}") from None
+        enc.weights_source = str(weights)
+    return enc
+
+
+for _cell in ("gru", "lstm"):
+    register(f"rnn-{_cell}", input_kind="sequence", dim=128, weights="none (random init, to train)",
+             description=f"{_cell.upper()} family: stacked, bidirectional, attention/mean/last pooling")(
+        lambda weights=None, _c=_cell, **kw: _rnn(_c, weights, **kw))

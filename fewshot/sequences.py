@@ -1,0 +1,491 @@
+"""Sequences as inputs: readers for three file formats and the preprocessing of pen strokes and series.
+
+Every reader returns float32 ``[T, F]`` (one row per time step) or raises one
+:class:`~fewshot.errors.InputError` naming the file (and line) and what is wrong.
+
+* ``.txt``: an Omniglot stroke file (the official ``strokes_*`` format): a
+  ``START`` line, then the strokes in drawing order, each a run of ``x,y,t`` rows
+  ended by a ``BREAK`` line. Read as ``[T, 3]`` = ``(x, y, end_of_stroke)``:
+  absolute pen positions, with 1 on the last point of each stroke (the time
+  column is dropped: after arc-length resampling it carries nothing we use).
+* ``.npy``: a numeric array ``[T, F]`` (``[T]`` counts as ``[T, 1]``); pickled
+  object arrays are refused, never loaded.
+* ``.csv``: one row per time step, one column per feature, comma separated, with
+  an optional header line (recognised when a field of the first line is not a number).
+
+Preprocessing (:class:`SequencePreprocess`) turns such an array into what an RNN
+reads: for strokes, pen-offset form ``(dx, dy, pen_up, x, y)`` normalised for
+position and scale, optionally resampled by arc length; for generic series,
+per-feature standardisation with statistics stored in the encoder file. It is a
+plain dict in the encoder file, so it is part of the encoder's fingerprint.
+"""
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from fewshot.errors import InputError
+from fewshot.inputs import SEQUENCE_SUFFIXES, InputItem
+
+MAX_FILE_BYTES = 64 * 1024 * 1024  # a sequence file larger than this is refused (not read)
+DEFAULT_MAX_LENGTH = 2000  # steps after preprocessing; documented option of SequencePreprocess
+
+
+# ---------------------------------------------------------------------------------------------
+# readers
+# ---------------------------------------------------------------------------------------------
+def _read_text(path: Path, name: str) -> str:
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise InputError(f"{name}: file is {size} bytes, more than the {MAX_FILE_BYTES} a sequence file may have")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read {name}: {exc.strerror or exc}") from None
+    if not data.strip():
+        raise InputError(f"{name}: file is empty")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InputError(f"{name}: not a text file (cannot decode it as UTF-8)") from None
+
+
+def _fast_floats(text: str) -> np.ndarray | None:
+    """Numbers separated by commas/newlines, parsed in C; None if anything is off (caller explains)."""
+    flat = text.replace("\r", "").replace("\n", ",").strip(", ")
+    if not flat:
+        return np.zeros(0, np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            arr = np.fromstring(flat, sep=",")  # noqa: NPY201 - text mode is not deprecated
+        except (ValueError, DeprecationWarning):
+            return None
+    return arr
+
+
+def _parse_row(line: str, width: int | None, name: str, lineno: int, what: str) -> list[float]:
+    fields = [f.strip() for f in line.split(",")]
+    try:
+        vals = [float(f) for f in fields]
+    except ValueError:
+        raise InputError(f"{name}, line {lineno}: expected {what}, got {line.strip()[:60]!r}") from None
+    if width is not None and len(vals) != width:
+        raise InputError(f"{name}, line {lineno}: expected {width} values ({what}), got {len(vals)}")
+    if not all(np.isfinite(vals)):
+        raise InputError(f"{name}, line {lineno}: NaN or infinite value in {line.strip()[:60]!r}")
+    return vals
+
+
+def parse_strokes(text: str, name: str = "<strokes>") -> list[np.ndarray]:
+    """An Omniglot stroke file's text -> list of float32 ``[n, 3]`` arrays ``(x, y, t)``, one per stroke."""
+    lines = text.splitlines()
+    first = next((i for i, ln in enumerate(lines) if ln.strip()), None)
+    if first is None:
+        raise InputError(f"{name}: file is empty")
+    if lines[first].strip() != "START":
+        raise InputError(f"{name}, line {first + 1}: an Omniglot stroke file starts with a START line, "
+                         f"got {lines[first].strip()[:60]!r}")
+    strokes: list[np.ndarray] = []
+    body = "\n".join(lines[first + 1:])
+    chunks = body.split("BREAK")
+    fast_ok = True
+    for chunk in chunks:
+        arr = _fast_floats(chunk)
+        if arr is None or arr.size % 3 or not np.isfinite(arr).all() or "START" in chunk:
+            fast_ok = False
+            break
+        if arr.size:
+            strokes.append(arr.reshape(-1, 3).astype(np.float32))
+    if not fast_ok:  # slow path: find the offending line and say which
+        strokes, cur = [], []
+        for lineno, ln in enumerate(lines[first + 1:], start=first + 2):
+            s = ln.strip()
+            if not s:
+                continue
+            if s == "BREAK":
+                if cur:
+                    strokes.append(np.asarray(cur, np.float32))
+                cur = []
+            elif s == "START":
+                raise InputError(f"{name}, line {lineno}: a second START line (one character per file)")
+            else:
+                cur.append(_parse_row(s, 3, name, lineno, "x,y,t numbers or BREAK"))
+        if cur:
+            strokes.append(np.asarray(cur, np.float32))
+    if not strokes:
+        raise InputError(f"{name}: stroke file holds no points (only START/BREAK lines)")
+    return strokes
+
+
+def strokes_to_array(strokes: Sequence[np.ndarray]) -> np.ndarray:
+    """Strokes ``[(n_i, >=2)]`` -> float32 ``[T, 3]`` = ``(x, y, end_of_stroke)``."""
+    parts = []
+    for s in strokes:
+        a = np.zeros((len(s), 3), np.float32)
+        a[:, :2] = np.asarray(s, np.float32)[:, :2]
+        a[-1, 2] = 1.0
+        parts.append(a)
+    return np.concatenate(parts) if parts else np.zeros((0, 3), np.float32)
+
+
+def array_to_strokes(a: np.ndarray) -> list[np.ndarray]:
+    """``[T, 3]`` ``(x, y, end_of_stroke)`` (or ``[T, 2]``: one stroke) -> list of ``[n, 2]`` strokes."""
+    a = np.asarray(a, np.float32)
+    if a.shape[1] == 2:
+        return [a]
+    ends = np.flatnonzero(a[:, 2] > 0.5) + 1
+    bounds = np.concatenate([[0], ends, [len(a)]]) if not len(ends) or ends[-1] != len(a) \
+        else np.concatenate([[0], ends])
+    return [a[s:e, :2] for s, e in zip(bounds[:-1], bounds[1:]) if e > s]
+
+
+def read_strokes(path: str | Path, name: str | None = None) -> np.ndarray:
+    """An Omniglot stroke file -> float32 ``[T, 3]`` ``(x, y, end_of_stroke)``."""
+    path = Path(path)
+    name = name or str(path)
+    return strokes_to_array(parse_strokes(_read_text(path, name), name))
+
+
+def read_csv(path: str | Path, name: str | None = None) -> np.ndarray:
+    """A CSV file (one row per step, one column per feature, optional header) -> float32 ``[T, F]``."""
+    path = Path(path)
+    name = name or str(path)
+    lines = _read_text(path, name).splitlines()
+    rows = [(i + 1, ln) for i, ln in enumerate(lines) if ln.strip()]
+    if not rows:
+        raise InputError(f"{name}: file is empty")
+    first = [f.strip() for f in rows[0][1].split(",")]
+    try:
+        [float(f) for f in first]
+    except ValueError:
+        rows = rows[1:]  # a header line
+        if not rows:
+            raise InputError(f"{name}: CSV has a header but no data rows")
+    width = len(first)
+    body = "\n".join(ln for _, ln in rows)
+    arr = _fast_floats(body)
+    if arr is None or arr.size != width * len(rows) or not np.isfinite(arr).all() \
+            or any(ln.count(",") != width - 1 for _, ln in rows):
+        for lineno, ln in rows:  # slow path: name the bad line
+            _parse_row(ln, width, name, lineno, f"{width} comma-separated numbers")
+        raise InputError(f"{name}: cannot parse as CSV numbers")  # pragma: no cover - slow path found nothing
+    return arr.reshape(len(rows), width).astype(np.float32)
+
+
+def check_array(a: Any, name: str) -> np.ndarray:
+    """Validate an in-memory sequence: numeric ``[T, F]`` (``[T]`` -> ``[T, 1]``), finite, T >= 1."""
+    if hasattr(a, "detach"):
+        a = a.detach().cpu().numpy()
+    a = np.asarray(a)
+    if a.dtype == object or a.dtype.kind not in "biuf":
+        raise InputError(f"{name}: expected a numeric array, got dtype {a.dtype}")
+    if a.ndim == 1:
+        a = a[:, None]
+    if a.ndim != 2:
+        raise InputError(f"{name}: expected a sequence array of shape [T, F], got shape {tuple(a.shape)}")
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        raise InputError(f"{name}: sequence is empty (shape {tuple(a.shape)})")
+    a = a.astype(np.float32, copy=False)
+    bad = ~np.isfinite(a)
+    if bad.any():
+        row = int(np.argwhere(bad)[0][0])
+        raise InputError(f"{name}, row {row}: NaN or infinite value")
+    return a
+
+
+def read_npy(path: str | Path, name: str | None = None) -> np.ndarray:
+    """A ``.npy`` array ``[T, F]`` -> float32; object (pickled) arrays are refused."""
+    path = Path(path)
+    name = name or str(path)
+    try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise InputError(f"{name}: file is larger than {MAX_FILE_BYTES} bytes")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read {name}: {exc.strerror or exc}") from None
+    if not data:
+        raise InputError(f"{name}: file is empty")
+    try:
+        a = np.load(io.BytesIO(data), allow_pickle=False)
+    except ValueError as exc:
+        msg = "it holds Python objects (refused: loading them would unpickle)" if "pickle" in str(exc) \
+            else f"not a valid .npy file ({str(exc)[:80]})"
+        raise InputError(f"{name}: {msg}") from None
+    except (OSError, EOFError) as exc:
+        raise InputError(f"{name}: not a valid .npy file ({str(exc)[:80]})") from None
+    return check_array(a, name)
+
+
+def load_sequence(item: InputItem | str | Path | np.ndarray) -> np.ndarray:
+    """One input (an InputItem holding a path or an array, or a bare path/array) -> float32 ``[T, F]``."""
+    if not isinstance(item, InputItem):
+        item = InputItem(Path(item), str(item)) if isinstance(item, (str, Path)) else InputItem(item, "<array>")
+    v = item.value
+    if isinstance(v, Path):
+        suf = v.suffix.lower()
+        if suf == ".txt":
+            return read_strokes(v, item.name)
+        if suf == ".npy":
+            return read_npy(v, item.name)
+        if suf == ".csv":
+            return read_csv(v, item.name)
+        raise InputError(f"{item.name}: a sequence must be a {', '.join(SEQUENCE_SUFFIXES)} file, "
+                         f"not {suf or 'a file without extension'}")
+    if hasattr(v, "mode") and hasattr(v, "size") and hasattr(v, "getpixel"):
+        raise InputError(f"{item.name}: an image cannot go into a sequence encoder or index; "
+                         "pass a stroke file or a [T, F] array")
+    return check_array(v, item.name)
+
+
+# ---------------------------------------------------------------------------------------------
+# stroke preprocessing
+# ---------------------------------------------------------------------------------------------
+def stroke_features(a: np.ndarray, resample: float = 0.05, with_position: bool = True) -> np.ndarray:
+    """``[T, 3]`` ``(x, y, end_of_stroke)`` -> pen-offset rows ``(dx, dy, pen_up[, x, y])``, vectorised.
+
+    Steps: centre the bounding box and scale its longer side to 1; when
+    ``resample > 0``, resample every stroke at arc-length spacing ``resample``
+    (one ``np.interp`` over all strokes: queries never fall in the pen-up gaps);
+    then take offsets. ``pen_up`` is 1 on the first point of every stroke after
+    the first (the offset leading to it was travelled with the pen lifted); the
+    first row's offset is the start point itself, relative to the centre.
+    """
+    a = np.asarray(a, np.float32)
+    pts = a[:, :2].astype(np.float64)
+    eos = a[:, 2] > 0.5 if a.shape[1] > 2 else np.zeros(len(a), bool)
+    eos = eos.copy()
+    eos[-1] = True
+    lo, hi = pts.min(0), pts.max(0)
+    scale = float((hi - lo).max())
+    pts = (pts - (lo + hi) / 2) / (scale if scale > 1e-6 else 1.0)
+    ends = np.flatnonzero(eos)  # last point of each stroke
+    firsts = np.concatenate([[0], ends[:-1] + 1])
+    if resample > 0:
+        g = np.concatenate([[0.0], np.cumsum(np.sqrt((np.diff(pts, axis=0) ** 2).sum(1)))])
+        g0, g1 = g[firsts], g[ends]
+        length = g1 - g0
+        n = np.where(length > 0, np.ceil(length / resample).astype(np.int64) + 1, 1)
+        sid = np.repeat(np.arange(len(n)), n)
+        offs = np.concatenate([[0], np.cumsum(n)[:-1]])
+        k = np.arange(int(n.sum())) - offs[sid]
+        q = g0[sid] + k / np.maximum(n[sid] - 1, 1) * length[sid]
+        # ties in g (repeated points, zero-length pen jumps) are harmless: equal positions
+        pts = np.stack([np.interp(q, g, pts[:, 0]), np.interp(q, g, pts[:, 1])], 1)
+        firsts = offs
+    off = np.diff(pts, axis=0, prepend=np.zeros((1, 2)))
+    pen = np.zeros((len(pts), 1))
+    pen[firsts[1:], 0] = 1.0
+    cols = [off, pen, pts] if with_position else [off, pen]
+    return np.concatenate(cols, 1).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class SequencePreprocess:
+    """How a sequence encoder sees an input; a plain dict in the encoder file (and its fingerprint).
+
+    ``kind="strokes"``: input ``[T, 3]`` ``(x, y, end_of_stroke)`` or ``[T, 2]`` (one
+    stroke); output pen-offset rows ``(dx, dy, pen_up[, x, y])`` after centring,
+    scaling the bounding box to 1 and, when ``resample > 0``, resampling every
+    stroke at arc-length spacing ``resample``.
+    ``kind="series"``: input ``[T, n_features]``; output ``(x - mean) / std`` per
+    feature (statistics fitted on training data with :func:`fit_series_stats`).
+    ``max_length``: the most steps an input may have *after* preprocessing; longer
+    inputs are refused with an error (never silently truncated).
+    """
+
+    kind: str = "strokes"
+    n_features: int = 3
+    resample: float = 0.05
+    with_position: bool = True
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    max_length: int = DEFAULT_MAX_LENGTH
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("strokes", "series"):
+            raise ValueError(f"unknown sequence kind {self.kind!r}; choose strokes or series")
+        if self.max_length < 1 or self.resample < 0:
+            raise ValueError("max_length must be >= 1 and resample >= 0")
+        if self.kind == "series" and self.mean and (len(self.mean) != self.n_features
+                                                    or len(self.std) != self.n_features):
+            raise ValueError("mean and std need one value per feature")
+
+    @property
+    def in_features(self) -> int:
+        """Features per step that the RNN reads."""
+        if self.kind == "strokes":
+            return 5 if self.with_position else 3
+        return self.n_features
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["mean"], d["std"] = [float(v) for v in self.mean], [float(v) for v in self.std]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SequencePreprocess":
+        d = dict(d)
+        d["mean"], d["std"] = tuple(d.get("mean", ())), tuple(d.get("std", ()))
+        return cls(**d)
+
+    def check_input(self, a: np.ndarray, name: str) -> np.ndarray:
+        if self.kind == "strokes":
+            if a.shape[1] not in (2, 3):
+                raise InputError(f"{name}: a stroke encoder reads [T, 3] (x, y, end_of_stroke) or [T, 2] "
+                                 f"arrays, got {a.shape[1]} features")
+        elif a.shape[1] != self.n_features:
+            raise InputError(f"{name}: this encoder reads {self.n_features} features per step, got {a.shape[1]}")
+        return a
+
+    def apply(self, a: np.ndarray, name: str = "<sequence>", strokes: list[np.ndarray] | None = None
+              ) -> np.ndarray:
+        """Raw ``[T, F]`` -> float32 ``[T', in_features]``; raises InputError past ``max_length``."""
+        if strokes is None:
+            a = self.check_input(a, name)
+        if self.kind == "strokes":
+            raw = strokes_to_array(strokes) if strokes is not None else a
+            out = stroke_features(raw, self.resample, self.with_position)
+        else:
+            out = a.astype(np.float32)
+            if self.mean:
+                out = (out - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        if len(out) > self.max_length:
+            raise InputError(f"{name}: sequence has {len(out)} steps after preprocessing, more than the "
+                             f"encoder's max_length {self.max_length}; shorten or downsample it, or raise "
+                             "max_length (SequencePreprocess(max_length=...))")
+        return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def fit_series_stats(sequences: Sequence[np.ndarray], eps: float = 1e-6) -> tuple[tuple[float, ...],
+                                                                                  tuple[float, ...]]:
+    """Per-feature mean and std over all steps of all training sequences (stored with the encoder)."""
+    allx = np.concatenate([np.asarray(s, np.float64) for s in sequences])
+    mean, std = allx.mean(0), allx.std(0)
+    std = np.where(std < eps, 1.0, std)
+    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+
+
+# ---------------------------------------------------------------------------------------------
+# augmentation (training only)
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class SequenceAugment:
+    """Random, label-preserving changes to one raw sequence (seeded by the caller's generator).
+
+    For strokes: a small affine warp of the trajectory (rotation, shear, anisotropic
+    scale), Gaussian jitter of every point (relative to the character size), and
+    time-stretching as a random change of the resampling density. Optional, off by
+    default: reversing a stroke's direction or reordering strokes (drawers differ).
+    For series: time-stretching by linear interpolation, jitter, and a per-feature
+    random scale.
+    """
+
+    max_rotate: float = 10.0  # degrees
+    max_shear: float = 0.15
+    scale_range: tuple[float, float] = (0.85, 1.15)
+    jitter: float = 0.01  # std, fraction of the character size / of a feature's std
+    stretch_range: tuple[float, float] = (0.8, 1.25)
+    reverse_prob: float = 0.0
+    shuffle_prob: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    def strokes(self, strokes: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+        ang = np.deg2rad(rng.uniform(-self.max_rotate, self.max_rotate))
+        sh = rng.uniform(-self.max_shear, self.max_shear)
+        sx, sy = rng.uniform(*self.scale_range, size=2)
+        c, s = np.cos(ang), np.sin(ang)
+        m = np.array([[c, -s], [s, c]]) @ np.array([[1, sh], [0, 1]]) @ np.diag([sx, sy])
+        allp = np.concatenate(strokes)
+        size = float(np.ptp(allp, 0).max()) or 1.0
+        out = []
+        for st in strokes:
+            p = st[:, :2] @ m.T.astype(np.float32)
+            if self.jitter:
+                p = p + rng.normal(0, self.jitter * size, p.shape).astype(np.float32)
+            if self.reverse_prob and rng.random() < self.reverse_prob:
+                p = p[::-1]
+            out.append(p.astype(np.float32))
+        if self.shuffle_prob and len(out) > 1 and rng.random() < self.shuffle_prob:
+            out = [out[i] for i in rng.permutation(len(out))]
+        return out
+
+    def stretch(self, rng: np.random.Generator) -> float:
+        """A factor for the resampling step (time-stretch of a resampled trajectory)."""
+        lo, hi = self.stretch_range
+        return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+
+    def series(self, a: np.ndarray, std: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
+        f = self.stretch(rng)
+        t = len(a)
+        n = max(2, int(round(t * f)))
+        src = np.linspace(0, t - 1, n)
+        out = np.stack([np.interp(src, np.arange(t), a[:, j]) for j in range(a.shape[1])], 1)
+        out = out * rng.uniform(*self.scale_range, size=(1, a.shape[1]))
+        if self.jitter:
+            sd = std if std is not None else np.maximum(a.std(0), 1e-6)
+            out = out + rng.normal(0, 1, out.shape) * self.jitter * np.asarray(sd)
+        return out.astype(np.float32)
+
+
+def augment_and_preprocess(raw: np.ndarray, pre: SequencePreprocess, aug: SequenceAugment | None,
+                           rng: np.random.Generator) -> np.ndarray:
+    """One training view: augment the raw sequence, then preprocess it as the encoder will."""
+    if aug is None:
+        return pre.apply(raw)
+    if pre.kind == "strokes":
+        ss = aug.strokes(array_to_strokes(raw), rng)
+        if pre.resample > 0:
+            p2 = SequencePreprocess(**{**pre.to_dict(), "mean": (), "std": (),
+                                       "resample": pre.resample * aug.stretch(rng),
+                                       "max_length": 10 ** 9})
+            return p2.apply(raw, strokes=ss)
+        return SequencePreprocess(**{**pre.to_dict(), "mean": (), "std": (), "max_length": 10 ** 9}
+                                  ).apply(raw, strokes=ss)
+    std = np.asarray(pre.std) if pre.std else None
+    return SequencePreprocess(**{**pre.to_dict(), "max_length": 10 ** 9}).apply(aug.series(raw, std, rng))
+
+
+# ---------------------------------------------------------------------------------------------
+# rendering (strokes -> image, for an image encoder and for fusion)
+# ---------------------------------------------------------------------------------------------
+OMNIGLOT_CANVAS = 105
+
+
+def render_strokes(raw: np.ndarray, canvas: int = OMNIGLOT_CANVAS, width: float = 5.0,
+                   margin: float = 0.1):
+    """Draw a stroke array ``[T, 3]`` as a PIL image (black ink on white, like Omniglot's PNGs).
+
+    Omniglot stroke coordinates are in the 105-pixel image frame with y pointing
+    up (negative rows); those are drawn where they were written. Any other
+    trajectory is centred and scaled to fill the canvas less ``margin``.
+    """
+    from PIL import Image, ImageDraw
+
+    strokes = array_to_strokes(raw)
+    allp = np.concatenate(strokes)
+    xs, ys = allp[:, 0], -allp[:, 1]
+    if xs.min() >= 0 and xs.max() <= canvas and ys.min() >= 0 and ys.max() <= canvas:
+        tr = lambda p: np.stack([p[:, 0], -p[:, 1]], 1)  # noqa: E731
+    else:
+        lo = np.array([xs.min(), ys.min()])
+        span = float(max(xs.max() - xs.min(), ys.max() - ys.min())) or 1.0
+        k = canvas * (1 - 2 * margin) / span
+        off = (canvas - k * np.array([xs.max() - xs.min(), ys.max() - ys.min()])) / 2
+        tr = lambda p: (np.stack([p[:, 0], -p[:, 1]], 1) - lo) * k + off  # noqa: E731
+    im = Image.new("L", (canvas, canvas), 255)
+    draw = ImageDraw.Draw(im)
+    w = max(1, int(round(width)))
+    for st in strokes:
+        q = tr(st.astype(np.float64))
+        if len(q) == 1:
+            x, y = q[0]
+            draw.ellipse([x - w / 2, y - w / 2, x + w / 2, y + w / 2], fill=0)
+        else:
+            draw.line(q.ravel().tolist(), fill=0, width=w)
+    return im
