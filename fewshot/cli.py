@@ -273,6 +273,17 @@ def reindex_cmd(index_dir, encoder, as_json) -> None:
     _emit(out, as_json, f"re-embedded {out['reembedded']} example(s) with {out['encoder']} ({out['fingerprint']})")
 
 
+def _register_commands() -> None:
+    """Commands that live in their own modules (each imports torch only when it runs)."""
+    from fewshot.commands import evaluate, train
+
+    for module in (train, evaluate):
+        cli.add_command(module.command)
+
+
+_register_commands()
+
+
 def main() -> None:
     cli(prog_name="fewshot")
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from fewshot.data.dataset import ImageDataset
 from fewshot.episodes import EpisodeSampler
-from fewshot.metrics import confusion_matrix, mean_ci95, precision_recall_f1
+from fewshot.metrics import confusion_matrix, mean_ci95, per_class_precision_recall_f1
 from fewshot.prototypes import class_prototypes, prototype_scores
 
 # Test-time augmentation: the image itself and its four one-pixel shifts.
@@ -178,7 +178,7 @@ def evaluate_embeddings(embeddings: np.ndarray, dataset: ImageDataset, ways: int
         pred = np.asarray(protos_classes)[scores.argmax(1)]
         cm = confusion_matrix(query_labels, pred, labels=positions)
         accs[i] = np.trace(cm) / cm.sum()
-        precs[i], recs[i], f1s[i] = precision_recall_f1(query_labels, pred, labels=positions)
+        precs[i], recs[i], f1s[i] = (float(v.mean()) for v in per_class_precision_recall_f1(cm))
         if by_class:
             g = np.array([class_index[c] for c in ep.classes])
             np.add.at(confusion, (g[:, None], g[None, :]), cm)
@@ -202,7 +202,7 @@ def evaluate(encoder, dataset: ImageDataset, ways: int, shots: int, queries: int
     """
     from fewshot import encoders
 
-    enc = encoders.load(encoder) if isinstance(encoder, str) else encoder
+    enc = encoder if hasattr(encoder, "embed") else encoders.load(encoder)
     q_max = max_queries(dataset, ways, shots, queries, within_group)  # a clear error before embedding
     if queries > q_max:
         raise ValueError(f"too few examples per class for {ways}-way {shots}-shot episodes with {queries} "

@@ -72,7 +72,11 @@ def expand_inputs(inputs: Any, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> li
 
 
 def _array_to_uint8(a: np.ndarray, name: str) -> np.ndarray:
-    """An image-like array to uint8 [h,w] or [h,w,c]; floats in [0,1] are scaled by 255."""
+    """An image-like array to uint8 [h,w] or [h,w,c].
+
+    uint8 passes unchanged; floats in [0, 1] are scaled by 255; any other range
+    (0..16 digits, 16-bit, signed) is stretched linearly from its min..max to 0..255.
+    """
     a = np.asarray(a)
     if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4):
         a = np.moveaxis(a, 0, -1)  # CHW -> HWC (torch layout)
@@ -84,15 +88,16 @@ def _array_to_uint8(a: np.ndarray, name: str) -> np.ndarray:
         return a
     if a.dtype == bool:
         return a.astype(np.uint8) * 255
-    was_float = a.dtype.kind == "f"
+    if a.dtype.kind not in "fiu":
+        raise InputError(f"{name}: image array has non-numeric dtype {a.dtype}")
     a = a.astype(np.float64)
     if not np.isfinite(a).all():
         raise InputError(f"{name}: image array contains NaN or inf")
-    if was_float and a.min() >= 0 and a.max() <= 1.0:
+    lo, hi = a.min(), a.max()
+    if lo >= 0 and hi <= 1.0:
         a = a * 255.0
-    elif a.max() > 255 or a.min() < 0:
-        lo, hi = a.min(), a.max()
-        a = (a - lo) / (hi - lo or 1.0) * 255.0
+    else:
+        a = (a - lo) / ((hi - lo) or 1.0) * 255.0
     return np.clip(np.round(a), 0, 255).astype(np.uint8)
 
 

@@ -99,7 +99,7 @@ def command(data, encoder, weights, ways, shots, queries, episodes, seed, within
             r = evaluate_embeddings(emb, ds, ways, s, qs, n_ep, seed, within, progress=False)
             points.append({"shots": s, "accuracy": r.accuracy, "ci95": r.ci95, "episodes": n_ep, "queries": qs})
         title = (f"{enc.name} on {os.path.basename(str(data).rstrip('/'))}: {ways}-way, "
-                 f"{'within' if within else 'across'} groups{', TTA' if tta else ''}")
+                 f"{'within one group' if within else 'across groups'}{', TTA' if tta else ''}")
         plot_evaluation(points, result, plot_path, title)
         out["plot"] = {"path": str(plot_path), "points": sorted(points, key=lambda p: p["shots"]),
                        "confusion": result.confusion_kind}

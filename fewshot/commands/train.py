@@ -40,6 +40,24 @@ def _val_ways(val, need: int = 6) -> int:
     return max(per_group.values(), default=0)
 
 
+def _check_resume(path: Path, model, shape: str) -> int:
+    """The step ``path`` (a ``last.pt``) stopped at, after checking its weights fit ``model``."""
+    import torch
+
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        step, state = int(ck["step"]), ck["model"]
+    except Exception as exc:  # noqa: BLE001 - truncated file, not ours, refused pickle
+        raise click.ClickException(f"cannot resume from {path} ({type(exc).__name__}: {str(exc)[:120]}); "
+                                   "delete it to start over, or choose another --out") from None
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    have = {k: tuple(v.shape) for k, v in state.items()}
+    if want != have:
+        raise click.ClickException(f"{path} holds weights of another shape than {shape}; pass the options "
+                                   "the run was started with, or choose another --out")
+    return step
+
+
 @click.command("train")
 @click.option("--data", required=True, metavar="PATH|NAME",
               help="Omniglot zip or folder, a folder with one sub-folder per class, or 'digits'.")
@@ -88,13 +106,18 @@ def command(data, out_dir, arch, width, depth, size, ways, shots, queries, steps
                 raise click.ClickException(
                     f"{out} holds a run with " + ", ".join(f"--{k} {before.get(k)}" for k in diff)
                     + "; pass the same options to resume it, or choose another --out")
-        import torch
-
-        resumed_from = int(torch.load(out / "last.pt", map_location="cpu", weights_only=True)["step"])
+        resumed_from = _check_resume(out / "last.pt", build_arch(arch, in_channels=1, width=width, depth=depth)[0],
+                                     f"--arch {arch} --width {width} --depth {depth}")
     t0 = time.time()
     ds = load_dataset(data, size=size)
     held = [h.strip() for h in held_out.split(",") if h.strip()]
     if held:
+        unknown = sorted(set(held) - set(ds.groups))
+        if unknown:
+            known = sorted(set(ds.groups))
+            raise click.ClickException(
+                f"unknown --held-out group(s) {', '.join(unknown)}; {data} has "
+                + (f"groups {', '.join(known)}" if len(known) > 1 else "no groups to hold out (not Omniglot)"))
         train, val = ds.split_groups(held)
     else:
         train, val = ds, None

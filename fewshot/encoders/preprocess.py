@@ -16,6 +16,11 @@ _INTERP = {"box": Image.Resampling.BOX, "bilinear": Image.Resampling.BILINEAR,
            "lanczos": Image.Resampling.LANCZOS}
 
 
+def _border_mean(a: np.ndarray) -> float:
+    """Mean of the outermost rows and columns: the background of a drawing."""
+    return float(np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]]).mean())
+
+
 @dataclass(frozen=True)
 class ImagePreprocess:
     """How an encoder sees an image.
@@ -24,7 +29,8 @@ class ImagePreprocess:
     ``size`` (keeps handwriting undistorted). ``resize="crop"``: resize the shorter
     side to ``resize_size`` then centre-crop ``size`` (the ImageNet recipe).
     ``invert="auto"`` makes ink bright on a dark background, as Omniglot encoders
-    are trained, by inverting grayscale images whose mean is above mid-grey.
+    are trained, by inverting grayscale images whose border (the background) is
+    lighter than mid-grey.
     """
 
     size: int = 28
@@ -73,7 +79,7 @@ class ImagePreprocess:
             left, top = (w - self.size) // 2, (h - self.size) // 2
             im = im.crop((left, top, left + self.size, top + self.size))
         a = np.asarray(im, dtype=np.uint8)
-        if self.channels == 1 and self.invert == "auto" and a.mean() > 127.5:
+        if self.channels == 1 and self.invert == "auto" and _border_mean(a) > 127.5:
             a = 255 - a
         return a
 
