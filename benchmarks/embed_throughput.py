@@ -3,7 +3,8 @@
     python benchmarks/embed_throughput.py --n 3000 --batch 64 [--json out.json]
 
 Pipeline = what `fewshot embed` runs per batch: read PNG files, decode, preprocess
-(pad, resize, invert), forward, centre. Raw = the module's forward pass alone on the
+(pad, resize, invert), forward, centre. Raw = the model computation alone (`Encoder.forward`:
+the module, with its shift averaging when the encoder has `tta_shift`) on the
 same, already preprocessed tensors, same batch size, same process, same threads.
 Also times the whole `fewshot embed` command (process start and torch import included).
 Target (CNN issue): pipeline / raw <= 1.15 at batch 64.
@@ -63,7 +64,7 @@ def main() -> None:
         @torch.inference_mode()
         def raw() -> None:
             for i in range(0, len(x), a.batch):
-                enc.module(x[i:i + a.batch])
+                enc.forward(x[i:i + a.batch])
 
         def pipeline() -> None:
             enc.embed(items, batch_size=a.batch)

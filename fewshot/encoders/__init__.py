@@ -78,7 +78,7 @@ def from_file(path: str | os.PathLike, name: str | None = None) -> Encoder:
     enc = TorchImageEncoder(name or cfg.get("name") or Path(path).stem, module, dim,
                             ImagePreprocess.from_dict(cfg["preprocess"]), cfg["arch"], cfg.get("arch_kwargs"),
                             weights_source=str(path), centre=cfg.get("centre"),
-                            temperature=cfg.get("temperature"))
+                            temperature=cfg.get("temperature"), tta_shift=int(cfg.get("tta_shift", 0)))
     enc.encoder_file = str(path)
     return enc
 

@@ -61,8 +61,11 @@ class TorchImageEncoder:
     def __init__(self, name: str, module: nn.Module, dim: int, preprocess: ImagePreprocess,
                  arch: str, arch_kwargs: dict | None = None, weights_source: str = "",
                  centre: np.ndarray | None = None, temperature: float | None = None,
-                 threads: int = 0):
+                 threads: int = 0, tta_shift: int = 0):
         self.name, self.module, self.dim, self.preprocess = name, module.eval(), dim, preprocess
+        if tta_shift < 0:
+            raise ValueError("tta_shift must be >= 0")
+        self.tta_shift = int(tta_shift)
         self.arch, self.arch_kwargs = arch, dict(arch_kwargs or {})
         self.weights_source = weights_source
         self.centre = None if centre is None else np.asarray(centre, dtype=np.float32).reshape(-1)
@@ -81,7 +84,7 @@ class TorchImageEncoder:
                 "arch_kwargs": self.arch_kwargs, "input_kind": self.input_kind, "dim": self.dim,
                 "preprocess": self.preprocess.to_dict(),
                 "centre": None if self.centre is None else [float(v) for v in self.centre],
-                "temperature": self.temperature}
+                "temperature": self.temperature, **({"tta_shift": self.tta_shift} if self.tta_shift else {})}
 
     @property
     def fingerprint(self) -> str:
@@ -105,9 +108,26 @@ class TorchImageEncoder:
             return np.stack(list(pool.map(conv, items)))
 
     @torch.inference_mode()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's computation on a preprocessed batch [n, c, h, w] (no input handling).
+
+        With ``tta_shift = k`` the embedding is the mean over the image translated by
+        every (dy, dx) in [-k, k]^2 (zero fill): (2k+1)^2 forward passes, steadier
+        embeddings of hand-drawn strokes, which sit a pixel or two off from drawing to drawing.
+        """
+        k = self.tta_shift
+        if not k:
+            return self.module(x).float()
+        h, w = x.shape[-2:]
+        padded = torch.nn.functional.pad(x, (k, k, k, k))
+        views = [padded[..., k + dy:k + dy + h, k + dx:k + dx + w] for dy in range(-k, k + 1) for dx in range(-k, k + 1)]
+        out = self.module(torch.cat(views)).float()
+        return out.view(len(views), x.shape[0], -1).mean(0)
+
+    @torch.inference_mode()
     def embed_tensor(self, x: torch.Tensor) -> np.ndarray:
-        """Forward an already preprocessed float batch [n, c, h, w]."""
-        out = self.module(x).float().numpy()
+        """Forward an already preprocessed float batch [n, c, h, w], then centre."""
+        out = self.forward(x).numpy()
         if self.centre is not None:
             out = out - self.centre
         return np.ascontiguousarray(out, dtype=np.float32)
@@ -124,13 +144,19 @@ class TorchImageEncoder:
         if self.threads:
             torch.set_num_threads(self.threads)
         out = np.empty((len(items), self.dim), dtype=np.float32)
+        starts = list(range(0, len(items), batch_size))
+        # Decode batch i+1 on a worker thread while batch i runs through the network:
+        # PIL releases the GIL while decoding, so input handling hides behind compute.
         with tqdm(total=len(items), desc=f"embed ({self.name})", unit="img", disable=not progress,
-                  delay=1.0, leave=False) as bar:
-            for i in range(0, len(items), batch_size):
-                chunk = items[i:i + batch_size]
-                x = self.preprocess.normalize(self.load_arrays(chunk))
-                out[i:i + len(chunk)] = self.embed_tensor(x)
-                bar.update(len(chunk))
+                  delay=1.0, leave=False) as bar, ThreadPoolExecutor(1) as pool:
+            load = lambda i: self.load_arrays(items[i:i + batch_size], workers=1)  # noqa: E731
+            pending = pool.submit(load, starts[0])
+            for n, i in enumerate(starts):
+                arrays = pending.result()
+                if n + 1 < len(starts):
+                    pending = pool.submit(load, starts[n + 1])
+                out[i:i + len(arrays)] = self.embed_tensor(self.preprocess.normalize(arrays))
+                bar.update(len(arrays))
         return out
 
     # --- saving --------------------------------------------------------------------
