@@ -78,14 +78,29 @@ def _emit(obj, as_json: bool, text: str | None = None) -> None:
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
 encoder_option = click.option("--encoder", "encoder", default=None, metavar="NAME|PATH",
                               help="Encoder name (see `fewshot encoders`) or encoder file.")
+lock_timeout_option = click.option(
+    "--lock-timeout", "lock_timeout", type=click.FloatRange(min=0), default=10.0, show_default=True,
+    envvar="FEWSHOT_LOCK_TIMEOUT", metavar="SECONDS",
+    help="How long to wait for another process writing to the index (env FEWSHOT_LOCK_TIMEOUT).")
 weights_option = click.option("--weights", default=None, metavar="imagenet|none|PATH",
                               help="Weights for a named torchvision encoder (default: imagenet).")
+INDEX_TYPES = ["auto", "flat", "hnsw", "ivf", "ivfpq"]
+ef_search_option = click.option("--ef-search", type=click.IntRange(min=1), default=None,
+                                help="HNSW search effort (default 96: recall@10 >= 0.95 at 1M vectors).")
+nprobe_option = click.option("--nprobe", type=click.IntRange(min=1), default=None,
+                             help="IVF lists probed per query (default nlist/32).")
 
 
-def _open(index_dir: str, readonly: bool = False):
+def _index_params(ef_search, nprobe) -> dict:
+    return {k: v for k, v in (("ef_search", ef_search), ("nprobe", nprobe)) if v is not None}
+
+
+def _open(index_dir: str, readonly: bool = False, lock_timeout: float = 10.0):
     from fewshot.fewshot_index import FewShotIndex
 
-    return FewShotIndex.open(index_dir, readonly=readonly)
+    if readonly:  # readers take no lock
+        return FewShotIndex.open(index_dir, readonly=True)
+    return FewShotIndex.open(index_dir, readonly=False, lock_timeout=lock_timeout)
 
 
 def _progress() -> bool:
@@ -122,15 +137,33 @@ def encoders_cmd(as_json: bool) -> None:
 @weights_option
 @click.option("--metric", type=click.Choice(["cosine", "l2"]), default="cosine", show_default=True)
 @click.option("--temperature", type=float, default=None, help="Softmax temperature for probabilities.")
+@click.option("--index-type", type=click.Choice(INDEX_TYPES), default="auto", show_default=True,
+              help="auto: exact until 100k vectors, then HNSW (see docs/SCALING.md).")
+@ef_search_option
+@nprobe_option
+@click.option("--backend", type=click.Choice(["faiss", "milvus"]), default="faiss", show_default=True,
+              help="faiss: everything in INDEX_DIR. milvus: vectors in Milvus at --uri.")
+@click.option("--uri", default=None, metavar="URI",
+              help="Milvus: http://host:19530 (server/cluster) or a Milvus Lite file *.db "
+                   "(default INDEX_DIR/milvus.db).")
+@click.option("--token", default=None, envvar="FEWSHOT_MILVUS_TOKEN", show_envvar=True,
+              help="Milvus token (user:password or API key); never written to disk.")
 @json_option
-def init_cmd(index_dir, encoder, weights, metric, temperature, as_json) -> None:
+def init_cmd(index_dir, encoder, weights, metric, temperature, index_type, ef_search, nprobe, backend, uri,
+             token, as_json) -> None:
     """Create an index in INDEX_DIR bound to an encoder."""
     from fewshot.fewshot_index import FewShotIndex
 
+    if backend == "faiss" and uri is not None:
+        raise click.UsageError("--uri is only for --backend milvus")
+    store_kw = {"index_type": index_type, "index_params": _index_params(ef_search, nprobe)}
+    if backend == "milvus":
+        store_kw.update(uri=uri, token=token)
     with FewShotIndex.create(index_dir, encoder=encoder, metric=metric, temperature=temperature,
-                             weights=weights) as idx:
+                             weights=weights, backend=backend, **store_kw) as idx:
         info = idx.info()
-    _emit(info, as_json, f"created {index_dir} (encoder {info['encoder']}, dim {info['dim']}, {metric})")
+    _emit(info, as_json, f"created {index_dir} (encoder {info['encoder']}, dim {info['dim']}, {metric}, "
+                         f"{backend}, index {index_type})")
 
 
 @cli.command("add")
@@ -139,8 +172,9 @@ def init_cmd(index_dir, encoder, weights, metric, temperature, as_json) -> None:
 @click.option("--label", default=None, help="Class label for FILE... (one example is enough).")
 @click.option("--from-folder", "from_folder", type=click.Path(), default=None,
               help="Add each sub-folder of DIR as a class named after it.")
+@lock_timeout_option
 @json_option
-def add_cmd(index_dir, files, label, from_folder, as_json) -> None:
+def add_cmd(index_dir, files, label, from_folder, lock_timeout, as_json) -> None:
     """Add examples: FILE... under --label, or a folder of class folders."""
     if (from_folder is None) == (label is None):
         raise click.UsageError("give either --label LABEL FILE... or --from-folder DIR")
@@ -148,7 +182,7 @@ def add_cmd(index_dir, files, label, from_folder, as_json) -> None:
         raise click.UsageError("--label needs at least one FILE")
     if from_folder is not None and files:
         raise click.UsageError("--from-folder takes no FILE arguments")
-    with _open(index_dir) as idx:
+    with _open(index_dir, lock_timeout=lock_timeout) as idx:
         if from_folder is not None:
             per_label = idx.add_folder(from_folder, progress=_progress())
             ids = None
@@ -181,11 +215,14 @@ def classify_cmd(index_dir, files, top_k, threshold, as_json) -> None:
 @click.argument("files", nargs=-1, required=True, type=click.Path())
 @click.option("-k", "k", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--label", "labels", multiple=True, help="Only look among these labels (repeatable).")
+@ef_search_option
+@nprobe_option
 @json_option
-def search_cmd(index_dir, files, k, labels, as_json) -> None:
+def search_cmd(index_dir, files, k, labels, ef_search, nprobe, as_json) -> None:
     """The k nearest stored examples of each FILE."""
     with _open(index_dir, readonly=True) as idx:
-        results = idx.search(list(files), k=k, labels=list(labels) or None, progress=_progress())
+        results = idx.search(list(files), k=k, labels=list(labels) or None, progress=_progress(),
+                             **_index_params(ef_search, nprobe))
     lines = []
     for r in results:
         lines.append(r.input)
@@ -228,10 +265,11 @@ def embed_cmd(files, encoder, weights, output, batch_size, as_json) -> None:
 @cli.command("remove")
 @click.argument("index_dir", type=click.Path(file_okay=False))
 @click.option("--label", required=True, help="The class to remove with all its examples.")
+@lock_timeout_option
 @json_option
-def remove_cmd(index_dir, label, as_json) -> None:
+def remove_cmd(index_dir, label, lock_timeout, as_json) -> None:
     """Remove a class and its examples."""
-    with _open(index_dir) as idx:
+    with _open(index_dir, lock_timeout=lock_timeout) as idx:
         n = idx.remove(label)
         total = idx.store.count()
     _emit({"removed": n, "label": label, "count": total}, as_json, f"removed {n} example(s) of {label!r}")
@@ -255,29 +293,47 @@ def info_cmd(index_dir, as_json) -> None:
 @cli.command("reindex")
 @click.argument("index_dir", type=click.Path(file_okay=False))
 @encoder_option
+@click.option("--index-type", type=click.Choice(INDEX_TYPES), default=None,
+              help="Switch the vector index type (no re-embedding unless --encoder is given).")
+@ef_search_option
+@nprobe_option
+@lock_timeout_option
 @json_option
-def reindex_cmd(index_dir, encoder, as_json) -> None:
-    """Re-embed every stored example (optionally with another encoder), atomically."""
+def reindex_cmd(index_dir, encoder, index_type, ef_search, nprobe, lock_timeout, as_json) -> None:
+    """Re-embed every stored example (optionally with another encoder), atomically.
+
+    With --index-type / --ef-search / --nprobe only, the stored vectors are kept
+    and just the index is rebuilt (queries keep using the old one meanwhile).
+    """
     from fewshot.fewshot_index import FewShotIndex
     from index import open_store
 
+    params = _index_params(ef_search, nprobe)
+    if encoder is None and (index_type is not None or params):
+        with open_store(index_dir, lock_timeout=lock_timeout) as store:
+            store.set_index_type(index_type, **params)
+            info = store.index_info()
+        _emit({"index": info}, as_json, f"index of {index_dir} is now {info['index_type']} ({info['kind']})")
+        return
     if encoder is None:
-        with _open(index_dir) as idx:
+        with _open(index_dir, lock_timeout=lock_timeout) as idx:
             out = idx.reindex(progress=_progress())
     else:  # the old encoder need not load: only the stored examples matter
         from fewshot import encoders
 
-        idx = FewShotIndex(open_store(index_dir), encoders.load(encoder))
-        with idx:
+        enc = encoders.load(encoder)  # a bad encoder file fails before the index is opened
+        with FewShotIndex(open_store(index_dir, lock_timeout=lock_timeout), enc) as idx:
             out = idx.reindex(idx.encoder, progress=_progress())
+            if index_type is not None or params:
+                idx.store.set_index_type(index_type, **params)
     _emit(out, as_json, f"re-embedded {out['reembedded']} example(s) with {out['encoder']} ({out['fingerprint']})")
 
 
 def _register_commands() -> None:
     """Commands that live in their own modules (each imports torch only when it runs)."""
-    from fewshot.commands import evaluate, train
+    from fewshot.commands import check, evaluate, train
 
-    for module in (train, evaluate):
+    for module in (train, evaluate, check):
         cli.add_command(module.command)
 
 

@@ -25,6 +25,7 @@ from fewshot.errors import EncoderError, FewShotError, InputError
 from fewshot.inputs import InputItem, expand_inputs
 from fewshot.prototypes import softmax
 from index import BlobStore, ValidationError, create_store, open_store
+from index.validation import metadata_to_json, prepare_vectors, validate_label
 
 DEFAULT_TEMPERATURE = 0.1
 
@@ -212,10 +213,22 @@ class FewShotIndex:
         for label, inputs in pairs:
             if not isinstance(label, str) or not label.strip():
                 raise InputError("label must be a non-empty string")
+            try:
+                validate_label(label)  # the store's rules, checked before any file is copied
+            except ValidationError as exc:
+                raise InputError(str(exc)) from None
             its = self._items(inputs)
             items += its
             labels += [label] * len(its)
-        vecs = self.encoder.embed(items, progress=progress)  # fails before anything is written
+        try:
+            metadata_to_json(metadata or {})
+        except ValidationError as exc:
+            raise InputError(str(exc)) from None
+        vecs = self.encoder.embed(items, progress=progress)
+        try:  # NaN/inf/zero or wrong-width output: fail before anything is written
+            prepare_vectors(vecs, self.store.dim, self.store.metric)
+        except ValidationError as exc:
+            raise InputError(f"encoder {self.encoder.name} produced unusable vectors: {exc}") from None
         now = time.time()
         metas = []
         for it in items:
@@ -262,11 +275,21 @@ class FewShotIndex:
         if top_k < 1:
             raise InputError("top_k must be >= 1")
         items = self._items(inputs)
+        if hasattr(self.store, "prototype_scores"):  # one matrix product, one snapshot, no Hit per class
+            return self._classify_dense(items, top_k, threshold, progress)
         n_classes = len(self.store.labels())
         if n_classes == 0:
             raise FewShotError(f"index {self.path} has no classes yet; add examples first")
         vecs = self.encoder.embed(items, progress=progress)
-        hits = self.store.search_prototypes(vecs, n_classes)
+        # Probabilities need *every* class of one snapshot. Classes may be added while we
+        # embed, so ask for one more than we know of; a full answer means there were more.
+        k = n_classes + 1
+        hits = self.store.search_prototypes(vecs, k)
+        while hits and len(hits[0]) >= k:
+            k *= 2
+            hits = self.store.search_prototypes(vecs, k)
+        if not hits or not hits[0]:
+            raise FewShotError(f"index {self.path} has no classes (they were removed meanwhile)")
         out = []
         for it, hs in zip(items, hits):
             scores = np.array([h.score for h in hs], dtype=np.float64)
@@ -277,14 +300,36 @@ class FewShotIndex:
                                   [Candidate(h.label, float(h.score)) for h in hs[:top_k]]))
         return out
 
+    def _classify_dense(self, items: list[InputItem], top_k: int, threshold: float | None,
+                        progress: bool) -> list[Prediction]:
+        """classify() with all class scores from one matrix product (fast at 100k classes)."""
+        vecs = self.encoder.embed(items, progress=progress)
+        labels, scores = self.store.prototype_scores(vecs)
+        if not labels:
+            raise FewShotError(f"index {self.path} has no classes yet; add examples first")
+        k = min(top_k, len(labels))
+        probs = softmax(scores, self.temperature)
+        out = []
+        for it, row, prow in zip(items, scores, probs):
+            top = np.argpartition(-row, k - 1)[:k] if k < len(row) else np.arange(len(row))
+            top = top[np.lexsort((np.array([labels[j] for j in top]), -row[top]))]
+            best = int(top[0])
+            label = labels[best] if threshold is None or row[best] >= threshold else None
+            out.append(Prediction(it.name, label, float(row[best]), float(prow[best]),
+                                  [Candidate(labels[j], float(row[j])) for j in top]))
+        return out
+
     def search(self, inputs: Any, k: int = 5, labels: Sequence[str] | None = None,
-               progress: bool = False) -> list[SearchResult]:
-        """The k nearest stored examples of each input (optionally within some labels)."""
+               progress: bool = False, **search_params: Any) -> list[SearchResult]:
+        """The k nearest stored examples of each input (optionally within some labels).
+
+        ``search_params``: ``ef_search`` (HNSW) / ``nprobe`` (IVF) for this call.
+        """
         if k < 1:
             raise InputError("k must be >= 1")
         items = self._items(inputs)
         vecs = self.encoder.embed(items, progress=progress)
-        hits = self.store.search(vecs, k, labels=labels)
+        hits = self.store.search(vecs, k, labels=labels, **search_params)
         return [SearchResult(it.name, [Neighbor(int(h.id), h.label, float(h.score), h.metadata.get("source", ""))
                                        for h in hs]) for it, hs in zip(items, hits)]
 
@@ -295,8 +340,10 @@ class FewShotIndex:
                 "encoder_ref": extra.get("encoder"), "fingerprint": extra.get("fingerprint"),
                 "input_kind": extra.get("input_kind", "image"), "dim": self.store.dim,
                 "metric": self.store.metric, "temperature": self.temperature,
-                "count": self.store.count(), "n_labels": len(labels), "labels": labels,
-                "backend": extra.get("backend", getattr(self.store, "backend", "faiss"))}
+                # from the same snapshot as the labels: a concurrent add cannot make them disagree
+                "count": sum(labels.values()), "n_labels": len(labels), "labels": labels,
+                "backend": extra.get("backend", getattr(self.store, "backend", "faiss")),
+                "index": self.store.index_info() if hasattr(self.store, "index_info") else {}}
 
     # --- re-embedding ---------------------------------------------------------------------
     def reindex(self, encoder: Any = None, progress: bool = False, batch_size: int = 256) -> dict:
@@ -320,8 +367,11 @@ class FewShotIndex:
             items.append(InputItem(self.blobs.path(key), r.metadata.get("source", key)))
         vecs = enc.embed(items, progress=progress, batch_size=batch_size) if items \
             else np.zeros((0, enc.dim), np.float32)
+        same = enc.fingerprint == self.store.extra.get("fingerprint")
         extra = {"encoder": _encoder_ref(enc), "encoder_name": enc.name, "fingerprint": enc.fingerprint,
-                 "input_kind": enc.input_kind, "encoder_weights": None}
+                 "input_kind": enc.input_kind,
+                 # the same encoder keeps its weights reference (e.g. resnet18 + --weights PATH)
+                 "encoder_weights": self.store.extra.get("encoder_weights") if same else None}
         if getattr(enc, "temperature", None):
             extra["temperature"] = float(enc.temperature)
         self.store.rewrite_vectors(ids, vecs, dim=enc.dim, extra=extra)

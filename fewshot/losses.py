@@ -162,6 +162,8 @@ class PrototypicalLoss(MetricLoss):
         _check(emb, labels)
         if not 0 < n_support < len(emb):
             raise ValueError(f"prototypical loss needs a support set and queries; n_support={n_support} of {len(emb)}")
+        if int(labels[n_support:].max()) > int(labels[:n_support].max()):
+            raise ValueError("every query class needs support examples (labels 0..C-1, support rows first)")
         return prototype_logits(emb[:n_support], labels[:n_support], emb[n_support:], self.scale, self.metric)
 
     def forward(self, emb: torch.Tensor, labels: torch.Tensor, n_support: int) -> torch.Tensor:

@@ -58,6 +58,8 @@ class SequenceTrainConfig:
     teacher_views: int = 6  # augmented views per sequence rendered for the teacher (view 0 = unaugmented)
     grad_clip: float = 5.0
     augment: dict = field(default_factory=dict)  # SequenceAugment fields
+    reverse_prob: float = 0.0  # per stroke and step: draw it backwards (drawers differ in direction)
+    shuffle_prob: float = 0.0  # per sequence and step: draw the strokes in another order
     val_every: int = 100
     val_episodes: int = 300
     val_ways: int = 20
@@ -182,14 +184,16 @@ def evaluate_fusion(sequence_encoder, image_encoder, dataset: SequenceDataset,
 # --- teacher -----------------------------------------------------------------------------------
 @torch.no_grad()
 def teacher_targets(teacher, raws: list[np.ndarray], batch: int = 512) -> torch.Tensor:
-    """L2-normalised teacher embeddings of stroke arrays rendered as Omniglot images."""
+    """Teacher embeddings of stroke arrays rendered as Omniglot images, centred on their mean and
+    L2-normalised (CL2N, as the image encoders are used)."""
     from fewshot.sequences import render_strokes
 
     out = []
     for i in range(0, len(raws), batch):
         arr = np.stack([teacher.preprocess.to_array(render_strokes(r)) for r in raws[i:i + batch]])
         out.append(torch.from_numpy(teacher.embed_tensor(teacher.preprocess.normalize(arr))))
-    return F.normalize(torch.cat(out), dim=-1)
+    t = torch.cat(out)
+    return F.normalize(t - t.mean(0), dim=-1)
 
 
 # --- training ----------------------------------------------------------------------------------
@@ -214,18 +218,27 @@ def train_sequence_episodic(model: nn.Module, pre: SequencePreprocess, train: Se
     sym = cfg.symmetries if pre.kind == "strokes" else 1
     data = expand_symmetries(train, sym) if sym > 1 else train
     aug = SequenceAugment(**cfg.augment)
+    order_aug = {"reverse_prob": cfg.reverse_prob, "shuffle_prob": cfg.shuffle_prob} \
+        if cfg.reverse_prob or cfg.shuffle_prob else {}
     head = ProtoHead(cfg.init_scale)
     modules: list[nn.Module] = [model, head]
     views = targets = None
     distill = None
     if teacher is not None and cfg.distill_weight > 0:
         t0 = time.time()
-        views = [[s for s in data.sequences]]
+        views = [list(data.sequences)]
         for v in range(1, cfg.teacher_views):
             rng = np.random.default_rng([cfg.seed, v, 99])
             views.append([_augment_raw(s, aug, rng) for s in data.sequences])
         flat = [s for vs in views for s in vs]
-        targets = teacher_targets(teacher, flat).view(len(views), len(data), -1)
+        cache = out / "teacher_targets.pt"  # rendering is the slow part: keep it for resumed runs
+        key = f"{teacher.fingerprint}:{len(flat)}:{cfg.seed}:{cfg.symmetries}:{json.dumps(cfg.augment, sort_keys=True)}"
+        cached = torch.load(cache, weights_only=True) if cache.exists() else None
+        if cached is not None and cached.get("key") == key:
+            targets = cached["targets"]
+        else:
+            targets = teacher_targets(teacher, flat).view(len(views), len(data), -1)
+            _atomic_save({"key": key, "targets": targets}, cache)
         distill = nn.Linear(model.out_dim, targets.shape[-1])
         modules.append(distill)
         if log:
@@ -263,10 +276,11 @@ def train_sequence_episodic(model: nn.Module, pre: SequencePreprocess, train: Se
             raws = [views[v][i] for v, i in zip(vi, idx)]
             # the teacher views already carry the affine warp; add only time-stretch and jitter here
             light = SequenceAugment(max_rotate=0, max_shear=0, scale_range=(1.0, 1.0), jitter=aug.jitter / 2,
-                                    stretch_range=aug.stretch_range)
+                                    stretch_range=aug.stretch_range, **order_aug)
             arrays = [augment_and_preprocess(r, pre, light, rng) for r in raws]
         else:
-            arrays = [augment_and_preprocess(data.sequences[i], pre, aug, rng) for i in idx]
+            step_aug = SequenceAugment(**{**cfg.augment, **order_aug})
+            arrays = [augment_and_preprocess(data.sequences[i], pre, step_aug, rng) for i in idx]
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
         emb = model(pack_batch(arrays))

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -84,25 +84,27 @@ def _parse_row(line: str, width: int | None, name: str, lineno: int, what: str) 
 
 def parse_strokes(text: str, name: str = "<strokes>") -> list[np.ndarray]:
     """An Omniglot stroke file's text -> list of float32 ``[n, 3]`` arrays ``(x, y, t)``, one per stroke."""
-    lines = text.splitlines()
-    first = next((i for i, ln in enumerate(lines) if ln.strip()), None)
-    if first is None:
+    stripped = text.lstrip()
+    if not stripped:
         raise InputError(f"{name}: file is empty")
-    if lines[first].strip() != "START":
+    nl = stripped.find("\n")
+    head, body = (stripped, "") if nl < 0 else (stripped[:nl], stripped[nl + 1:])
+    first = text[: len(text) - len(stripped)].count("\n")  # 0-based line of the first non-blank line
+    if head.strip() != "START":
         raise InputError(f"{name}, line {first + 1}: an Omniglot stroke file starts with a START line, "
-                         f"got {lines[first].strip()[:60]!r}")
+                         f"got {head.strip()[:60]!r}")
     strokes: list[np.ndarray] = []
-    body = "\n".join(lines[first + 1:])
-    chunks = body.split("BREAK")
-    fast_ok = True
-    for chunk in chunks:
-        arr = _fast_floats(chunk)
-        if arr is None or arr.size % 3 or not np.isfinite(arr).all() or "START" in chunk:
-            fast_ok = False
-            break
-        if arr.size:
-            strokes.append(arr.reshape(-1, 3).astype(np.float32))
+    fast_ok = "START" not in body
+    if fast_ok:
+        for chunk in body.split("BREAK"):
+            arr = _fast_floats(chunk)
+            if arr is None or arr.size % 3 or not np.isfinite(arr).all():
+                fast_ok = False
+                break
+            if arr.size:
+                strokes.append(arr.reshape(-1, 3).astype(np.float32))
     if not fast_ok:  # slow path: find the offending line and say which
+        lines = text.splitlines()
         strokes, cur = [], []
         for lineno, ln in enumerate(lines[first + 1:], start=first + 2):
             s = ln.strip()
@@ -256,33 +258,93 @@ def stroke_features(a: np.ndarray, resample: float = 0.05, with_position: bool =
     the first (the offset leading to it was travelled with the pen lifted); the
     first row's offset is the start point itself, relative to the centre.
     """
-    a = np.asarray(a, np.float32)
+    a = np.asarray(a)
     pts = a[:, :2].astype(np.float64)
-    eos = a[:, 2] > 0.5 if a.shape[1] > 2 else np.zeros(len(a), bool)
-    eos = eos.copy()
-    eos[-1] = True
+    n_pts = len(pts)
+    if a.shape[1] > 2:
+        ends = np.flatnonzero(a[:-1, 2] > 0.5)  # last point of each stroke (the final point always is)
+        ends = np.append(ends, n_pts - 1)
+    else:
+        ends = np.array([n_pts - 1])
     lo, hi = pts.min(0), pts.max(0)
     scale = float((hi - lo).max())
-    pts = (pts - (lo + hi) / 2) / (scale if scale > 1e-6 else 1.0)
-    ends = np.flatnonzero(eos)  # last point of each stroke
-    firsts = np.concatenate([[0], ends[:-1] + 1])
+    pts -= (lo + hi) / 2
+    pts /= scale if scale > 1e-6 else 1.0
+    firsts = np.empty_like(ends)
+    firsts[0] = 0
+    firsts[1:] = ends[:-1] + 1
     if resample > 0:
-        g = np.concatenate([[0.0], np.cumsum(np.sqrt((np.diff(pts, axis=0) ** 2).sum(1)))])
-        g0, g1 = g[firsts], g[ends]
-        length = g1 - g0
+        d = np.diff(pts, axis=0)
+        g = np.empty(n_pts)
+        g[0] = 0.0
+        np.cumsum(np.hypot(d[:, 0], d[:, 1]), out=g[1:])
+        g0, length = g[firsts], g[ends] - g[firsts]
         n = np.where(length > 0, np.ceil(length / resample).astype(np.int64) + 1, 1)
         sid = np.repeat(np.arange(len(n)), n)
-        offs = np.concatenate([[0], np.cumsum(n)[:-1]])
-        k = np.arange(int(n.sum())) - offs[sid]
-        q = g0[sid] + k / np.maximum(n[sid] - 1, 1) * length[sid]
+        firsts = np.cumsum(n) - n
+        frac = (np.arange(int(n[-1] + firsts[-1])) - firsts[sid]) / np.maximum(n - 1, 1)[sid]
+        q = g0[sid] + frac * length[sid]
         # ties in g (repeated points, zero-length pen jumps) are harmless: equal positions
         pts = np.stack([np.interp(q, g, pts[:, 0]), np.interp(q, g, pts[:, 1])], 1)
-        firsts = offs
-    off = np.diff(pts, axis=0, prepend=np.zeros((1, 2)))
-    pen = np.zeros((len(pts), 1))
-    pen[firsts[1:], 0] = 1.0
-    cols = [off, pen, pts] if with_position else [off, pen]
-    return np.concatenate(cols, 1).astype(np.float32)
+    out = np.zeros((len(pts), 5 if with_position else 3), np.float32)
+    out[0, :2] = pts[0]
+    out[1:, :2] = pts[1:] - pts[:-1]
+    out[firsts[1:], 2] = 1.0
+    if with_position:
+        out[:, 3:] = pts
+    return out
+
+
+def stroke_features_batch(arrays: Sequence[np.ndarray], resample: float = 0.05, with_position: bool = True
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`stroke_features` of many sequences at once: (rows of all of them, lengths).
+
+    The same computation on the concatenation of every point of the batch: a fixed
+    number of numpy calls per batch instead of per sequence, which is what keeps
+    preprocessing small next to the RNN's forward pass.
+    """
+    lens = np.fromiter((len(a) for a in arrays), np.int64, len(arrays))
+    starts = np.cumsum(lens) - lens
+    pts = np.concatenate([np.asarray(a)[:, :2] for a in arrays]).astype(np.float64)
+    eos = np.zeros(len(pts), bool)
+    for a, s0 in zip(arrays, starts):
+        if a.shape[1] > 2:
+            eos[s0:s0 + len(a)] = a[:, 2] > 0.5
+    eos[starts + lens - 1] = True
+    sid_pt = np.repeat(np.arange(len(arrays)), lens)
+    lo, hi = np.minimum.reduceat(pts, starts, axis=0), np.maximum.reduceat(pts, starts, axis=0)
+    scale = (hi - lo).max(1)
+    scale[scale <= 1e-6] = 1.0
+    pts -= ((lo + hi) / 2)[sid_pt]
+    pts /= scale[sid_pt, None]
+    ends = np.flatnonzero(eos)
+    firsts = np.empty_like(ends)
+    firsts[0] = 0
+    firsts[1:] = ends[:-1] + 1
+    seq_of_stroke = sid_pt[ends]
+    if resample > 0:
+        d = np.diff(pts, axis=0)
+        g = np.empty(len(pts))
+        g[0] = 0.0
+        np.cumsum(np.hypot(d[:, 0], d[:, 1]), out=g[1:])
+        g0, length = g[firsts], g[ends] - g[firsts]
+        n = np.where(length > 0, np.ceil(length / resample).astype(np.int64) + 1, 1)
+        sid = np.repeat(np.arange(len(n)), n)
+        firsts = np.cumsum(n) - n
+        frac = (np.arange(int(n.sum())) - firsts[sid]) / np.maximum(n - 1, 1)[sid]
+        q = g0[sid] + frac * length[sid]
+        pts = np.stack([np.interp(q, g, pts[:, 0]), np.interp(q, g, pts[:, 1])], 1)
+        sid_pt = seq_of_stroke[sid]
+    new_lens = np.bincount(sid_pt, minlength=len(arrays))
+    new_starts = np.cumsum(new_lens) - new_lens
+    out = np.zeros((len(pts), 5 if with_position else 3), np.float32)
+    out[1:, :2] = pts[1:] - pts[:-1]
+    out[new_starts, :2] = pts[new_starts]  # each sequence's first offset is its start point
+    pen = firsts[np.r_[False, seq_of_stroke[1:] == seq_of_stroke[:-1]]]  # strokes after a sequence's first
+    out[pen, 2] = 1.0
+    if with_position:
+        out[:, 3:] = pts
+    return out, new_lens
 
 
 @dataclass(frozen=True)
@@ -355,11 +417,28 @@ class SequencePreprocess:
             out = a.astype(np.float32)
             if self.mean:
                 out = (out - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
-        if len(out) > self.max_length:
-            raise InputError(f"{name}: sequence has {len(out)} steps after preprocessing, more than the "
+        self._check_length(len(out), name)
+        return np.ascontiguousarray(out, dtype=np.float32)
+
+    def _check_length(self, n: int, name: str) -> None:
+        if n > self.max_length:
+            raise InputError(f"{name}: sequence has {n} steps after preprocessing, more than the "
                              f"encoder's max_length {self.max_length}; shorten or downsample it, or raise "
                              "max_length (SequencePreprocess(max_length=...))")
-        return np.ascontiguousarray(out, dtype=np.float32)
+
+    def apply_batch(self, arrays: Sequence[np.ndarray], names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Many raw sequences -> (all preprocessed rows concatenated, lengths); same result as ``apply``."""
+        arrays = [self.check_input(a, nm) for a, nm in zip(arrays, names)]
+        if self.kind == "strokes":
+            rows, lens = stroke_features_batch(arrays, self.resample, self.with_position)
+        else:
+            rows = np.concatenate(arrays).astype(np.float32)
+            if self.mean:
+                rows = (rows - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+            lens = np.fromiter((len(a) for a in arrays), np.int64, len(arrays))
+        for n, nm in zip(lens, names):
+            self._check_length(int(n), nm)
+        return rows, lens
 
 
 def fit_series_stats(sequences: Sequence[np.ndarray], eps: float = 1e-6) -> tuple[tuple[float, ...],
@@ -393,7 +472,6 @@ class SequenceAugment:
     stretch_range: tuple[float, float] = (0.8, 1.25)
     reverse_prob: float = 0.0
     shuffle_prob: float = 0.0
-    extra: dict = field(default_factory=dict)
 
     def strokes(self, strokes: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
         ang = np.deg2rad(rng.uniform(-self.max_rotate, self.max_rotate))

@@ -63,6 +63,7 @@ class TrainConfig:
     patience: int = 0  # stop after this many validations without improvement; 0 = never
     min_delta: float = 0.0  # an improvement must exceed this to reset the patience
     augment: bool = True  # random affine warp of every training image
+    val_at_start: bool = False  # validate the starting weights too (fine-tuning: never end worse than the start)
     checkpoint_every: int = 100
     seed: int = 0
     threads: int = 0  # 0 = torch default
@@ -81,6 +82,34 @@ def expand_rotations(ds: ImageDataset) -> ImageDataset:
     labels = list(ds.labels) + [f"{lab}@rot{90 * k}" for k in (1, 2, 3) for lab in ds.labels]
     return ImageDataset(np.ascontiguousarray(np.concatenate(imgs)), labels, list(ds.groups) * 4,
                         list(ds.sources) * 4)
+
+
+def expand_dihedral(ds: ImageDataset) -> ImageDataset:
+    """Each class in its 8 dihedral versions (4 rotations x mirror), each a new class.
+
+    For handwriting and symbols a mirrored or rotated character is a different
+    character, so a handful of labelled classes becomes eight times as many: the
+    Omniglot rotation trick, extended. Not for photos, where a mirrored cat is a cat.
+    """
+    mirror = ImageDataset(np.ascontiguousarray(ds.images[:, :, ::-1]), [f"{lab}@flip" for lab in ds.labels],
+                          list(ds.groups), list(ds.sources))
+    both = ImageDataset(np.concatenate([ds.images, mirror.images]), list(ds.labels) + mirror.labels,
+                        list(ds.groups) * 2, list(ds.sources) * 2)
+    return expand_rotations(both)
+
+
+EXPANSIONS = ("none", "rotations", "dihedral")
+
+
+def expand_classes(ds: ImageDataset, mode: str) -> ImageDataset:
+    """``"none"``, ``"rotations"`` (x4 classes) or ``"dihedral"`` (x8 classes)."""
+    if mode == "none":
+        return ds
+    if mode == "rotations":
+        return expand_rotations(ds)
+    if mode == "dihedral":
+        return expand_dihedral(ds)
+    raise ValueError(f"unknown class expansion {mode!r}; choose one of {', '.join(EXPANSIONS)}")
 
 
 def random_affine(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
@@ -109,7 +138,8 @@ class ProtoHead(PrototypicalLoss):
     def __init__(self, init_scale: float):
         super().__init__(init_scale)
 
-    def forward(self, support: torch.Tensor, query: torch.Tensor, ways: int, shots: int) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, support: torch.Tensor, query: torch.Tensor,  # type: ignore[override]
+                ways: int, shots: int) -> torch.Tensor:
         s = F.normalize(support, dim=-1).view(ways, shots, -1).mean(1)
         return self.log_scale.exp() * F.normalize(query, dim=-1) @ F.normalize(s, dim=-1).T
 
@@ -239,6 +269,7 @@ def fit_episodic(model: nn.Module, loss_fn: MetricLoss, train: ImageDataset, out
     trainable = list(model.parameters()) if params is None else list(params)
     opt = torch.optim.Adam(trainable + list(loss_fn.parameters()), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start, best, bad_evals, stopped, val_acc = 0, -1.0, 0, False, float("nan")
+    val_start = float("nan")
     if (out / "last.pt").exists():
         ck = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
         model.load_state_dict(ck["model"])
@@ -247,6 +278,7 @@ def fit_episodic(model: nn.Module, loss_fn: MetricLoss, train: ImageDataset, out
         start, best = int(ck["step"]), float(ck["best_val"])
         bad_evals, stopped = int(ck.get("bad_evals", 0)), bool(ck.get("stopped", False))
         val_acc = float(ck.get("val_acc", float("nan")))
+        val_start = float(ck.get("val_start", float("nan")))
     sampler = EpisodeSampler(train.labels, cfg.ways, cfg.shots, cfg.queries, train.groups, False, cfg.seed)
     group_sampler = None
     if cfg.within_group_fraction > 0:
@@ -260,9 +292,14 @@ def fit_episodic(model: nn.Module, loss_fn: MetricLoss, train: ImageDataset, out
             _atomic_save(model.state_dict(), out / "best.pt")
         _atomic_save({"model": model.state_dict(), "head": loss_fn.state_dict(), "optimizer": opt.state_dict(),
                       "step": done, "best_val": best, "bad_evals": bad_evals, "stopped": stopped,
-                      "val_acc": val_acc, "loss": loss_fn.name, "meta": dict(checkpoint_meta or {})},
+                      "val_acc": val_acc, "val_start": val_start, "loss": loss_fn.name,
+                      "meta": dict(checkpoint_meta or {})},
                      out / "last.pt")
 
+    if val_sampler is not None and cfg.val_at_start and start == 0:
+        emb_val = embed_images(model, x_val, transform=transform)
+        val_acc = best = val_start = float(sampler_accuracy(emb_val, val_sampler, cfg.val_episodes).mean())
+        _atomic_save(model.state_dict(), out / "best.pt")
     logf = open(out / "log.jsonl", "a")
     set_train_mode(model, frozen)
     t0, losses, accs, done = time.time(), [], [], start
@@ -316,7 +353,7 @@ def fit_episodic(model: nn.Module, loss_fn: MetricLoss, train: ImageDataset, out
         bar.close()
         logf.close()
     summary = {"steps": cfg.steps, "step": done, "best_val_acc": best, "val_acc": val_acc,
-               "stopped_early": stopped, "loss": loss_fn.name,
+               "val_acc_start": val_start, "stopped_early": stopped, "loss": loss_fn.name,
                "seconds": round(time.time() - t0, 1), "out_dir": str(out)}
     if isinstance(loss_fn, PrototypicalLoss):
         summary["scale"] = loss_fn.scale.item()

@@ -103,9 +103,19 @@ class VectorStore(abc.ABC):
 
     @abc.abstractmethod
     def search(
-        self, queries: np.ndarray, k: int, labels: Sequence[str] | None = None
+        self,
+        queries: np.ndarray,
+        k: int,
+        labels: Sequence[str] | None = None,
+        *,
+        ef_search: int | None = None,
+        nprobe: int | None = None,
     ) -> list[list[Hit]]:
-        """k nearest records per query, best first, optionally restricted to ``labels``."""
+        """k nearest records per query, best first, optionally restricted to ``labels``.
+
+        ``ef_search`` (HNSW) / ``nprobe`` (IVF) override the index's search
+        effort for this call; exact indexes ignore them.
+        """
 
     @abc.abstractmethod
     def search_prototypes(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
@@ -161,6 +171,21 @@ class VectorStore(abc.ABC):
     @abc.abstractmethod
     def repair(self) -> list[str]:
         """Rebuild derived parts from the records; returns what was fixed."""
+
+    @property
+    def backend(self) -> str:
+        """Backend name as recorded in the manifest (``"faiss"``, ``"milvus"``)."""
+        return type(self).__name__.lower()
+
+    def index_info(self) -> dict[str, Any]:
+        """What indexes the vectors (type, kind, sizes, parameters); backend-specific keys."""
+        return {}
+
+    def set_index_type(self, index_type: str | None = None, *, wait: bool = True, **params: Any) -> None:
+        """Switch the index type / parameters (``auto|flat|hnsw|ivf|ivfpq``; ``ef_search``, ``nprobe``, ...)."""
+        from .errors import StoreError
+
+        raise StoreError(f"{type(self).__name__} cannot change its index type")
 
     def __enter__(self) -> Self:
         return self

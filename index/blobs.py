@@ -8,6 +8,7 @@ key can be trusted to name exactly that content.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import re
@@ -60,13 +61,14 @@ class BlobStore:
         if self._reuse(target):
             return key
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = temp_path_for(target)
+        tmp = self._temp_path()
         try:
             with open(tmp, "xb") as fh:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX)  # in use: sweep_temps() skips it
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
-            os.replace(tmp, target)
+                os.replace(tmp, target)  # before closing, so the lock covers the rename
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -87,23 +89,24 @@ class BlobStore:
         except ValidationError:
             suffix = ""
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = temp_path_for(self.root / "incoming")
+        tmp = self._temp_path()
         hasher = hashlib.sha256()
         try:
             with open(src, "rb") as fin, open(tmp, "xb") as fout:
+                fcntl.flock(fout.fileno(), fcntl.LOCK_EX)  # in use: sweep_temps() skips it
                 while chunk := fin.read(_CHUNK):
                     hasher.update(chunk)
                     fout.write(chunk)
                 fout.flush()
                 os.fsync(fout.fileno())
-            digest = hasher.hexdigest()
-            key = f"{BLOB_DIR}/{digest[:2]}/{digest}{suffix}"
-            target = self.path(key)
-            if self._reuse(target):
-                tmp.unlink()
-                return key
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, target)
+                digest = hasher.hexdigest()
+                key = f"{BLOB_DIR}/{digest[:2]}/{digest}{suffix}"
+                target = self.path(key)
+                if self._reuse(target):
+                    tmp.unlink()
+                    return key
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp, target)  # before closing, so the lock covers the rename
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -129,6 +132,56 @@ class BlobStore:
     def exists(self, key: str) -> bool:
         """True if the blob for ``key`` is stored."""
         return self.path(key).is_file()
+
+    def _temp_path(self) -> Path:
+        """Staging name for a new blob: always directly under ``examples/``.
+
+        Keeping every temp file in one directory lets :meth:`sweep_temps` find
+        a crashed writer's leftovers with one directory listing.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        return temp_path_for(self.root / "incoming")
+
+    def sweep_temps(self, *, min_age_s: float = 1.0) -> int:
+        """Delete temp files of writers that died (SIGKILL, power loss); returns how many.
+
+        A writer holds an exclusive ``flock`` on its temp file from creation
+        until the file is renamed into place, and the kernel drops that lock
+        when the process dies. So a temp file whose lock can be taken belongs
+        to nobody and can go, even while other writers are busy; ``min_age_s``
+        only covers the instant between a writer creating its file and locking
+        it. Cheap (one listing of ``examples/``), so writers call it on open.
+        """
+        try:
+            entries = list(os.scandir(self.root))
+        except (FileNotFoundError, NotADirectoryError):
+            return 0
+        cutoff = time.time() - min_age_s
+        removed = 0
+        for entry in entries:
+            if not entry.name.endswith(TMP_SUFFIX) or not entry.is_file(follow_symlinks=False):
+                continue
+            try:
+                if entry.stat(follow_symlinks=False).st_mtime > cutoff:
+                    continue
+                fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                continue  # a live writer is still on it
+            try:
+                os.unlink(entry.path)
+                removed += 1
+            except FileNotFoundError:
+                pass
+            finally:
+                os.close(fd)  # closing releases the lock
+        if removed:
+            fsync_dir(self.root)
+        return removed
 
     def sweep(self, referenced_keys: set[str], *, min_age_s: float = 300.0) -> int:
         """Delete blobs not in ``referenced_keys`` and leftover temp files; returns how many.

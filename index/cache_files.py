@@ -15,6 +15,7 @@ import faiss
 
 from . import faiss_util
 from .atomic import atomic_write_bytes, fsync_dir
+from .blobs import BlobStore
 from .layout import prototypes_file_name, stale_files, vectors_file_name
 from .manifest import ManifestUnreadable, checksum, read_manifest
 
@@ -66,7 +67,11 @@ def write_caches(directory: Path, generation: int, vectors: faiss.IndexIDMap2,
 
 
 def remove_stale(directory: Path, generation: int) -> int:
-    """Delete other generations' caches and temp orphans (writers only, under the lock)."""
+    """Delete other generations' caches and temp orphans (writers only, under the lock).
+
+    Includes the blob store's temp files left by writers that died mid-copy
+    (see ``BlobStore.sweep_temps``), so every open by a writer cleans them.
+    """
     removed = 0
     for path in stale_files(directory, generation):
         with contextlib.suppress(FileNotFoundError):
@@ -74,4 +79,4 @@ def remove_stale(directory: Path, generation: int) -> int:
             removed += 1
     if removed:
         fsync_dir(directory)
-    return removed
+    return removed + BlobStore(directory).sweep_temps()

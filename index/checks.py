@@ -12,15 +12,23 @@ from pathlib import Path
 
 import numpy as np
 
-from . import faiss_util
+from .checkpoint import file_checksum
 from .layout import MANIFEST_NAME, prototypes_file_name, vectors_file_name
-from .manifest import ManifestUnreadable, checksum, read_manifest
+from .manifest import ManifestUnreadable, read_manifest
+from .vector_index import VectorIndex
 from .sqlite_meta import MetaDB
 
 
 def manifest_problems(directory: Path, generation: int, dim: int, metric: str, count: int,
-                      record_ids: np.ndarray) -> list[str]:
-    """Manifest fields vs SQLite, listed files' presence/checksums, cache ids vs record ids."""
+                      record_ids: np.ndarray, *, epoch: int = 0) -> list[str]:
+    """Manifest fields vs SQLite, listed files' presence/checksums, cache ids vs record ids.
+
+    A checkpoint older than the current generation is normal for large
+    indexes (see ``checkpoint``): its files must still be intact, of the
+    current vectors epoch, and hold only ids that existed (later changes are
+    replayed from SQLite on open). Only a checkpoint of the current
+    generation must match the records exactly.
+    """
     try:
         manifest = read_manifest(directory)
     except ManifestUnreadable as exc:
@@ -28,27 +36,40 @@ def manifest_problems(directory: Path, generation: int, dim: int, metric: str, c
     if manifest is None:
         return [f"{MANIFEST_NAME} is missing; run repair"]
     problems: list[str] = []
-    for key, want in (("generation", generation), ("dim", dim), ("metric", metric), ("count", count)):
+    m_gen = manifest.get("generation")
+    current = m_gen == generation
+    lagging = isinstance(m_gen, int) and m_gen < generation and manifest.get("vectors_epoch", 0) == epoch
+    keys = (("generation", generation), ("dim", dim), ("metric", metric), ("count", count))
+    for key, want in keys:
+        if lagging and key in ("generation", "count"):
+            continue
         if manifest.get(key) != want:
             problems.append(f"{MANIFEST_NAME} says {key}={manifest.get(key)!r} but meta.sqlite has "
                             f"{want!r} (stale manifest: unflushed writes or a crash); run repair")
     files = manifest.get("files", {})
     for name, expected in sorted(files.items()):
+        path = directory / name
         try:
-            data = (directory / name).read_bytes()
+            actual = file_checksum(path)
         except OSError:
             problems.append(f"{name} is listed in {MANIFEST_NAME} but missing; run repair")
             continue
-        if checksum(data) != expected:
-            problems.append(f"{name} checksum mismatch ({checksum(data)} != {expected}); run repair")
+        if actual != expected:
+            problems.append(f"{name} checksum mismatch ({actual} != {expected}); run repair")
             continue
-        if name == vectors_file_name(generation):
-            index = faiss_util.deserialize(data, dim, metric, count)
+        if isinstance(m_gen, int) and name == vectors_file_name(m_gen):
+            index = VectorIndex.read(path, dim, metric, mmap=True)
             if index is None:
-                problems.append(f"{name} does not match the records (dim, metric or count); run repair")
-            elif not np.array_equal(np.sort(faiss_util.index_ids(index)), record_ids):
+                problems.append(f"{name} does not match the records (dim or metric); run repair")
+                continue
+            ids = np.sort(index.main_ids())
+            if current and index.kind != "hnsw" and not np.array_equal(ids, record_ids):
                 problems.append(f"{name} holds different ids than meta.sqlite; run repair")
-    if manifest.get("generation") == generation:
+            elif current and not np.isin(record_ids, ids).all():
+                problems.append(f"{name} is missing records of meta.sqlite; run repair")
+            elif len(ids) and not current and int(ids[-1]) > int(manifest.get("max_id", ids[-1])):
+                problems.append(f"{name} holds ids newer than its checkpoint; run repair")
+    if current:
         for name in (vectors_file_name(generation), prototypes_file_name(generation)):
             if name not in files:
                 problems.append(f"{name} is not listed in {MANIFEST_NAME}; run repair")

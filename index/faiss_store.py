@@ -16,16 +16,19 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
 
-from . import faiss_util
+from . import records_sql
 from .base import METRICS, Hit, Record, VectorStore
-from .cache_files import load_cached, remove_stale, write_caches
+from .cache_files import remove_stale
+from .checkpoint import load_checkpoint, needs_checkpoint, sync as sync_dir, write_checkpoint
+from .index_config import COMPACT_FRACTION, IndexConfig
+from .vector_index import VectorIndex, exact_scores
 from .checks import class_problems, manifest_problems, vector_problems
 from .errors import (
     CorruptIndexError,
@@ -61,6 +64,16 @@ from .validation import (
 
 BACKEND = "faiss"
 _PAGE = 512  # rows per SQLite page when streaming records
+#: A label filter matching at most this share of the live vectors is answered by an
+#: exact scan of the matching ids: approximate indexes lose most of their recall
+#: under selective filters (HNSW with a 1% filter finds ~2% of the true neighbours).
+FILTER_EXACT_FRACTION = 0.5
+#: meta.sqlite files up to this size get a full integrity check on every open.
+QUICK_CHECK_MAX_BYTES = 64 << 20
+#: Below this many vectors an approximate index is built synchronously on open.
+SYNC_BUILD_MAX = 20_000
+#: Changes replayed into an HNSW graph on open; more go to a flat side index.
+HNSW_REPLAY_MAX = 2_000
 
 
 def is_index_dir(path: str | Path) -> bool:
@@ -80,28 +93,40 @@ class _State:
     backend: str
     created: float
     count: int
-    vectors: faiss.IndexIDMap2
+    vectors: VectorIndex
     protos: PrototypeTable
     from_files: bool  # both FAISS indexes came from valid cache files
+    epoch: int = 0  # meta ``vectors_epoch``: bumped when every vector is rewritten
+    config: IndexConfig = field(default_factory=IndexConfig)
+    base_generation: int = -1  # generation of the checkpoint files on disk (-1: none)
+    max_id: int = 0  # largest record id reflected in ``vectors``
+    pending: int = 0  # committed changes not yet in a checkpoint
 
 
 class FaissStore(VectorStore):
-    """Exact (flat) FAISS vector store persisted in one directory.
+    """FAISS vector store persisted in one directory (flat, HNSW, IVF or IVF-PQ).
 
-    Use :meth:`create` or :meth:`open`; the constructor is internal.
+    Use :meth:`create` or :meth:`open`; the constructor is internal. The index
+    type is a stored setting (``index_type``, see :class:`IndexConfig`):
+    ``auto`` is exact flat search until ``auto_threshold`` vectors, then HNSW
+    built in a background thread while queries keep using the flat index.
     """
 
     def __init__(self, path: Path, db: MetaDB, *, readonly: bool, lock_timeout: float,
-                 autosave: bool) -> None:
+                 autosave: bool, mmap: bool = False) -> None:
         self.path = path
         self._db = db
         self._readonly = readonly
         self._lock_timeout = float(lock_timeout)
         self._autosave = autosave
+        self._mmap = mmap
         self._mutex = threading.RLock()
         self._state: _State | None = None
         self._dirty = False  # committed writes whose cache files are not written yet
         self._closed = False
+        self._builder: threading.Thread | None = None
+        self._build_error: BaseException | None = None
+        self._data_version: int | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -116,17 +141,23 @@ class FaissStore(VectorStore):
         exist_ok: bool = False,
         lock_timeout: float = 10.0,
         autosave: bool = True,
+        index_type: str = "auto",
+        index_params: dict[str, Any] | None = None,
     ) -> "FaissStore":
         """Create a new index directory (parents too) and return it opened for writing.
 
         A non-empty directory that is not an index is refused so that a typo'd
         path never mixes index files into unrelated data. With ``exist_ok`` an
         existing index with the same dim and metric is opened instead.
+        ``index_type`` is ``auto`` (default), ``flat``, ``hnsw``, ``ivf`` or
+        ``ivfpq``; ``index_params`` sets :class:`IndexConfig` fields
+        (``ef_search``, ``nprobe``, ``hnsw_m``, ``auto_threshold``, ...).
         """
         dim = validate_dim(dim)
         metric = validate_metric(metric)
         extra = validate_extra(extra)
         lock_timeout = validate_timeout(lock_timeout)
+        config = make_config(index_type, index_params)
         path = Path(path)
         if path.exists() and not path.is_dir():
             raise ValidationError(f"{path} is a file; choose a directory path for the index")
@@ -145,6 +176,8 @@ class FaissStore(VectorStore):
                 try:
                     db.initialise(dim=dim, metric=metric, extra=extra, backend=BACKEND,
                                   format_version=FORMAT_VERSION, created=time.time())
+                    with db.write():
+                        db.set_meta("index", config.to_json())
                     store = cls(path, db, readonly=False, lock_timeout=lock_timeout, autosave=autosave)
                     store._state = store._load_state()
                     store._persist()
@@ -172,6 +205,8 @@ class FaissStore(VectorStore):
         readonly: bool = False,
         lock_timeout: float = 10.0,
         autosave: bool = True,
+        mmap: bool | None = None,
+        durability: str = "full",
     ) -> "FaissStore":
         """Open an existing index.
 
@@ -179,7 +214,14 @@ class FaissStore(VectorStore):
         of crashed writers and to write back caches it had to rebuild. With
         ``autosave=False`` the FAISS cache files are only written by
         :meth:`flush` / :meth:`close` (SQLite is still committed per write).
+        ``mmap`` (default: on for read-only opens) memory-maps large vector
+        files instead of reading them, so opening costs O(1) in their size.
+        ``durability="normal"`` skips the fsync per committed write (SQLite
+        ``synchronous=NORMAL`` in WAL mode): a killed process still loses
+        nothing, a power cut may lose the last writes but never corrupts.
         """
+        if durability not in ("full", "normal"):
+            raise ValidationError(f"durability must be 'full' or 'normal'; got {durability!r}")
         path = Path(path)
         lock_timeout = validate_timeout(lock_timeout)
         if not path.is_dir():
@@ -202,9 +244,14 @@ class FaissStore(VectorStore):
             )
         db = MetaDB(path / META_NAME, busy_timeout=lock_timeout)
         try:
-            db.check(full=True)
+            # PRAGMA quick_check reads every page: ~1 s per 100 MB. Large indexes skip it on open
+            # (verify() still runs it); a damaged header or schema is caught either way.
+            db.check(full=_file_size(path / META_NAME) <= QUICK_CHECK_MAX_BYTES)
+            if durability == "normal":
+                db.conn.execute("PRAGMA synchronous=NORMAL")
             check_format_version(db.read_meta().format_version, path)
-            store = cls(path, db, readonly=readonly, lock_timeout=lock_timeout, autosave=autosave)
+            store = cls(path, db, readonly=readonly, lock_timeout=lock_timeout, autosave=autosave,
+                        mmap=readonly if mmap is None else bool(mmap) and readonly)
             if readonly:
                 store._state = store._load_state()
             else:
@@ -213,7 +260,9 @@ class FaissStore(VectorStore):
                     if store._needs_persist(store._state):
                         store._persist()
                     else:
-                        remove_stale(path, store._state.generation)
+                        remove_stale(path, store._state.base_generation)
+                    if store._maybe_rebuild(store._state):
+                        store._persist()
         except BaseException:
             db.close()
             raise
@@ -221,11 +270,17 @@ class FaissStore(VectorStore):
 
     def close(self) -> None:
         """Write pending cache files (writers) and close the database (idempotent)."""
+        try:
+            self.wait_for_build()
+        except StoreError as exc:  # the old index is still in use and saved; do not fail close()
+            warnings.warn(str(exc), RuntimeWarning, stacklevel=2)
         with self._mutex:
             if self._closed:
                 return
             try:
-                if self._dirty and not self._readonly:
+                st = self._state
+                if self._dirty and not self._readonly and (
+                        st is None or not self._autosave or needs_checkpoint(st.vectors.ntotal, st.pending)):
                     self.flush()
             except LockTimeoutError:
                 # Everything is committed in SQLite; only the caches are
@@ -251,7 +306,7 @@ class FaissStore(VectorStore):
             return
         with self._mutex, self._lock():
             if self._state is None or self._db.generation() != self._state.generation:
-                self._state = self._load_state()
+                self._state = self._load_state(previous=self._state)
             self._persist()
 
     def __repr__(self) -> str:
@@ -293,6 +348,11 @@ class FaissStore(VectorStore):
         """True when opened with ``readonly=True`` (writes raise StoreError)."""
         return self._readonly
 
+    @property
+    def backend(self) -> str:
+        """``"faiss"``."""
+        return BACKEND
+
     # ------------------------------------------------------------------ writes
 
     def add(
@@ -314,11 +374,13 @@ class FaissStore(VectorStore):
                 ids = self._db.insert_records(labs, vecs, metas, time.time())
                 generation = self._db.bump_generation()
             with self._apply_in_memory():
-                st.vectors.add_with_ids(vecs, ids)
+                st.vectors.add(vecs, ids)
                 st.protos.apply(changed)
                 st.count += len(ids)
                 st.generation = generation
-            self._after_commit()
+                st.max_id = max(st.max_id, int(ids.max()))
+                st.pending += len(ids)
+            self._after_commit(force=self._maybe_rebuild(st))
             return ids
 
     def remove(self, ids: Sequence[int]) -> int:
@@ -352,11 +414,12 @@ class FaissStore(VectorStore):
             self._db.delete_records(found)
             generation = self._db.bump_generation()
         with self._apply_in_memory():
-            st.vectors.remove_ids(found)
+            st.vectors.remove(found)
             st.protos.apply(changed)
             st.count -= len(found)
             st.generation = generation
-        self._after_commit()
+            st.pending += len(found)
+        self._after_commit(force=self._maybe_rebuild(st))
         return len(found)
 
     def rewrite_vectors(
@@ -399,10 +462,13 @@ class FaissStore(VectorStore):
                 self._db.replace_classes(self._db.recompute_classes(new_dim))
                 if extra_update:
                     self._db.set_extra({**st.extra, **extra_update})
+                # Checkpoints of the old vectors must never be replayed onto the new ones.
+                self._db.set_meta("vectors_epoch", str(st.epoch + 1))
                 self._db.bump_generation()
             # Everything changed: rebuild the in-memory state from what was committed.
             with self._apply_in_memory():
-                self._state = self._load_state(use_files=False)
+                self._state = self._load_state(use_files=False, sync_build=True)
+                self._state.pending = max(1, self._state.count)
             self._after_commit()
 
     def set_extra(self, **fields: Any) -> None:
@@ -415,22 +481,35 @@ class FaissStore(VectorStore):
                 generation = self._db.bump_generation()
             st.extra = merged
             st.generation = generation
+            st.pending += 1
             self._after_commit()
 
     # ------------------------------------------------------------------ reads
 
     def search(
-        self, queries: np.ndarray, k: int, labels: Sequence[str] | None = None
+        self,
+        queries: np.ndarray,
+        k: int,
+        labels: Sequence[str] | None = None,
+        *,
+        ef_search: int | None = None,
+        nprobe: int | None = None,
     ) -> list[list[Hit]]:
         """k nearest records per query, best first (fewer if the store holds fewer).
 
-        ``labels`` restricts the search to records of those labels (exact).
-        Scores: cosine similarity for ``cosine``; negative squared L2 distance
-        for ``l2`` (so higher is always better).
+        ``labels`` restricts the search to records of those labels: a filter
+        matching at most ``FILTER_EXACT_FRACTION`` of the vectors is answered
+        by an exact scan of the matching ids (whatever the index type), a
+        broader one by the index with its search effort scaled up.
+        ``ef_search`` (HNSW) / ``nprobe`` (IVF) override the stored defaults
+        for this call. Scores: cosine similarity for ``cosine``; negative
+        squared L2 distance for ``l2`` (so higher is always better).
         """
         k = validate_k(k)
         wanted = None if labels is None else _label_filter(labels)
-        with self._read() as st:
+        ef_search = None if ef_search is None else validate_k(ef_search)
+        nprobe = None if nprobe is None else validate_k(nprobe)
+        with self._fresh() as st:
             q = prepare_vectors(queries, st.dim, st.metric, what="queries")
             if len(q) == 0:
                 return []
@@ -439,7 +518,7 @@ class FaissStore(VectorStore):
                 subset = self._db.ids_for_labels(wanted)
                 if len(subset) == 0:
                     return [[] for _ in range(len(q))]
-            scores, ids = faiss_util.search(st.vectors, q, k, st.metric, subset)
+            scores, ids = self._vector_search(st, q, k, subset, ef_search, nprobe)
             info = self._db.fetch_hit_info(ids[ids >= 0].tolist())
         out: list[list[Hit]] = []
         for row_scores, row_ids in zip(scores, ids):
@@ -453,43 +532,42 @@ class FaissStore(VectorStore):
         return out
 
     def search_prototypes(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
-        """k nearest class prototypes per query, best first.
+        """k nearest class prototypes per query, best first (always exact).
 
         ``Hit.id`` is -1 (a class, not a record), ``Hit.metadata`` is
         ``{"count": n}`` (examples in that class).
         """
         k = validate_k(k)
-        with self._read() as st:
+        with self._fresh() as st:
             q = prepare_vectors(queries, st.dim, st.metric, what="queries")
             if len(q) == 0:
                 return []
-            scores, cids = faiss_util.search(st.protos.index, q, k, st.metric)
-            by_cid = dict(st.protos.by_cid)
-            counts = {label: c for label, (_cid, c) in st.protos.by_label.items()}
-        out: list[list[Hit]] = []
-        for row_scores, row_cids in zip(scores, cids):
-            hits = []
-            for score, cid in zip(row_scores.tolist(), row_cids.tolist()):
-                label = by_cid.get(cid)
-                if cid < 0 or label is None:
-                    continue
-                hits.append(Hit(-1, label, float(score), {"count": counts[label]}))
-            out.append(hits)
-        return out
+            rows = st.protos.search(q, k)
+        return [[Hit(-1, label, score, {"count": count}) for label, score, count in row] for row in rows]
+
+    def prototype_scores(self, queries: np.ndarray) -> tuple[list[str], np.ndarray]:
+        """(labels, float32 scores [n_queries, n_labels]) against every class prototype.
+
+        One matrix product: what a softmax over all classes needs, without
+        building a Hit per class (labels are in internal order, not sorted).
+        """
+        with self._fresh() as st:
+            q = prepare_vectors(queries, st.dim, st.metric, what="queries")
+            return st.protos.scores(q)
 
     def prototypes(self) -> tuple[list[str], np.ndarray]:
         """(labels sorted, float32 [n_labels, dim]) prototypes (unit length for cosine)."""
-        with self._read() as st:
+        with self._fresh() as st:
             return st.protos.vectors()
 
     def count(self) -> int:
         """Number of stored records."""
-        with self._read() as st:
+        with self._fresh() as st:
             return st.count
 
     def labels(self) -> dict[str, int]:
         """label -> record count, sorted by label."""
-        with self._read() as st:
+        with self._fresh() as st:
             return st.protos.counts()
 
     def get(self, ids: Sequence[int]) -> list[Record]:
@@ -541,10 +619,11 @@ class FaissStore(VectorStore):
             count = self._db.count()
             record_ids = self._db.all_ids()
             problems += manifest_problems(self.path, meta.generation, meta.dim, meta.metric,
-                                          count, record_ids)
+                                          count, record_ids,
+                                          epoch=int(records_sql.meta_value(self._db, "vectors_epoch") or 0))
             state = self._state
-            if state is not None and state.generation == meta.generation and state.vectors.ntotal != count:
-                problems.append(f"in-memory FAISS index holds {state.vectors.ntotal} vectors but "
+            if state is not None and state.generation == meta.generation and state.vectors.live != count:
+                problems.append(f"in-memory FAISS index holds {state.vectors.live} vectors but "
                                 f"meta.sqlite has {count} records; reopen the store")
             problems += vector_problems(self._db, meta.dim, meta.metric)
             problems += class_problems(self._db, meta.dim)
@@ -566,7 +645,7 @@ class FaissStore(VectorStore):
                 if class_problems(self._db, meta.dim, recomputed):
                     self._db.replace_classes(recomputed)
                     self._db.bump_generation()
-            self._state = self._load_state(use_files=False)
+            self._state = self._load_state(use_files=False, sync_build=True)
             self._persist()
         after = self.verify()
         return [p for p in before if p not in after]
@@ -591,7 +670,25 @@ class FaissStore(VectorStore):
         self._check_open()
         with self._mutex, self._db.read():
             if self._state is None or self._db.generation() != self._state.generation:
-                self._state = self._load_state()
+                self._state = self._load_state(previous=self._state)
+            yield self._state
+
+    @contextlib.contextmanager
+    def _fresh(self) -> Iterator[_State]:
+        """Like :meth:`_read` for calls that only use the in-memory state (searches, labels).
+
+        ``PRAGMA data_version`` changes only when *another* connection commits,
+        so one statement replaces a read transaction plus a generation query on
+        every call (what keeps a single small query close to raw FAISS speed).
+        """
+        self._check_open()
+        with self._mutex:
+            version = self._db.conn.execute("PRAGMA data_version").fetchone()[0]
+            if self._state is None or version != self._data_version:
+                with self._db.read():
+                    if self._state is None or self._db.generation() != self._state.generation:
+                        self._state = self._load_state(previous=self._state)
+                self._data_version = version
             yield self._state
 
     @contextlib.contextmanager
@@ -600,7 +697,7 @@ class FaissStore(VectorStore):
         self._check_writable()
         with self._mutex, self._lock():
             if self._state is None or self._db.generation() != self._state.generation:
-                self._state = self._load_state()
+                self._state = self._load_state(previous=self._state)
             yield self._state
 
     @contextlib.contextmanager
@@ -612,9 +709,11 @@ class FaissStore(VectorStore):
             self._state = None
             raise
 
-    def _after_commit(self) -> None:
+    def _after_commit(self, *, force: bool = False) -> None:
         self._dirty = True
-        if not self._autosave:
+        st = self._state
+        if not self._autosave or (not force and st is not None
+                                  and not needs_checkpoint(st.vectors.ntotal, st.pending)):
             return
         try:
             self._persist()
@@ -629,8 +728,18 @@ class FaissStore(VectorStore):
                 stacklevel=3,
             )
 
-    def _load_state(self, *, use_files: bool = True) -> _State:
-        """Load one consistent generation: cache files when valid, else rebuild from SQLite."""
+    def _load_state(self, *, use_files: bool = True, previous: _State | None = None,
+                    sync_build: bool = False) -> _State:
+        """Load one consistent generation.
+
+        In order of preference: bring ``previous`` (this object's in-memory
+        state) up to date by replaying what other writers committed; load the
+        checkpoint files and replay what changed since; rebuild from SQLite.
+        A rebuild of an approximate index over more than ``SYNC_BUILD_MAX``
+        vectors is not done here (it takes minutes): the store serves an
+        exact flat index meanwhile and a writer builds the right one in the
+        background.
+        """
         with self._db.read():
             meta = self._db.read_meta()
             check_format_version(meta.format_version, self.path)
@@ -639,57 +748,331 @@ class FaissStore(VectorStore):
                     f"{self.path}/{META_NAME} has invalid settings (dim={meta.dim}, metric={meta.metric!r}); "
                     "restore the index from a backup"
                 )
+            epoch = int(records_sql.meta_value(self._db, "vectors_epoch") or 0)
+            config = IndexConfig.from_json(records_sql.meta_value(self._db, "index"))
             count = self._db.count()
             classes = self._db.classes(meta.dim)
-            vectors = protos = None
-            if use_files:
-                vectors, protos = load_cached(self.path, meta.generation, meta.dim, meta.metric, count,
-                                              {c.cid for c in classes})
-            from_files = vectors is not None and protos is not None
+            top = records_sql.max_id(self._db)
+            vectors: VectorIndex | None = None
+            protos = None
+            base, pending, from_files = -1, 0, False
+            if (previous is not None and previous.epoch == epoch and previous.dim == meta.dim
+                    and previous.metric == meta.metric):
+                vectors, base, pending, from_files = (previous.vectors, previous.base_generation,
+                                                      previous.pending, previous.from_files)
+                pending += self._replay(vectors, previous.max_id, count, meta.dim)
+            elif use_files:
+                vectors, protos, base = load_checkpoint(self.path, meta.generation, meta.dim, meta.metric,
+                                                        epoch, mmap=self._mmap)
+                if vectors is not None:
+                    from_files = protos is not None
+                    if _checkpoint_is_current(self.path, base, count, top):
+                        pending = 0  # ids only grow: same max id and count means nothing changed
+                    else:
+                        pending = self._replay(vectors, None, count, meta.dim)
+                    if base != meta.generation:
+                        pending = max(pending, 1)
             if vectors is None:
-                vectors = faiss_util.new_index(meta.dim, meta.metric)
-                for ids, vecs, _labels in self._db.iter_vectors(meta.dim):
-                    vectors.add_with_ids(vecs, ids)
+                kind = config.kind_for(count)
+                if kind != "flat" and count > SYNC_BUILD_MAX and not sync_build:
+                    kind = "flat"  # serve exact results now; _maybe_rebuild builds the right kind
+                vectors = VectorIndex.build(kind, meta.dim, meta.metric, config,
+                                            lambda: records_sql.all_vectors(self._db, meta.dim), count)
+                pending = max(1, count)
             table = PrototypeTable.build(classes, meta.dim, meta.metric, protos)
         return _State(meta.generation, meta.dim, meta.metric, meta.extra, meta.backend, meta.created,
-                      count, vectors, table, from_files)
+                      count, vectors, table, from_files, epoch=epoch, config=config, base_generation=base,
+                      max_id=top, pending=pending)
+
+    def _replay(self, vectors: VectorIndex, known_max: int | None, count: int, dim: int) -> int:
+        """Apply record changes that ``vectors`` has not seen; returns how many.
+
+        Ids only grow, so new records are those above the largest id seen;
+        removals among older ids show up as a count mismatch, and only then
+        are the full id lists compared. Call inside a read transaction.
+        """
+        if known_max is None:
+            ids = vectors.ids()
+            known_max = int(ids[-1]) if len(ids) else 0
+            live_known = len(ids)
+        else:
+            live_known = vectors.live
+        changed = 0
+        if live_known and records_sql.count_upto(self._db, known_max) != live_known:
+            current = records_sql.all_ids(self._db)
+            have = vectors.ids()
+            gone = np.setdiff1d(have, current, assume_unique=True)
+            vectors.remove(gone)
+            changed += len(gone)
+        to_side = vectors.kind == "hnsw" and count - live_known > HNSW_REPLAY_MAX
+        for ids, vecs in records_sql.vectors_after(self._db, known_max, dim):
+            vectors.add(vecs, ids, side=to_side)
+            changed += len(ids)
+        return changed
 
     def _needs_persist(self, st: _State) -> bool:
-        if not st.from_files:
+        if not st.from_files or st.base_generation < 0:
             return True
+        if st.vectors.side is not None and st.vectors.side.ntotal:
+            return needs_checkpoint(st.vectors.ntotal, st.pending)
+        if st.base_generation != st.generation:
+            return needs_checkpoint(st.vectors.ntotal, st.pending)
         try:
             manifest = read_manifest(self.path)
         except ManifestUnreadable:
             return True
         if manifest is None:
             return True
-        expected = self._manifest_for(st, files=manifest.get("files", {}))
+        expected = self._manifest_for(st, files=manifest.get("files", {}), sizes=manifest.get("sizes", {}))
         volatile = ("created", "updated")
         return any(manifest.get(key) != value for key, value in expected.items() if key not in volatile)
 
-    def _manifest_for(self, st: _State, files: dict[str, str]) -> dict[str, Any]:
+    def _manifest_for(self, st: _State, files: dict[str, str], sizes: dict[str, int] | None = None,
+                      generation: int | None = None) -> dict[str, Any]:
         return build_manifest(
-            dim=st.dim, metric=st.metric, backend=st.backend, generation=st.generation,
+            dim=st.dim, metric=st.metric, backend=st.backend,
+            generation=st.generation if generation is None else generation,
             count=st.count, n_labels=len(st.protos.by_label), extra=st.extra, files=files,
             created=st.created, updated=time.time(),
+            vectors_epoch=st.epoch, sizes=dict(sizes or {}), max_id=st.max_id,
+            index={"type": st.config.index_type, "kind": st.vectors.kind, "live": st.vectors.live,
+                   "tombstones": len(st.vectors.dead)},
         )
 
     def _persist(self) -> None:
-        """Write cache files for the current generation, then the manifest, then drop stale files.
+        """Write a checkpoint of the current generation, then the manifest, then drop stale files.
 
         Caller holds the directory lock. The order means a crash at any point
         leaves a manifest that either names valid files or is outdated (and is
-        then ignored in favour of SQLite).
+        then replayed onto or ignored in favour of SQLite).
         """
         st = self._state
         assert st is not None
-        files = write_caches(self.path, st.generation, st.vectors, st.protos.index)
-        write_manifest(self.path, self._manifest_for(st, files))
+        if st.vectors.side is not None and st.vectors.side.ntotal and st.vectors.mutable:
+            st.vectors.merge_side()
+        if not st.vectors.mutable:
+            # A memory-mapped index cannot be written back; write a flat copy instead.
+            st.vectors = VectorIndex.build("flat", st.dim, st.metric, st.config,
+                                           lambda: records_sql.all_vectors(self._db, st.dim), st.count)
+        files, sizes = write_checkpoint(self.path, st.generation, st.vectors, st.protos.to_faiss())
+        write_manifest(self.path, self._manifest_for(st, files, sizes))
         remove_stale(self.path, st.generation)
+        st.base_generation = st.generation
+        st.pending = 0
+        st.from_files = True
         self._dirty = False
+
+    # ------------------------------------------------------------------ index types
+
+    def _vector_search(self, st: _State, q: np.ndarray, k: int, subset: np.ndarray | None,
+                       ef_search: int | None, nprobe: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """Route one search: unfiltered, exact over a selective subset, or filtered ANN."""
+        vi = st.vectors
+        ef = ef_search or st.config.ef_search
+        rerank = vi.kind == "ivfpq" and st.config.rerank > 1
+        kc = k * st.config.rerank if rerank else k
+        live = max(vi.live, 1)
+        if subset is not None and len(subset) >= live:
+            subset = None  # the filter covers every record
+        if subset is None:
+            scores, ids = vi.search(q, kc, ef_search=ef, nprobe=nprobe or self._nprobe(st))
+        elif vi.kind == "flat" or len(subset) <= FILTER_EXACT_FRACTION * live:
+            scores, ids = vi.search_exact(q, kc, subset)
+        else:
+            boost = live / len(subset)
+            base_probe = nprobe or self._nprobe(st)
+            nlist = int(getattr(vi.main, "nlist", 1))
+            scores, ids = vi.search(q, kc, ef_search=int(ef * boost) + 1,
+                                    nprobe=None if base_probe is None else min(nlist, int(base_probe * boost) + 1),
+                                    subset=subset)
+        if rerank and ids.size:
+            scores, ids = self._rerank(st, q, ids, k)
+        return scores, ids
+
+    @staticmethod
+    def _nprobe(st: _State) -> int | None:
+        vi = st.vectors
+        if vi.kind not in ("ivf", "ivfpq"):
+            return None
+        return st.config.nprobe_for(int(vi.main.nlist))
+
+    def _rerank(self, st: _State, q: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Re-score IVF-PQ candidates exactly with the stored float32 vectors."""
+        uniq = np.unique(cand[cand >= 0])
+        found, vecs = records_sql.vectors_for(self._db, uniq, st.dim)
+        pos = {int(i): j for j, i in enumerate(found.tolist())}
+        out_s = np.full((len(q), k), -np.inf, dtype=np.float32)
+        out_i = np.full((len(q), k), -1, dtype=np.int64)
+        for r in range(len(q)):
+            row = [int(i) for i in cand[r] if i >= 0 and int(i) in pos]
+            if not row:
+                continue
+            sc = exact_scores(q[r : r + 1].astype(np.float32), vecs[[pos[i] for i in row]], st.metric)[0]
+            order = np.argsort(-sc, kind="stable")[:k]
+            out_s[r, : len(order)] = sc[order]
+            out_i[r, : len(order)] = np.asarray(row)[order]
+        return out_s, out_i
+
+    def index_info(self) -> dict[str, Any]:
+        """What serves the vectors now: requested type, actual kind, sizes and parameters."""
+        with self._read() as st:
+            vi = st.vectors
+            info: dict[str, Any] = {
+                "index_type": st.config.index_type, "kind": vi.kind, "live": vi.live,
+                "tombstones": len(vi.dead), "side": int(vi.side.ntotal) if vi.side is not None else 0,
+                "memory_mapped": not vi.mutable, "building": self.building,
+                "checkpoint_generation": st.base_generation, "pending": st.pending,
+                "config": json.loads(st.config.to_json()),
+            }
+            if vi.kind in ("ivf", "ivfpq"):
+                info["nlist"] = int(vi.main.nlist)
+                info["nprobe"] = self._nprobe(st)
+            if vi.kind == "hnsw":
+                info["ef_search"] = st.config.ef_search
+        return info
+
+    @property
+    def building(self) -> bool:
+        """True while a background index build is running."""
+        return self._builder is not None and self._builder.is_alive()
+
+    def set_index_type(self, index_type: str | None = None, *, wait: bool = True, **params: Any) -> None:
+        """Change the index type and/or parameters, and rebuild when the kind changes.
+
+        The build runs in a background thread from a snapshot of the records;
+        queries keep using the old index until the new one is swapped in
+        (writes made meanwhile are replayed onto it first). ``wait`` blocks
+        until then. Search-time parameters (``ef_search``, ``nprobe``,
+        ``rerank``) apply at once without a rebuild.
+        """
+        with self._write() as st:
+            current = json.loads(st.config.to_json())
+            current.pop("index_type", None)
+            config = make_config(index_type or st.config.index_type, {**current, **params})
+            with self._db.write():
+                self._db.set_meta("index", config.to_json())
+                generation = self._db.bump_generation()
+            st.config = config
+            st.generation = generation
+            st.pending += 1
+            rebuild_params = {"hnsw_m", "ef_construction", "nlist", "pq_m"} & set(params)
+            force = bool(rebuild_params) and st.vectors.kind != "flat"
+            self._after_commit(force=self._maybe_rebuild(st, force=force))
+        if wait:
+            self.wait_for_build()
+
+    def wait_for_build(self, timeout: float | None = None) -> None:
+        """Block until a background build has finished (re-raising its error, if any)."""
+        builder = self._builder
+        if builder is not None and builder is not threading.current_thread():
+            builder.join(timeout)
+        error, self._build_error = self._build_error, None
+        if error is not None:
+            raise StoreError(f"background index build for {self.path} failed: {error}") from error
+
+    def _desired_kind(self, st: _State) -> str:
+        config, live = st.config, st.vectors.live
+        if config.index_type == "auto" and st.vectors.kind == "hnsw" and live > config.auto_threshold // 2:
+            return "hnsw"  # hysteresis: do not flap around the threshold
+        return config.kind_for(live)
+
+    def _maybe_rebuild(self, st: _State, *, force: bool = False) -> bool:
+        """Rebuild when the index kind is wrong or HNSW has too many tombstones.
+
+        Small indexes are rebuilt here and now (returns True: the caller must
+        checkpoint, the files hold the old kind); large ones in a background
+        thread that checkpoints when done (returns False).
+        """
+        if self._readonly or self.building:
+            return False
+        want = self._desired_kind(st)
+        vi = st.vectors
+        stale = vi.kind != want
+        bloated = vi.kind == "hnsw" and len(vi.dead) > COMPACT_FRACTION * max(vi.ntotal, 1)
+        if not (stale or bloated or force):
+            return False
+        if vi.live <= SYNC_BUILD_MAX:
+            # Small: build now, in this write (the caller holds the lock); well under a second.
+            st.vectors = VectorIndex.build(want, st.dim, st.metric, st.config,
+                                           lambda: records_sql.all_vectors(self._db, st.dim), st.count)
+            st.pending += 1
+            return True
+        self._builder = threading.Thread(target=self._build_job, args=(want, st.config, st.epoch),
+                                         name=f"fewshot-index-build-{want}", daemon=True)
+        self._builder.start()
+        return False
+
+    def _build_job(self, kind: str, config: IndexConfig, epoch: int) -> None:
+        """Background thread: build ``kind`` from a snapshot, checkpoint it, swap it in."""
+        try:
+            db = MetaDB(self.path / META_NAME, busy_timeout=self._lock_timeout)
+            try:
+                with db.read():
+                    meta = db.read_meta()
+                    n = db.count()
+                    snap_gen = meta.generation
+                    if int(records_sql.meta_value(db, "vectors_epoch") or 0) != epoch:
+                        return
+                    new = VectorIndex.build(kind, meta.dim, meta.metric, config,
+                                            lambda: records_sql.all_vectors(db, meta.dim), n)
+            finally:
+                db.close()
+            with self._mutex:
+                st = self._state
+                if self._closed or st is None or st.epoch != epoch or st.dim != new.dim:
+                    return
+                with self._db.read():
+                    current, have = st.vectors.ids(), new.ids()
+                    new.remove(np.setdiff1d(have, current, assume_unique=True))
+                    missing = np.setdiff1d(current, have, assume_unique=True)
+                    if len(missing):
+                        found, vecs = records_sql.vectors_for(self._db, missing, st.dim)
+                        new.add(vecs, found)
+                st.vectors = new
+                st.pending += 1
+                if snap_gen != st.generation:
+                    st.pending += len(missing)
+                self._dirty = True
+                try:
+                    with self._lock():
+                        if self._db.generation() == st.generation:
+                            self._persist()
+                except (LockTimeoutError, OSError) as exc:
+                    warnings.warn(f"{self.path}: new {kind} index is in use but could not be saved yet "
+                                  f"({exc}); it will be written by the next flush", RuntimeWarning, stacklevel=1)
+        except BaseException as exc:  # reported by wait_for_build / the next write
+            self._build_error = exc
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _checkpoint_is_current(directory: Path, generation: int, count: int, top: int) -> bool:
+    """True when the checkpoint's record count and largest id equal SQLite's (no replay needed)."""
+    try:
+        manifest = read_manifest(directory)
+    except ManifestUnreadable:
+        return False
+    return (manifest is not None and manifest.get("generation") == generation
+            and manifest.get("count") == count and manifest.get("max_id") == top)
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def make_config(index_type: str = "auto", index_params: dict[str, Any] | None = None) -> IndexConfig:
+    """Validated :class:`IndexConfig` from an index type and a dict of its fields."""
+    params = dict(index_params or {})
+    try:
+        return IndexConfig(index_type=index_type, **params)
+    except TypeError:
+        known = sorted(f for f in IndexConfig.__dataclass_fields__ if f != "index_type")
+        bad = sorted(set(params) - set(known))
+        raise ValidationError(f"unknown index parameter(s) {', '.join(bad)}; known: {', '.join(known)}") from None
 
 
 def _class_deltas(labels: Sequence[str], vecs: np.ndarray, dim: int) -> dict[str, tuple[int, np.ndarray]]:
@@ -716,4 +1099,4 @@ def _to_record(row: Any) -> Record:
     return Record(row.id, row.label, json.loads(row.metadata), row.vector, row.created)
 
 
-__all__ = ["FaissStore", "is_index_dir"]
+__all__ = ["FILTER_EXACT_FRACTION", "FaissStore", "is_index_dir", "make_config"]

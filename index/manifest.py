@@ -87,9 +87,15 @@ def build_manifest(
     files: dict[str, str],
     created: float,
     updated: float,
+    **more: Any,
 ) -> dict[str, Any]:
-    """Assemble the manifest dict (one place defines its fields)."""
+    """Assemble the manifest dict (one place defines its fields).
+
+    ``more``: backend-specific fields (FAISS: ``vectors_epoch``, ``sizes``,
+    ``index``; Milvus: ``uri``, ``collection``), stored at the top level.
+    """
     return {
+        **more,
         "format_version": FORMAT_VERSION,
         "backend": backend,
         "dim": dim,

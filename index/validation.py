@@ -89,6 +89,9 @@ def prepare_vectors(vectors: Any, dim: int, metric: str, *, what: str = "vectors
     Normalising once here means stored vectors, prototypes and queries all live
     on the unit sphere and the inner product *is* the cosine similarity.
     """
+    fast = _prepare_fast(vectors, dim, metric)
+    if fast is not None:
+        return fast
     arr = as_matrix(vectors, dim, what=what)
     if metric == "cosine":
         # Scale by the largest entry first so huge or tiny (subnormal) rows
@@ -108,6 +111,38 @@ def prepare_vectors(vectors: Any, dim: int, metric: str, *, what: str = "vectors
     if not finite.all():
         row = int(np.flatnonzero(~finite)[0])
         raise ValidationError(f"{what} row {row} has values too large for float32; rescale the vectors")
+    return np.ascontiguousarray(out)
+
+
+def _prepare_fast(vectors: Any, dim: int, metric: str) -> np.ndarray | None:
+    """The common case (a float array of the right shape, finite, non-zero rows) in a few ufuncs.
+
+    Returns None for anything else, which then takes the careful path above
+    (with its exact error messages and overflow-safe normalisation). A single
+    query spends most of its time here otherwise.
+    """
+    if not isinstance(vectors, np.ndarray) or vectors.dtype not in (np.float32, np.float64):
+        return None
+    if vectors.ndim == 1:
+        if vectors.shape[0] != dim:
+            return None
+        arr = vectors.reshape(1, dim)
+    elif vectors.ndim == 2 and vectors.shape[1] == dim:
+        arr = vectors
+    else:
+        return None
+    wide = arr.astype(np.float64)
+    if metric == "cosine":
+        sq = np.einsum("ij,ij->i", wide, wide)
+        if not (np.isfinite(sq).all() and (sq > 1e-300).all()):
+            return None  # NaN/inf, zero, huge or subnormal rows: careful path
+        out = (wide / np.sqrt(sq)[:, None]).astype(np.float32)
+    else:
+        with np.errstate(over="ignore"):  # too large for float32: careful path reports it
+            out = arr.astype(np.float32)
+            finite = np.isfinite(np.einsum("ij,ij->i", wide, wide)).all() and np.isfinite(out).all()
+        if not finite:
+            return None
     return np.ascontiguousarray(out)
 
 

@@ -259,7 +259,7 @@ def test_create_rules(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="dim"):
         create_store(tmp_path / "d", 0)
     with pytest.raises(ValidationError, match="backend"):
-        create_store(tmp_path / "b", DIM, backend="milvus")
+        create_store(tmp_path / "b", DIM, backend="annoy")
 
 
 def test_readonly_and_closed_stores_refuse_writes(tmp_path: Path) -> None:

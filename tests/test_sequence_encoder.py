@@ -94,6 +94,28 @@ def test_packing_unequal_lengths_is_exact(cell, pooling, bidirectional):
     np.testing.assert_allclose(enc.embed(seqs, batch_size=3), together, atol=1e-6)
 
 
+@pytest.mark.parametrize("cell, layers", [("gru", 2), ("lstm", 1)])
+def test_rnn_equals_a_packed_torch_rnn(cell, layers):
+    """Per-direction RNNs over the padded batch give exactly what a packed nn.GRU/nn.LSTM gives."""
+    from torch.nn.utils.rnn import pad_packed_sequence
+
+    torch.manual_seed(0)
+    m = SequenceRNN(3, hidden=6, layers=layers, cell=cell, bidirectional=True, dim=0)
+    ref = getattr(torch.nn, cell.upper())(3, 6, num_layers=layers, batch_first=True, bidirectional=True)
+    with torch.no_grad():
+        for i in range(layers):
+            for d, suffix in ((m.fwd[i], ""), (m.bwd[i], "_reverse")):
+                for name, p in d.named_parameters():
+                    getattr(ref, name.replace("_l0", f"_l{i}") + suffix).copy_(p)
+    arrays = [np.random.default_rng(k).normal(size=(n, 3)).astype(np.float32) for k, n in enumerate((7, 2, 11))]
+    packed = pack_batch(arrays)
+    want, lengths = pad_packed_sequence(ref(packed)[0], batch_first=True)
+    pad, _ = pad_packed_sequence(packed, batch_first=True)
+    got = m.run(pad, lengths)
+    for b, n in enumerate(lengths):
+        torch.testing.assert_close(got[b, :n], want[b, :n], atol=1e-5, rtol=1e-5)
+
+
 def test_pack_batch_keeps_every_step():
     arrays = [np.ones((n, 2), np.float32) for n in (3, 9, 1)]
     packed = pack_batch(arrays)
@@ -291,3 +313,15 @@ def test_fusion_encoder_mean_of_cosines():
 
     i = l2_normalize(fused.image.embed([render_strokes(a), render_strokes(b)]))
     assert float(f[0] @ f[1]) == pytest.approx((float(s[0] @ s[1]) + float(i[0] @ i[1])) / 2, abs=1e-5)
+
+
+def test_cli_fusion_index_keeps_both_embeddings(tmp_path, stroke_files):
+    idx = str(tmp_path / "fused")
+    r = run("init", idx, "--encoder", "omniglot-strokes-fusion", "--json")
+    assert r.exit_code == 0, r.output
+    info = json.loads(r.output)
+    assert info["input_kind"] == "sequence" and info["dim"] == encoders.load("omniglot-strokes-fusion").dim
+    r = run("add", idx, "--from-folder", str(stroke_files["bar"][0].parent.parent))
+    assert r.exit_code == 0, r.output
+    r = run("classify", idx, str(stroke_files["circle"][0]), "--json")
+    assert r.exit_code == 0 and json.loads(r.output)[0]["label"] == "circle"

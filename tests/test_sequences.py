@@ -246,6 +246,20 @@ def test_loader_reads_a_folder_and_skips_junk(tmp_path):
         load_omniglot_strokes(zpath, alphabets=["Zz"])
 
 
+def test_sequence_folder_loader(tmp_path):
+    from fewshot.data.strokes import load_sequence_folder
+
+    for cls in ("up", "down"):
+        (tmp_path / cls).mkdir()
+        np.save(tmp_path / cls / "a.npy", np.ones((4, 2)))
+        write(tmp_path / cls, "b.csv", "1,2\n3,4\n")
+    ds = load_sequence_folder(tmp_path)
+    assert ds.classes == ["down", "up"] and len(ds) == 4 and ds.sequences[0].shape[1] == 2
+    write(tmp_path, "loose.npy", "x")
+    with pytest.raises(InputError, match="folder named after its class"):
+        load_sequence_folder(tmp_path)
+
+
 def test_real_omniglot_strokes_parse():
     if not STROKES_ZIP.exists():
         pytest.skip(f"Omniglot strokes not found at {STROKES_ZIP} (../shared/data)")
@@ -264,3 +278,27 @@ def test_parse_strokes_fast_and_slow_paths_agree():
     assert [len(s) for s in fast] == [50, 1]
     for a, b in zip(fast, slow):
         np.testing.assert_array_equal(a, b)
+
+
+def test_batch_preprocessing_equals_one_at_a_time():
+    from fewshot.sequences import stroke_features_batch
+
+    rng = np.random.default_rng(5)
+    arrays = []
+    for k in range(7):
+        strokes = [np.cumsum(rng.normal(0, 2, (int(n), 2)), 0) for n in rng.integers(1, 30, int(rng.integers(1, 4)))]
+        arrays.append(strokes_to_array(strokes))
+    arrays.append(np.array([[3.0, 4.0, 1.0]], np.float32))  # a single dot
+    arrays.append(np.cumsum(rng.normal(0, 1, (9, 2)), 0).astype(np.float32))  # [T, 2]: one stroke
+    for step in (0.05, 0.0):
+        rows, lens = stroke_features_batch(arrays, step)
+        one = [stroke_features(a, step) for a in arrays]
+        assert list(lens) == [len(o) for o in one]
+        np.testing.assert_allclose(rows, np.concatenate(one), atol=1e-5)
+    pre = SequencePreprocess(max_length=len(stroke_features(arrays[0])))
+    longer = arrays[0].copy()
+    longer[:, :2] *= np.array([1.0, 0.2])  # flatter: the same path length is a larger share of the box
+    longer = np.concatenate([longer, longer[::-1]])
+    assert len(pre.apply_batch([arrays[0]], ["ok.txt"])[0]) == pre.max_length
+    with pytest.raises(InputError, match="long.txt: sequence has"):
+        pre.apply_batch([arrays[0], longer], ["ok.txt", "long.txt"])

@@ -116,3 +116,30 @@ def load_omniglot_strokes(path: str | os.PathLike, alphabets: list[str] | None =
         seqs.append(strokes_to_array(parse_strokes(text, src)))
     return SequenceDataset(seqs, [f"{a}/{c}" for a, c, _ in entries], [a for a, _, _ in entries],
                            [f"{path}:{n}" if path.is_file() else n for _, _, n in entries])
+
+
+def load_sequence_folder(root: str | os.PathLike) -> SequenceDataset:
+    """A folder with one sub-folder per class of sequence files (``.txt`` strokes, ``.npy``, ``.csv``).
+
+    A second level of folders (``root/<group>/<class>/file``) is read as groups,
+    as Omniglot's alphabets. Hidden files and folders are skipped.
+    """
+    from fewshot.inputs import SEQUENCE_SUFFIXES, InputItem
+    from fewshot.sequences import load_sequence
+
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"not a folder: {root}")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in SEQUENCE_SUFFIXES
+                   and not any(part.startswith((".", "__MACOSX")) for part in p.relative_to(root).parts))
+    if not files:
+        raise InputError(f"{root} holds no sequence files ({', '.join(SEQUENCE_SUFFIXES)}) in class folders")
+    seqs, labels, groups = [], [], []
+    for f in files:
+        parts = f.relative_to(root).parts
+        if len(parts) < 2:
+            raise InputError(f"{f}: put each file in a folder named after its class")
+        seqs.append(load_sequence(InputItem(f, str(f))))
+        labels.append("/".join(parts[-3:-1]) if len(parts) >= 3 else parts[-2])
+        groups.append(parts[-3] if len(parts) >= 3 else "all")
+    return SequenceDataset(seqs, labels, groups, [str(f) for f in files])

@@ -1,8 +1,9 @@
 """RNN sequence encoders: GRU/LSTM, stacked, optionally bidirectional, pooled over time.
 
-Variable lengths are handled by packing (``pack_padded_sequence``): padding
-never enters the recurrence, and pooling masks it out, so a sequence embeds the
-same alone or in a batch with longer ones. Nothing is truncated; inputs longer
+Variable lengths are handled by packing: a batch travels as a PackedSequence
+(the lengths go with it), padding never reaches a used output of the recurrence
+and pooling masks it out, so a sequence embeds the same alone or in a batch
+with longer ones. Nothing is truncated; inputs longer
 than the preprocessing's ``max_length`` are refused with an error.
 
 :class:`TorchSequenceEncoder` has the interface of
@@ -31,13 +32,27 @@ CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
 POOLINGS = ("attention", "mean", "last")
 
 
+def reverse_within_length(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse each row of a padded batch ``[B, T, F]`` within its own length (padding stays at the end)."""
+    t = torch.arange(x.shape[1])[None, :]
+    idx = torch.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)
+    return x.gather(1, idx[..., None].expand(-1, -1, x.shape[2]))
+
+
 class SequenceRNN(nn.Module):
     """Input projection -> stacked (bi)GRU/LSTM over a packed batch -> pooling over time -> linear.
 
     ``pooling="attention"``: a learned softmax weighting of the time steps;
-    ``"mean"``: the masked mean; ``"last"``: the final hidden state(s) of the
-    top layer (both directions when bidirectional). ``dim`` (0 = none) adds a
-    linear projection to the embedding size.
+    ``"mean"``: the masked mean; ``"last"``: the final state of each direction
+    (the forward one at the last step, the backward one at the first). ``dim``
+    (0 = none) adds a linear projection to the embedding size.
+
+    Each direction of each layer is its own unidirectional RNN run over the
+    padded batch; the backward one reads every sequence reversed *within its
+    length*, so padding only ever follows the real steps and never reaches an
+    output that is used: the result equals a packed ``nn.GRU``/``nn.LSTM`` (the
+    tests check this), and on a CPU it trains several times faster, since
+    autograd through a packed RNN walks one time step at a time.
     """
 
     def __init__(self, in_features: int, hidden: int = 128, layers: int = 2, cell: str = "gru",
@@ -48,32 +63,51 @@ class SequenceRNN(nn.Module):
             raise ValueError(f"unknown RNN cell {cell!r}; choose {', '.join(CELLS)}")
         if pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {pooling!r}; choose {', '.join(POOLINGS)}")
+        if layers < 1 or hidden < 1:
+            raise ValueError("layers and hidden must be >= 1")
         self.cell, self.pooling, self.bidirectional = cell, pooling, bidirectional
         self.proj_in = nn.Linear(in_features, input_proj) if input_proj else None
-        self.rnn = CELLS[cell](input_proj or in_features, hidden, num_layers=layers, batch_first=True,
-                               bidirectional=bidirectional, dropout=dropout if layers > 1 else 0.0)
         width = hidden * (2 if bidirectional else 1)
+        sizes = [input_proj or in_features] + [width] * (layers - 1)
+        self.fwd = nn.ModuleList([CELLS[cell](n, hidden, batch_first=True) for n in sizes])
+        self.bwd = nn.ModuleList([CELLS[cell](n, hidden, batch_first=True) for n in sizes]) \
+            if bidirectional else None
+        self.dropout = nn.Dropout(dropout) if dropout and layers > 1 else None
         self.att = nn.Sequential(nn.Linear(width, width // 2), nn.Tanh(), nn.Linear(width // 2, 1)) \
             if pooling == "attention" else None
         self.proj_out = nn.Linear(width, dim) if dim else None
         self.out_dim = dim or width
 
-    def forward(self, x: PackedSequence) -> torch.Tensor:
+    def run(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Per-step outputs ``[B, T, width]`` of the stacked RNN (valid where ``t < length``)."""
         if self.proj_in is not None:
-            x = PackedSequence(torch.relu(self.proj_in(x.data)), x.batch_sizes, x.sorted_indices,
-                               x.unsorted_indices)
-        out, h = self.rnn(x)
+            x = torch.relu(self.proj_in(x))
+        for i, f in enumerate(self.fwd):
+            if i and self.dropout is not None:
+                x = self.dropout(x)
+            out = f(x)[0]
+            if self.bwd is not None:
+                back = reverse_within_length(self.bwd[i](reverse_within_length(x, lengths))[0], lengths)
+                out = torch.cat([out, back], 2)
+            x = out
+        return x
+
+    def forward(self, x: PackedSequence | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """A PackedSequence (or ``(padded [B, T, F], lengths [B])``) -> embeddings ``[B, out_dim]``."""
+        pad, lengths = pad_packed_sequence(x, batch_first=True) if isinstance(x, PackedSequence) else x
+        lengths = lengths.to(torch.int64)
+        out = self.run(pad, lengths)
         if self.pooling == "last":
-            h = h[0] if isinstance(h, tuple) else h  # LSTM: (h, c)
-            pooled = torch.cat([h[-2], h[-1]], 1) if self.bidirectional else h[-1]
+            h = out.shape[2] // (2 if self.bidirectional else 1)
+            last = out[torch.arange(len(out)), lengths - 1]
+            pooled = torch.cat([last[:, :h], out[:, 0, h:]], 1) if self.bidirectional else last
         else:
-            pad, lengths = pad_packed_sequence(out, batch_first=True)  # original order
-            mask = torch.arange(pad.shape[1])[None, :] < lengths[:, None]
+            mask = torch.arange(out.shape[1])[None, :] < lengths[:, None]
             if self.pooling == "mean":
-                pooled = (pad * mask[..., None]).sum(1) / lengths[:, None].to(pad.dtype)
+                pooled = (out * mask[..., None]).sum(1) / lengths[:, None].to(out.dtype)
             else:
-                w = self.att(pad).squeeze(-1).masked_fill(~mask, float("-inf"))
-                pooled = (torch.softmax(w, 1)[..., None] * pad).sum(1)
+                w = self.att(out).squeeze(-1).masked_fill(~mask, float("-inf"))
+                pooled = (torch.softmax(w, 1)[..., None] * out).sum(1)
         return self.proj_out(pooled) if self.proj_out is not None else pooled
 
 
@@ -87,14 +121,23 @@ def build_sequence_arch(arch: str, **kwargs) -> tuple[nn.Module, int]:
 
 def pack_batch(arrays: Sequence[np.ndarray]) -> PackedSequence:
     """Preprocessed float32 ``[T_i, F]`` arrays of unequal lengths -> one PackedSequence."""
-    lengths = torch.tensor([len(a) for a in arrays], dtype=torch.int64)
-    if (lengths < 1).any():
+    lens = np.fromiter((len(a) for a in arrays), np.int64, len(arrays))
+    if (lens < 1).any():
         raise InputError("cannot pack an empty sequence")
-    t_max, f = int(lengths.max()), arrays[0].shape[1]
-    pad = np.zeros((len(arrays), t_max, f), np.float32)
-    for i, a in enumerate(arrays):
-        pad[i, :len(a)] = a
-    return pack_padded_sequence(torch.from_numpy(pad), lengths, batch_first=True, enforce_sorted=False)
+    return pack_rows(np.concatenate(arrays), lens)
+
+
+def pack_rows(rows: np.ndarray, lens: np.ndarray) -> PackedSequence:
+    """The rows of several sequences, concatenated, and their lengths -> one PackedSequence."""
+    lens = np.asarray(lens, np.int64)
+    if (lens < 1).any():
+        raise InputError("cannot pack an empty sequence")
+    starts = np.cumsum(lens) - lens
+    seq = np.repeat(np.arange(len(lens)), lens)
+    pad = np.zeros((len(lens), int(lens.max()), rows.shape[1]), np.float32)
+    pad[seq, np.arange(len(rows)) - starts[seq]] = rows
+    return pack_padded_sequence(torch.from_numpy(pad), torch.from_numpy(lens), batch_first=True,
+                                enforce_sorted=False)
 
 
 class TorchSequenceEncoder:
@@ -150,17 +193,22 @@ class TorchSequenceEncoder:
         return self.preprocess.apply(load_sequence(item), item.name)
 
     def prepare_batch(self, items: Sequence[InputItem]) -> PackedSequence:
-        return pack_batch([self.prepare(it) for it in items])
+        """Read, preprocess (all at once) and pack a batch of inputs."""
+        rows, lens = self.preprocess.apply_batch([load_sequence(it) for it in items], [it.name for it in items])
+        return pack_rows(rows, lens)
+
+    @torch.inference_mode()
+    def forward(self, x: PackedSequence) -> torch.Tensor:
+        """The model's computation on an already packed batch (see :func:`pack_batch`), no centring."""
+        return self.module(x).float()
 
     @torch.inference_mode()
     def embed_tensor(self, x: PackedSequence) -> np.ndarray:
-        """Forward an already packed batch (see :func:`pack_batch`)."""
-        out = self.module(x).float().numpy()
+        """Forward an already packed batch, then centre: float32 ``[n, dim]``."""
+        out = self.forward(x).numpy()
         if self.centre is not None:
             out = out - self.centre
         return np.ascontiguousarray(out, dtype=np.float32)
-
-    forward = embed_tensor
 
     def _items(self, inputs: Any) -> list[InputItem]:
         if isinstance(inputs, list) and all(isinstance(i, InputItem) for i in inputs):

@@ -11,6 +11,7 @@ would run code is refused, never executed.
 from __future__ import annotations
 
 import os
+import warnings
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -31,10 +32,15 @@ def packaged_path(filename: str) -> Path:
 def load_weights_file(path: str | os.PathLike) -> Any:
     """``torch.load`` with ``weights_only=True``; every failure becomes one EncoderError."""
     path = Path(path)
+    if path.is_dir():
+        raise EncoderError(f"{path} is a directory, not a weights file; pass the .pt file inside it")
     if not path.is_file():
         raise EncoderError(f"weights file not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # e.g. "Detected pickle protocol 4": noise on stderr before our one error line
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a refused pickle, a truncated zip, not a torch file, ...
         if "weights only" in str(exc).lower() or "weights_only" in str(exc).lower():
             raise EncoderError(f"refused to load {path}: it is not a plain weights file "

@@ -1,0 +1,160 @@
+"""Classify latency and throughput over class prototypes, excluding the encoder.
+
+    python benchmarks/classify_scale.py [--classes 100 10000 100000] [--dim 64] [--smoke] [--json out.json]
+
+Same machine, same process, same prototype vectors for every contender:
+
+* fewshot: ``FaissStore.search_prototypes(q, k=5)`` (what classification asks of
+  the store: validation, normalisation, the staleness check, labels and counts
+  per hit), and ``prototype_scores`` (+ top-5 + softmax over *all* classes, which
+  is what ``FewShotIndex.classify`` needs for its probability);
+* raw FAISS: ``IndexFlatIP.search(q, 5)`` on the same matrix, threads by the
+  same rule (1 for a single query, all for a batch);
+* torch cdist: ``torch.cdist`` + ``topk`` (how research few-shot libraries
+  classify: distances to every prototype, then the best);
+* scikit-learn ``NearestCentroid`` fitted on the prototypes (``predict``).
+
+Single query: median latency over many calls. Batch: 1,000 queries per call,
+best of 3. All contenders are timed round-robin, so background load hits them
+alike; single queries run on one thread for everyone (the thread rule).
+Target: fewshot / raw FAISS <= 1.2 (single), <= 1.05 (batch of 1,000).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import faiss
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from scale_common import embeddings, machine, table, write_json
+
+from index import FaissStore, faiss_util
+
+
+def interleaved(fns: dict, rounds: int, budget_s: float, reduce) -> dict:
+    """Seconds per call of each function, timed round-robin (order rotated every round)."""
+    names = list(fns)
+    for name in names:
+        fns[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    stop = time.perf_counter() + budget_s
+    for r in range(rounds):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for name in order:
+            t = time.perf_counter()
+            fns[name]()
+            times[name].append(time.perf_counter() - t)
+        if time.perf_counter() > stop and r >= 2:
+            break
+    return {name: reduce(ts) for name, ts in times.items()}
+
+
+def run(n_classes: int, dim: int, batch: int) -> dict:
+    import torch
+    from sklearn.neighbors import NearestCentroid
+
+    protos = embeddings(n_classes, dim, seed=3, clusters=max(10, n_classes // 20))
+    labels = [f"class{i:06d}" for i in range(n_classes)]
+    q1 = embeddings(1, dim, seed=4)
+    qb = embeddings(batch, dim, seed=5)
+    row: dict = {"classes": n_classes}
+    with tempfile.TemporaryDirectory() as tmp:
+        store = FaissStore.create(Path(tmp) / "ix", dim)
+        for start in range(0, n_classes, 50_000):
+            store.add(protos[start : start + 50_000], labels[start : start + 50_000])
+        store.close()
+        store = FaissStore.open(Path(tmp) / "ix", readonly=True)
+        # the store's prototypes are the stored unit vectors: use exactly those for everyone
+        names, mat = store.prototypes()
+        raw = faiss.IndexFlatIP(dim)
+        raw.add(mat)
+
+        def raw_search(q):
+            with faiss_util.threads(len(q)):
+                return raw.search(q, 5)
+
+        def dense(q):
+            names_, s = store.prototype_scores(q)
+            top = np.argpartition(-s, 4, axis=1)[:, :5]
+            z = s / 0.1
+            z -= z.max(axis=1, keepdims=True)
+            np.exp(z, out=z)
+            return top, z / z.sum(axis=1, keepdims=True)
+
+        tp = torch.from_numpy(mat)
+
+        def cdist(q):
+            with torch.no_grad():
+                return torch.cdist(q, tp).topk(5, largest=False)
+
+        with warnings.catch_warnings():  # one sample per class: sklearn warns about its variance
+            warnings.simplefilter("ignore")
+            nc = NearestCentroid().fit(mat, np.arange(len(names)))
+        contenders = {
+            "fewshot": lambda q: store.search_prototypes(q, 5),
+            "fewshot softmax-all": dense,
+            "raw FAISS": raw_search,
+            "torch cdist": lambda q: cdist(torch.from_numpy(q)),
+            "NearestCentroid": lambda q: nc.predict(q),
+        }
+        # Interleaved (round-robin) timing: background load drifts over minutes, and each
+        # ratio should compare calls made at the same moment, not minutes apart.
+        threads_before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        with threadpool_limits(1):  # one thread per single query, for everyone (the rule)
+            single = interleaved({k: (lambda fn=fn: fn(q1)) for k, fn in contenders.items()},
+                                 rounds=200, budget_s=40, reduce=statistics.median)
+        torch.set_num_threads(threads_before)
+        batch_t = interleaved({k: (lambda fn=fn: fn(qb)) for k, fn in contenders.items()},
+                              rounds=3, budget_s=120, reduce=min)
+        for name in contenders:
+            row[f"{name} single ms"] = single[name] * 1e3
+            row[f"{name} batch q/s"] = batch / batch_t[name]
+        # same answers?
+        fs = [h[0].label for h in store.search_prototypes(qb[:50], 1)]
+        rs = [names[i] for i in raw.search(qb[:50], 1)[1][:, 0]]
+        row["same top-1 as raw FAISS"] = fs == rs
+        store.close()
+    row["single overhead (fewshot/raw)"] = row["fewshot single ms"] / row["raw FAISS single ms"]
+    row["batch overhead (fewshot/raw)"] = row["raw FAISS batch q/s"] / row["fewshot batch q/s"]
+    row["cdist / fewshot single"] = row["torch cdist single ms"] / row["fewshot single ms"]
+    row["NearestCentroid / fewshot single"] = row["NearestCentroid single ms"] / row["fewshot single ms"]
+    row["cdist / fewshot batch"] = row["fewshot batch q/s"] / row["torch cdist batch q/s"]
+    row["NearestCentroid / fewshot batch"] = row["fewshot batch q/s"] / row["NearestCentroid batch q/s"]
+    return row
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--classes", type=int, nargs="+", default=[100, 10_000, 100_000])
+    p.add_argument("--dim", type=int, default=64, help="64 = the shipped Omniglot encoder")
+    p.add_argument("--batch", type=int, default=1000)
+    p.add_argument("--smoke", action="store_true", help="tiny sizes (CI)")
+    p.add_argument("--json", type=Path, default=None)
+    a = p.parse_args()
+    sizes, batch = ([100, 1000], 100) if a.smoke else (a.classes, a.batch)
+    start = machine()
+    rows = [run(n, a.dim, batch) for n in sizes]
+    names = ["fewshot", "fewshot softmax-all", "raw FAISS", "torch cdist", "NearestCentroid"]
+    print(table(rows, ["classes"] + [f"{n} single ms" for n in names],
+                f"classify, single query (median latency, dim {a.dim}, top-5)"))
+    print()
+    print(table(rows, ["classes"] + [f"{n} batch q/s" for n in names],
+                f"classify, batches of {batch} (queries per second)"))
+    print()
+    print(table(rows, ["classes", "single overhead (fewshot/raw)", "batch overhead (fewshot/raw)",
+                       "cdist / fewshot single", "cdist / fewshot batch", "NearestCentroid / fewshot single",
+                       "NearestCentroid / fewshot batch", "same top-1 as raw FAISS"], "ratios"))
+    out = write_json(a.json, "classify_scale", {"machine_start": start, "machine_end": machine(), "dim": a.dim,
+                                                 "batch": batch, "rows": rows})
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()

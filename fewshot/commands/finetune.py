@@ -1,0 +1,127 @@
+"""``fewshot finetune``: adapt an encoder to labelled data with a metric-learning loss.
+
+Registered by the CLI as ``cli.add_command(command)``. Torch is imported inside
+the command, so ``fewshot --help`` stays instant.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+LOSS_CHOICES = ("proto", "triplet", "supcon")
+
+
+@click.command("finetune")
+@click.option("--encoder", default="omniglot-conv4", show_default=True, metavar="NAME|PATH",
+              help="Encoder to start from: a name (see `fewshot encoders`) or an encoder file.")
+@click.option("--data", required=True, metavar="PATH|digits|index",
+              help="Labelled images: a folder with one sub-folder per class, an Omniglot zip or folder, "
+                   "'digits' (scikit-learn's), 'index' (the examples stored in --into) or an index folder.")
+@click.option("--classes", default=None, metavar="SPEC",
+              help="Train on these classes only: '0-4', 'a,b,c' or glob patterns ('Greek/*'). Default: all.")
+@click.option("--loss", type=click.Choice(LOSS_CHOICES), default="proto", show_default=True,
+              help="proto: episodic prototypical; triplet: batch-hard triplet; supcon: supervised contrastive.")
+@click.option("--margin", type=float, default=None, help="Triplet margin on unit vectors (default 0.2).")
+@click.option("--temperature", type=float, default=None, help="SupCon temperature (default 0.1).")
+@click.option("--train-last", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Train only the last N blocks of the encoder (default: all).")
+@click.option("--freeze-until", type=click.IntRange(min=0), default=None, metavar="K",
+              help="Freeze blocks 0..K-1 (the alternative to --train-last).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=300, show_default=True,
+              help="Training steps (episodes), at most; early stopping may end sooner.")
+@click.option("--ways", type=click.IntRange(min=2), default=None,
+              help="Classes per episode (default 10, at most the training classes).")
+@click.option("--shots", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--queries", type=click.IntRange(min=1), default=None, help="Queries per class (default 5).")
+@click.option("--batch-size", type=click.IntRange(min=4), default=None,
+              help="Images per step instead of --queries (split evenly over the episode's classes).")
+@click.option("--augment/--no-augment", default=True, show_default=True,
+              help="Random small rotation, shear, scale and shift of every training image.")
+@click.option("--expand", type=click.Choice(["auto", "dihedral", "rotations", "none"]), default="auto",
+              show_default=True, help="Make new classes from each class's rotations (x4) and mirror images "
+              "(dihedral, x8); auto: dihedral for grayscale encoders (handwriting), none for RGB (photos).")
+@click.option("--val-fraction", type=click.FloatRange(min=0, max=1, max_open=True), default=0.2,
+              show_default=True, help="Share of classes held out of training for early stopping (0: none).")
+@click.option("--val-every", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--patience", type=click.IntRange(min=0), default=4, show_default=True,
+              help="Stop after this many validations without improvement (0: never).")
+@click.option("--centre", type=click.Choice(["keep", "recompute", "none"]), default="keep", show_default=True,
+              help="Embedding centre (CL2N): the encoder's own, the fine-tuning data's mean, or none.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), metavar="ENCODER.pt",
+              help="Where to write the new encoder file (usable wherever an encoder name is).")
+@click.option("--name", default=None, help="Name of the new encoder (default: the file's stem).")
+@click.option("--into", "into", default=None, type=click.Path(file_okay=False), metavar="INDEX_DIR",
+              help="Then switch this index to the new encoder, re-embedding its examples (atomic).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint.")
+@click.option("--fresh", is_flag=True, help="Discard an interrupted run and start over.")
+@click.option("--keep-run", is_flag=True, help="Keep the checkpoint folder (<out>.run) after success.")
+@click.option("--threads", type=click.IntRange(min=0), default=0, help="Torch CPU threads (0: default).")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
+def command(encoder, data, classes, loss, margin, temperature, train_last, freeze_until, lr, steps, ways, shots,
+            queries, batch_size, augment, expand, val_fraction, val_every, patience, centre, seed, out, name,
+            into, resume, fresh, keep_run, threads, as_json) -> None:
+    """Fine-tune an encoder on labelled classes; write it to --out (and switch --into an index).
+
+    \b
+    Examples:
+      fewshot finetune --data digits --classes 0-4 --out digits.pt
+      fewshot finetune --data my_classes/ --loss supcon --train-last 2 --out mine.pt --into my_index
+      fewshot finetune --data index --into my_index --out my_index_ft.pt   # its own examples
+
+    A Ctrl-C or a kill leaves the last checkpoint (in <out>.run) and the index
+    untouched; run the same command with --resume to continue.
+    """
+    if train_last is not None and freeze_until is not None:
+        raise click.UsageError("give --train-last or --freeze-until, not both")
+    if queries is not None and batch_size is not None:
+        raise click.UsageError("give --queries or --batch-size, not both")
+    if resume and fresh:
+        raise click.UsageError("give --resume or --fresh, not both")
+    if margin is not None and loss != "triplet":
+        raise click.UsageError("--margin applies to --loss triplet")
+    if temperature is not None and loss != "supcon":
+        raise click.UsageError("--temperature applies to --loss supcon")
+    if data == "index" and into is None:
+        raise click.UsageError("--data index fine-tunes on the examples of the index given by --into; give --into")
+    from fewshot.finetune import default_run_dir, finetune
+
+    loss_kwargs = {}
+    if margin is not None:
+        loss_kwargs["margin"] = margin
+    if temperature is not None:
+        loss_kwargs["temperature"] = temperature
+    progress = not os.environ.get("FEWSHOT_NO_PROGRESS")
+    try:
+        result = finetune(encoder, data, classes=classes, loss=loss, loss_kwargs=loss_kwargs, ways=ways,
+                          shots=shots, queries=queries, batch_size=batch_size, steps=steps, lr=lr,
+                          train_last=train_last, freeze_until=freeze_until, augment=augment, expand=expand,
+                          val_fraction=val_fraction, patience=patience, val_every=val_every, seed=seed,
+                          centre=centre, out=out, name=name, resume=resume, fresh=fresh, keep_run=keep_run,
+                          into=into, threads=threads, progress=progress)
+    except KeyboardInterrupt:
+        run = default_run_dir(out)
+        where = f"the last checkpoint is in {run}; " if (run / "last.pt").exists() else ""
+        click.echo(f"interrupted: {where}the index was not changed; run the same command with --resume "
+                   "to continue", err=True)
+        raise
+    d = result.to_dict()
+    if as_json:
+        click.echo(json.dumps(d, default=str))
+        return
+    s = d
+    lines = [f"fine-tuned {s['base']} on {len(s['train_classes'])} classes ({s['n_train_images']} images) "
+             f"with the {s['loss']} loss: {s['step']}/{s['steps']} steps in {s['seconds']:.0f}s"
+             + (" (stopped early)" if s["stopped_early"] else ""),
+             f"wrote {s['path']} (encoder {s['encoder']}, fingerprint {s['fingerprint']})"]
+    if s["val_classes"]:
+        lines.insert(1, f"best validation accuracy {100 * s['best_val_acc']:.1f}% "
+                        f"({len(s['val_classes'])} held-out classes)")
+    if s.get("into"):
+        lines.append(f"switched {s['into']['index']} to it: re-embedded {s['into']['reembedded']} example(s)")
+    click.echo("\n".join(lines))
+    sys.stdout.flush()
