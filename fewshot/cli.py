@@ -137,6 +137,8 @@ def encoders_cmd(as_json: bool) -> None:
 @weights_option
 @click.option("--metric", type=click.Choice(["cosine", "l2"]), default="cosine", show_default=True)
 @click.option("--temperature", type=float, default=None, help="Softmax temperature for probabilities.")
+@click.option("--kind", type=click.Choice(["image", "sequence"]), default="image", show_default=True,
+              help="Input kind when --encoder is not given: the default image or stroke encoder.")
 @click.option("--index-type", type=click.Choice(INDEX_TYPES), default="auto", show_default=True,
               help="auto: exact until 100k vectors, then HNSW (see docs/SCALING.md).")
 @ef_search_option
@@ -149,11 +151,15 @@ def encoders_cmd(as_json: bool) -> None:
 @click.option("--token", default=None, envvar="FEWSHOT_MILVUS_TOKEN", show_envvar=True,
               help="Milvus token (user:password or API key); never written to disk.")
 @json_option
-def init_cmd(index_dir, encoder, weights, metric, temperature, index_type, ef_search, nprobe, backend, uri,
+def init_cmd(index_dir, encoder, weights, metric, temperature, kind, index_type, ef_search, nprobe, backend, uri,
              token, as_json) -> None:
     """Create an index in INDEX_DIR bound to an encoder."""
     from fewshot.fewshot_index import FewShotIndex
 
+    if encoder is None and kind == "sequence":
+        from fewshot.encoders.sequence_builtin import DEFAULT_SEQUENCE_ENCODER
+
+        encoder = DEFAULT_SEQUENCE_ENCODER
     if backend == "faiss" and uri is not None:
         raise click.UsageError("--uri is only for --backend milvus")
     store_kw = {"index_type": index_type, "index_params": _index_params(ef_search, nprobe)}
@@ -244,6 +250,10 @@ def embed_cmd(files, encoder, weights, output, batch_size, as_json) -> None:
     from fewshot import encoders
     from fewshot.inputs import SEQUENCE_SUFFIXES, IMAGE_SUFFIXES, expand_inputs
 
+    if encoder is None and all(Path(f).suffix.lower() in SEQUENCE_SUFFIXES for f in files):
+        from fewshot.encoders.sequence_builtin import DEFAULT_SEQUENCE_ENCODER
+
+        encoder = DEFAULT_SEQUENCE_ENCODER  # stroke / series files get the sequence encoder
     enc = encoders.load(encoder or encoders.DEFAULT_IMAGE_ENCODER, weights=weights)
     items = expand_inputs(list(files), SEQUENCE_SUFFIXES if enc.input_kind == "sequence" else IMAGE_SUFFIXES)
     vecs = enc.embed(items, batch_size=batch_size, progress=_progress())

@@ -213,6 +213,8 @@ def read_npy(path: str | Path, name: str | None = None) -> np.ndarray:
         raise InputError(f"cannot read {name}: {exc.strerror or exc}") from None
     if not data:
         raise InputError(f"{name}: file is empty")
+    if not data.startswith(b"\x93NUMPY"):  # np.load would take anything else for a pickle
+        raise InputError(f"{name}: not a valid .npy file (no NUMPY header); save arrays with numpy.save")
     try:
         a = np.load(io.BytesIO(data), allow_pickle=False)
     except ValueError as exc:

@@ -19,12 +19,14 @@ Each test gets fresh collections (random names) and drops them at teardown.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -77,25 +79,43 @@ def _server_binary() -> str | None:
     return str(default) if default.exists() else None
 
 
+_SERVER: dict = {}  # one server per test process, whichever module asks first
+
+
 @pytest.fixture(scope="session")
-def milvus_http_uri(tmp_path_factory) -> Iterator[str]:
-    """URI of a Milvus server on loopback (see the module docstring)."""
+def milvus_http_uri() -> str:
+    """URI of a Milvus server on loopback (see the module docstring).
+
+    Test modules import this fixture, and pytest keeps one copy per module, so
+    the server itself is a process-wide singleton stopped at exit.
+    """
     if not have_pymilvus():
         pytest.skip("pymilvus/milvus-lite not installed (pip install 'fewshot[milvus]')")
+    if "error" in _SERVER:
+        pytest.fail(_SERVER["error"])
+    if "uri" not in _SERVER:
+        try:
+            _SERVER["uri"] = _start_server()
+        except RuntimeError as exc:
+            _SERVER["error"] = str(exc)
+            pytest.fail(str(exc))
+    return _SERVER["uri"]
+
+
+def _start_server() -> str:
     uri = os.environ.get("FEWSHOT_MILVUS_URI")
     if uri:
         try:
             _wait_ready(uri, None, 60)
         except RuntimeError as exc:
-            pytest.fail(f"FEWSHOT_MILVUS_URI={uri} is set but unusable: {exc}")
-        yield uri
-        return
-    data = tmp_path_factory.mktemp("milvus-server")
+            raise RuntimeError(f"FEWSHOT_MILVUS_URI={uri} is set but unusable: {exc}") from None
+        return uri
+    data = Path(tempfile.mkdtemp(prefix="fewshot-milvus-server-"))
     port = _free_port()
     binary = _server_binary()
     if binary is not None:
         cmd = [binary, "--data", str(data), "--proxy-port", str(port)]
-        ready_s = 120
+        ready_s = 180
     else:
         lite = shutil.which("milvus-lite") or str(Path(sys.executable).with_name("milvus-lite"))
         if not Path(lite).exists():
@@ -105,32 +125,37 @@ def milvus_http_uri(tmp_path_factory) -> Iterator[str]:
         ready_s = 60
     log = open(data / "server.log", "wb")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    atexit.register(_stop, proc, data)
     uri = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(uri, proc, ready_s)
     except RuntimeError as exc:
-        _stop(proc)
-        pytest.fail(f"could not start {' '.join(cmd)}: {exc} (log: {data / 'server.log'})")
-    try:
-        yield uri
-    finally:
-        _stop(proc)
-        log.close()
+        raise RuntimeError(f"could not start {' '.join(cmd)}: {exc} (log: {data / 'server.log'})") from None
+    return uri
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    """Stop the server we started (its whole process group: milvus-server forks the real binary)."""
-    if proc.poll() is not None:
-        return
+def _stop(proc: subprocess.Popen, data: Path | None = None) -> None:
+    """Stop the server we started: its whole process group (milvus-server forks the real binary)."""
     try:
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=20)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)  # anyone left in the group?
+        except ProcessLookupError:
+            break
+        proc.poll()
+        time.sleep(0.5)
+    else:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        proc.wait(timeout=10)
+    proc.poll()
+    if data is not None:
+        shutil.rmtree(data, ignore_errors=True)
 
 
 class StoreMaker:

@@ -91,8 +91,12 @@ def test_npy_pickle_is_refused_and_garbage_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="refused"):
         read_npy(tmp_path / "obj.npy")
     (tmp_path / "junk.npy").write_bytes(b"not numpy at all")
-    with pytest.raises(InputError, match="junk.npy"):
+    with pytest.raises(InputError, match="junk.npy: not a valid .npy file"):
         read_npy(tmp_path / "junk.npy")
+    full = (tmp_path / "obj.npy").read_bytes()
+    (tmp_path / "cut.npy").write_bytes(np.lib.format.MAGIC_PREFIX + full[6:30])  # a truncated header
+    with pytest.raises(InputError, match="cut.npy: not a valid .npy file"):
+        read_npy(tmp_path / "cut.npy")
     (tmp_path / "empty.npy").write_bytes(b"")
     with pytest.raises(InputError, match="empty"):
         read_npy(tmp_path / "empty.npy")
