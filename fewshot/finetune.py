@@ -265,8 +265,10 @@ def finetune(encoder: Any = "omniglot-conv4", data: Any = "digits", *, classes: 
       instead of learning to tell just those classes apart. Applies to the
       validation classes too (they stay disjoint from the training ones).
     * ``train_last`` / ``freeze_until``: train only the last blocks.
-    * ``val_fraction`` of the classes is held out of training; every ``val_every``
-      steps their ``val_ways``-way 1-shot accuracy picks the best weights, and
+    * ``val_fraction`` of the classes is held out of training; their ``val_ways``-way
+      1-shot accuracy, measured before training and every ``val_every`` steps, picks
+      the best weights (so the result is never worse than the start on them:
+      ``summary["improved"]`` is False when no step beat the starting weights), and
       ``patience`` validations without improvement stop the run (0: never).
     * ``centre``: ``"keep"`` the encoder's CL2N centre (default; the shipped encoder
       has none), ``"recompute"`` it as the mean embedding of the fine-tuning images
@@ -352,14 +354,17 @@ def finetune(encoder: Any = "omniglot-conv4", data: Any = "digits", *, classes: 
                            params=params, frozen=frozen, progress=progress, log=log, desc=f"finetune ({loss})",
                            checkpoint_meta=meta)
     best = run / "best.pt"
+    improved = None
     if val_ds is not None and best.exists():
         module.load_state_dict(torch.load(best, map_location="cpu", weights_only=True))
+        # val_at_start: best.pt holds the starting weights until a validation beats them
+        improved = bool(summary["best_val_acc"] > summary["val_acc_start"])
     module.eval()
     for p in module.parameters():
         p.requires_grad_(True)
 
     new = _make_encoder(base, module, name or (Path(out).stem if out is not None else f"{base.name}-ft"),
-                        centre, selected, loss_fn.temperature())
+                        centre, selected, loss_fn.temperature() if improved is not False else None)
     path = None
     if out is not None:
         path = Path(out)
@@ -369,7 +374,7 @@ def finetune(encoder: Any = "omniglot-conv4", data: Any = "digits", *, classes: 
                     "val_classes": val_cls, "n_train_images": len(train_ds), "ways": w, "shots": shots,
                     "queries": q, "expand": expand, "trainable_blocks": meta["trainable_blocks"],
                     "blocks": n_blocks,
-                    "centre": centre, "seconds_total": round(time.time() - t_start, 1),
+                    "centre": centre, "improved": improved, "seconds_total": round(time.time() - t_start, 1),
                     "run_dir": str(run)})
     if path is not None and not keep_run:
         shutil.rmtree(run, ignore_errors=True)

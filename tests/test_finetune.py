@@ -396,3 +396,21 @@ def test_cli_errors_are_one_line(tmp_path, base_path, data, cli, args, code, msg
 def test_cli_data_index_needs_into(tmp_path, cli):
     r = CliRunner().invoke(cli, ["finetune", "--data", "index", "--out", str(tmp_path / "x.pt")])
     assert r.exit_code == 2 and "--into" in r.stderr
+
+
+def test_the_digits_demo_runs_end_to_end(tmp_path):
+    """A tiny run of demos/finetune_digits.py (the real numbers come from its default settings)."""
+    import subprocess
+    import sys
+
+    png = tmp_path / "plot.png"
+    r = subprocess.run([sys.executable, "demos/finetune_digits.py", "--steps", "3", "--episodes", "20",
+                        "--losses", "proto,triplet", "--threads", "1", "--plot", str(png), "--json"],
+                       cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    d = json.loads(r.stdout)
+    for key in ("frozen", "finetuned"):
+        assert 0 <= d[key]["accuracy"] <= 1 and d[key]["ci95"] > 0
+    assert set(d["per_loss"]) == {"proto", "triplet"} and d["protocol"]["episodes"] == 20
+    assert d["finetuned"]["fingerprint"] != d["frozen"]["fingerprint"]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -119,8 +119,9 @@ def command(encoder, data, classes, loss, margin, temperature, train_last, freez
              + (" (stopped early)" if s["stopped_early"] else ""),
              f"wrote {s['path']} (encoder {s['encoder']}, fingerprint {s['fingerprint']})"]
     if s["val_classes"]:
-        lines.insert(1, f"best validation accuracy {100 * s['best_val_acc']:.1f}% "
-                        f"({len(s['val_classes'])} held-out classes)")
+        lines.insert(1, f"validation accuracy on {len(s['val_classes'])} held-out classes: "
+                        f"{100 * s['val_acc_start']:.1f}% before, best {100 * s['best_val_acc']:.1f}%"
+                        + ("" if s["improved"] else "; no step beat the starting weights, so they are kept"))
     if s.get("into"):
         lines.append(f"switched {s['into']['index']} to it: re-embedded {s['into']['reembedded']} example(s)")
     click.echo("\n".join(lines))
