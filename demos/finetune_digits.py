@@ -11,7 +11,7 @@ its 8 rotated / mirrored versions, so the network sees 40 classes and cannot get
 away with telling just five apart) is then evaluated on the digits 5-9, which it
 never saw, in 5-way 1-shot episodes. The frozen encoder is evaluated on exactly
 the same episodes (same sampler seed), so the difference is the fine-tune's doing.
-Writes a PNG of the accuracies (``--plot``).
+Writes a PNG of the accuracies (``--plot``, default runs/finetune_digits.png).
 """
 from __future__ import annotations
 
@@ -44,7 +44,9 @@ def main() -> None:
     p.add_argument("--episodes", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--plot", default="finetune_digits.png", help="PNG to write ('' for none)")
+    p.add_argument("--max-per-class", type=int, default=0,
+                   help="use at most this many images per digit (0: all ~180; small values for smoke tests)")
+    p.add_argument("--plot", default="runs/finetune_digits.png", help="PNG to write ('' for none)")
     p.add_argument("--out-dir", default=None, help="keep the fine-tuned encoders here (default: a temp folder)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     a = p.parse_args()
@@ -62,10 +64,18 @@ def main() -> None:
     losses = ["proto", "triplet", "supcon"] if a.losses == "all" else [s.strip() for s in a.losses.split(",")]
     say = (lambda *x: print(*x, file=sys.stderr, flush=True)) if a.json else (lambda *x: print(*x, flush=True))
     digits = load_dataset("digits")
+    if a.max_per_class:
+        taken: dict[str, int] = {}
+        keep = []
+        for i, lab in enumerate(digits.labels):
+            taken[lab] = taken.get(lab, 0) + 1
+            if taken[lab] <= a.max_per_class:
+                keep.append(i)
+        digits = digits.subset(keep)
     test = digits.subset([i for i, lab in enumerate(digits.labels) if lab in TEST_CLASSES])
     base = encoders.load(a.encoder)
     protocol = {"ways": a.ways, "shots": a.shots, "queries": a.queries, "episodes": a.episodes, "seed": a.seed,
-                "test_classes": TEST_CLASSES, "train_classes": TRAIN_CLASSES}
+                "test_classes": TEST_CLASSES, "train_classes": TRAIN_CLASSES, "test_images": len(test)}
 
     def score(enc) -> dict:
         r = evaluate(enc, test, a.ways, a.shots, a.queries, a.episodes, seed=a.seed, progress=False)

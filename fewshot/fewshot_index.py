@@ -345,6 +345,20 @@ class FewShotIndex:
                 "backend": extra.get("backend", getattr(self.store, "backend", "faiss")),
                 "index": self.store.index_info() if hasattr(self.store, "index_info") else {}}
 
+    # --- adapting the encoder ------------------------------------------------------------
+    def finetune(self, data: Any = "index", out: str | os.PathLike | None = None, **kwargs: Any):
+        """Fine-tune this index's encoder (see :func:`fewshot.finetune.finetune`), then reindex.
+
+        ``data="index"`` trains on the examples this index stores. The new encoder is
+        saved to ``out`` and every stored example is re-embedded with it in one atomic
+        switch; if anything fails, the index stays on the old encoder.
+        """
+        from fewshot.finetune import finetune
+
+        res = finetune(self.encoder, data, index_dir=self.path, out=out, **kwargs)
+        self.reindex(res.encoder)
+        return res
+
     # --- re-embedding ---------------------------------------------------------------------
     def reindex(self, encoder: Any = None, progress: bool = False, batch_size: int = 256) -> dict:
         """Re-embed every stored example (with ``encoder`` if given) in one atomic switch.

@@ -405,7 +405,8 @@ def test_the_digits_demo_runs_end_to_end(tmp_path):
 
     png = tmp_path / "plot.png"
     r = subprocess.run([sys.executable, "demos/finetune_digits.py", "--steps", "3", "--episodes", "20",
-                        "--losses", "proto,triplet", "--threads", "1", "--plot", str(png), "--json"],
+                        "--losses", "proto,triplet", "--threads", "1", "--plot", str(png), "--json",
+                        "--max-per-class", "12", "--queries", "5"],
                        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     d = json.loads(r.stdout)
@@ -414,3 +415,62 @@ def test_the_digits_demo_runs_end_to_end(tmp_path):
     assert set(d["per_loss"]) == {"proto", "triplet"} and d["protocol"]["episodes"] == 20
     assert d["finetuned"]["fingerprint"] != d["frozen"]["fingerprint"]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_kill_9_mid_run_leaves_a_resumable_checkpoint_and_the_index_untouched(tmp_path, base_path, data):
+    """A real SIGKILL of a fine-tune in another process (not a polite Ctrl-C), then --resume."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    folder = _dump_folder(tmp_path / "data", data)
+    idx = make_index(tmp_path, base_path, data)
+    before = tree_hash(idx)
+    out, run = tmp_path / "ft.pt", tmp_path / "ft.pt.run"
+    script = ("import sys, torch; torch.set_num_threads(1); from fewshot.finetune import finetune; "
+              f"finetune({str(base_path)!r}, {str(folder)!r}, out={str(out)!r}, into={str(idx)!r}, "
+              "steps=100000, ways=4, queries=3, expand='none', val_fraction=0, checkpoint_every=5, "
+              "progress=False, resume='--resume' in sys.argv)")
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[1])
+    try:
+        deadline = time.time() + 120
+        while not (run / "last.pt").exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        time.sleep(0.3)  # let it run on, possibly into the middle of the next checkpoint write
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert not out.exists() and tree_hash(idx) == before
+    step = torch.load(run / "last.pt", weights_only=True)["step"]  # complete, whatever the moment of the kill
+    assert step >= 5 and step % 5 == 0
+    res = finetune(str(base_path), str(folder), out=out, into=idx, resume=True, steps=step + 5, ways=4,
+                   queries=3, expand="none", val_fraction=0, checkpoint_every=5, progress=False)
+    assert res.summary["step"] == step + 5
+    with FewShotIndex.open(idx) as opened:
+        assert opened.encoder.fingerprint == res.encoder.fingerprint
+
+
+def test_fewshot_index_finetune_switches_the_index(tmp_path):
+    """FewShotIndex.finetune: trains on the index's own examples, then re-embeds them atomically."""
+    import numpy as np
+
+    from fewshot import FewShotIndex
+    from fewshot.data import digits_to_images, load_digits
+
+    ds = load_digits()
+    imgs = ds.images if hasattr(ds, "images") else digits_to_images(ds)
+    labels = list(ds.labels)
+    idx = FewShotIndex.create(tmp_path / "idx")
+    for c in sorted(set(labels))[:4]:
+        picks = [i for i, lab in enumerate(labels) if lab == c][:6]
+        idx.add(str(c), [imgs[i] for i in picks])
+    before = idx.info()["fingerprint"]
+    res = idx.finetune("index", out=tmp_path / "ft.pt", steps=4, val_fraction=0, progress=False)
+    after = idx.info()
+    assert after["fingerprint"] == res.encoder.fingerprint != before
+    assert after["count"] == 24 and (tmp_path / "ft.pt").exists()
+    assert isinstance(idx.classify([imgs[0]])[0].label, str)
+    assert np.isfinite(idx.embed([imgs[0], imgs[1]])).all()

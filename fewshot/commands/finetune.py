@@ -114,7 +114,8 @@ def command(encoder, data, classes, loss, margin, temperature, train_last, freez
         click.echo(json.dumps(d, default=str))
         return
     s = d
-    lines = [f"fine-tuned {s['base']} on {len(s['train_classes'])} classes ({s['n_train_images']} images) "
+    grown = {"dihedral": ", x8 by rotations and mirroring", "rotations": ", x4 by rotations"}.get(s["expand"], "")
+    lines = [f"fine-tuned {s['base']} on {len(s['train_classes'])} classes ({s['n_train_images']} images{grown}) "
              f"with the {s['loss']} loss: {s['step']}/{s['steps']} steps in {s['seconds']:.0f}s"
              + (" (stopped early)" if s["stopped_early"] else ""),
              f"wrote {s['path']} (encoder {s['encoder']}, fingerprint {s['fingerprint']})"]
