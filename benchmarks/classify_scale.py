@@ -4,10 +4,11 @@
 
 Same machine, same process, same prototype vectors for every contender:
 
-* fewshot: ``FaissStore.search_prototypes(q, k=5)`` (what classification asks of
-  the store: validation, normalisation, the staleness check, labels and counts
-  per hit), and ``prototype_scores`` (+ top-5 + softmax over *all* classes, which
-  is what ``FewShotIndex.classify`` needs for its probability);
+* fewshot top-5: ``FaissStore.top_classes(q, k=5)``: validation, normalisation,
+  the check for other processes' writes, the 5 best classes with labels;
+* fewshot classify: ``FaissStore.top_classes(q, k=5, temperature=0.1)``: the same
+  plus a softmax over *all* classes (what ``FewShotIndex.classify`` returns as
+  its probability: every class score must be computed and exponentiated);
 * raw FAISS: ``IndexFlatIP.search(q, 5)`` on the same matrix, threads by the
   same rule (1 for a single query, all for a batch);
 * torch cdist: ``torch.cdist`` + ``topk`` (how research few-shot libraries
@@ -79,14 +80,6 @@ def run(n_classes: int, dim: int, batch: int) -> dict:
             with faiss_util.threads(len(q)):
                 return raw.search(q, 5)
 
-        def dense(q):
-            names_, s = store.prototype_scores(q)
-            top = np.argpartition(-s, 4, axis=1)[:, :5]
-            z = s / 0.1
-            z -= z.max(axis=1, keepdims=True)
-            np.exp(z, out=z)
-            return top, z / z.sum(axis=1, keepdims=True)
-
         tp = torch.from_numpy(mat)
 
         def cdist(q):
@@ -97,8 +90,8 @@ def run(n_classes: int, dim: int, batch: int) -> dict:
             warnings.simplefilter("ignore")
             nc = NearestCentroid().fit(mat, np.arange(len(names)))
         contenders = {
-            "fewshot": lambda q: store.search_prototypes(q, 5),
-            "fewshot softmax-all": dense,
+            "fewshot": lambda q: store.top_classes(q, 5),
+            "fewshot classify": lambda q: store.top_classes(q, 5, temperature=0.1),
             "raw FAISS": raw_search,
             "torch cdist": lambda q: cdist(torch.from_numpy(q)),
             "NearestCentroid": lambda q: nc.predict(q),
@@ -117,12 +110,14 @@ def run(n_classes: int, dim: int, batch: int) -> dict:
             row[f"{name} single ms"] = single[name] * 1e3
             row[f"{name} batch q/s"] = batch / batch_t[name]
         # same answers?
-        fs = [h[0].label for h in store.search_prototypes(qb[:50], 1)]
+        fs = [row[0] for row in store.top_classes(qb[:50], 1).labels]
         rs = [names[i] for i in raw.search(qb[:50], 1)[1][:, 0]]
         row["same top-1 as raw FAISS"] = fs == rs
         store.close()
     row["single overhead (fewshot/raw)"] = row["fewshot single ms"] / row["raw FAISS single ms"]
     row["batch overhead (fewshot/raw)"] = row["raw FAISS batch q/s"] / row["fewshot batch q/s"]
+    row["classify single (fewshot classify/raw)"] = row["fewshot classify single ms"] / row["raw FAISS single ms"]
+    row["classify batch (fewshot classify/raw)"] = row["raw FAISS batch q/s"] / row["fewshot classify batch q/s"]
     row["cdist / fewshot single"] = row["torch cdist single ms"] / row["fewshot single ms"]
     row["NearestCentroid / fewshot single"] = row["NearestCentroid single ms"] / row["fewshot single ms"]
     row["cdist / fewshot batch"] = row["fewshot batch q/s"] / row["torch cdist batch q/s"]
@@ -141,7 +136,7 @@ def main() -> None:
     sizes, batch = ([100, 1000], 100) if a.smoke else (a.classes, a.batch)
     start = machine()
     rows = [run(n, a.dim, batch) for n in sizes]
-    names = ["fewshot", "fewshot softmax-all", "raw FAISS", "torch cdist", "NearestCentroid"]
+    names = ["fewshot", "fewshot classify", "raw FAISS", "torch cdist", "NearestCentroid"]
     print(table(rows, ["classes"] + [f"{n} single ms" for n in names],
                 f"classify, single query (median latency, dim {a.dim}, top-5)"))
     print()
@@ -149,6 +144,7 @@ def main() -> None:
                 f"classify, batches of {batch} (queries per second)"))
     print()
     print(table(rows, ["classes", "single overhead (fewshot/raw)", "batch overhead (fewshot/raw)",
+                       "classify single (fewshot classify/raw)", "classify batch (fewshot classify/raw)",
                        "cdist / fewshot single", "cdist / fewshot batch", "NearestCentroid / fewshot single",
                        "NearestCentroid / fewshot batch", "same top-1 as raw FAISS"], "ratios"))
     out = write_json(a.json, "classify_scale", {"machine_start": start, "machine_end": machine(), "dim": a.dim,

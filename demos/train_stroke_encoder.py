@@ -48,6 +48,8 @@ def main() -> None:
     p.add_argument("--teacher", default="omniglot-conv4", help="image encoder to distil from ('' for none)")
     p.add_argument("--distill-weight", type=float, default=1.0)
     p.add_argument("--teacher-views", type=int, default=6)
+    p.add_argument("--teacher-tta", type=int, default=None,
+                   help="override the teacher's test-time shifts (0 renders the views 9x faster)")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--init", default=None, metavar="STATE_DICT",
                    help="start from these weights (a best.pt of an earlier run) instead of random ones")
@@ -92,13 +94,15 @@ def main() -> None:
     if a.init:
         model.load_state_dict(torch.load(a.init, map_location="cpu", weights_only=True))
     teacher = encoders.load(a.teacher) if a.teacher else None
+    if teacher is not None and a.teacher_tta is not None:
+        teacher.tta_shift = a.teacher_tta
     cfg = SequenceTrainConfig(ways=a.ways, queries=a.queries, steps=a.steps, lr=a.lr, seed=a.seed,
                               symmetries=a.symmetries, distill_weight=a.distill_weight,
                               teacher_views=a.teacher_views, threads=a.threads, val_every=a.val_every,
                               val_episodes=200, checkpoint_every=25, reverse_prob=a.reverse_prob,
                               shuffle_prob=a.shuffle_prob,
                               extra={"data": a.data, "held_out": a.held_out, "arch": arch, "init": a.init,
-                                     "teacher": a.teacher,
+                                     "teacher": a.teacher, "teacher_tta": a.teacher_tta,
                                      "teacher_fingerprint": teacher.fingerprint if teacher else None})
     summary = train_sequence_episodic(model, pre, train, a.out, cfg, val=val, teacher=teacher,
                                       log=lambda s: print(s, flush=True))

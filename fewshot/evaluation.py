@@ -1,8 +1,9 @@
 """Episodic few-shot evaluation: N-way K-shot accuracy with a 95% confidence interval.
 
-Every image of the dataset is embedded once; episodes then only index into the
-embedding matrix, so 1000 episodes cost little more than one. Each episode is
-classified with the same prototype maths the index and ``classify`` use
+Every image (or sequence: pen strokes, time series) of the dataset is embedded
+once; episodes then only index into the embedding matrix, so 1000 episodes cost
+little more than one. Each episode is classified with the same prototype maths
+the index and ``classify`` use
 (:func:`fewshot.prototypes.class_prototypes` and ``prototype_scores``), so the
 number reported here is the accuracy a user of ``FewShotIndex`` would see with
 that many examples per class.
@@ -94,10 +95,19 @@ def embed_dataset(encoder, dataset: ImageDataset, tta: bool = False, batch_size:
     ``normalize``), exactly as files added to an index do. With ``tta`` each
     embedding is the mean over the image and its one-pixel shifts
     (:data:`TTA_SHIFTS`), five forward passes per image.
+
+    A sequence dataset (:class:`~fewshot.data.strokes.SequenceDataset`) goes
+    through a sequence encoder's own ``embed``, as sequences added to an index
+    do; ``tta`` applies to images only.
     """
     from PIL import Image
     from tqdm import tqdm
 
+    if hasattr(dataset, "sequences"):
+        return _embed_sequences(encoder, dataset, tta, batch_size, progress)
+    if getattr(encoder, "input_kind", "image") != "image":
+        raise ValueError(f"encoder {encoder.name!r} takes {encoder.input_kind}s, not images; "
+                         "evaluate it on its own kind of data")
     pre = getattr(encoder, "preprocess", None)
     if pre is None or not hasattr(encoder, "embed_tensor"):
         raise ValueError(f"encoder {getattr(encoder, 'name', encoder)!r} does not take images "
@@ -117,6 +127,18 @@ def embed_dataset(encoder, dataset: ImageDataset, tta: bool = False, batch_size:
             out[i:i + len(chunk)] = acc / len(shifts)
             bar.update(len(chunk))
     return out
+
+
+def _embed_sequences(encoder, dataset, tta: bool, batch_size: int, progress: bool) -> np.ndarray:
+    """Embeddings float32 [n, dim] of a sequence dataset through ``encoder.embed``."""
+    kind = getattr(encoder, "input_kind", "image")
+    if kind != "sequence":
+        raise ValueError(f"encoder {getattr(encoder, 'name', encoder)!r} takes {kind}s, not sequences; "
+                         "evaluate it on its own kind of data")
+    if tta:
+        raise ValueError("test-time augmentation (tta) applies to images, not to sequences")
+    return np.asarray(encoder.embed(list(dataset.sequences), batch_size=batch_size, progress=progress),
+                      dtype=np.float32)
 
 
 # --- feasibility ----------------------------------------------------------------------
@@ -192,6 +214,13 @@ def evaluate_embeddings(embeddings: np.ndarray, dataset: ImageDataset, ways: int
                       labels, "class" if by_class else "position", proto)
 
 
+def dataset_counts(dataset) -> dict:
+    """The dataset part of an evaluation's protocol: kind and sizes (``n_images`` is null for sequences)."""
+    seq = hasattr(dataset, "sequences")
+    return {"input_kind": "sequence" if seq else "image", "n_classes": len(dataset.classes),
+            "n_examples": len(dataset), "n_images": None if seq else len(dataset)}
+
+
 def evaluate(encoder, dataset: ImageDataset, ways: int, shots: int, queries: int, episodes: int, seed: int,
              within_group: bool = False, tta: bool = False, metric: str = "cosine", progress: bool = True,
              dataset_name: str | None = None, batch_size: int = 256) -> EvalResult:
@@ -208,7 +237,7 @@ def evaluate(encoder, dataset: ImageDataset, ways: int, shots: int, queries: int
         raise ValueError(f"too few examples per class for {ways}-way {shots}-shot episodes with {queries} "
                          f"queries per class; use at most {q_max} queries")
     emb = embed_dataset(enc, dataset, tta=tta, batch_size=batch_size, progress=progress)
-    info = {"tta": tta, "dataset": dataset_name or "dataset", "n_classes": len(dataset.classes),
-            "n_images": len(dataset), "encoder": enc.name, "fingerprint": enc.fingerprint}
+    info = {"tta": tta, "dataset": dataset_name or "dataset", **dataset_counts(dataset),
+            "encoder": enc.name, "fingerprint": enc.fingerprint}
     return evaluate_embeddings(emb, dataset, ways, shots, queries, episodes, seed, within_group, metric,
                                progress=progress, protocol=info)

@@ -23,7 +23,6 @@ import numpy as np
 
 from fewshot.errors import EncoderError, FewShotError, InputError
 from fewshot.inputs import InputItem, expand_inputs
-from fewshot.prototypes import softmax
 from index import BlobStore, ValidationError, create_store, open_store
 from index.validation import metadata_to_json, prepare_vectors, validate_label
 
@@ -275,48 +274,16 @@ class FewShotIndex:
         if top_k < 1:
             raise InputError("top_k must be >= 1")
         items = self._items(inputs)
-        if hasattr(self.store, "prototype_scores"):  # one matrix product, one snapshot, no Hit per class
-            return self._classify_dense(items, top_k, threshold, progress)
-        n_classes = len(self.store.labels())
-        if n_classes == 0:
-            raise FewShotError(f"index {self.path} has no classes yet; add examples first")
         vecs = self.encoder.embed(items, progress=progress)
-        # Probabilities need *every* class of one snapshot. Classes may be added while we
-        # embed, so ask for one more than we know of; a full answer means there were more.
-        k = n_classes + 1
-        hits = self.store.search_prototypes(vecs, k)
-        while hits and len(hits[0]) >= k:
-            k *= 2
-            hits = self.store.search_prototypes(vecs, k)
-        if not hits or not hits[0]:
-            raise FewShotError(f"index {self.path} has no classes (they were removed meanwhile)")
-        out = []
-        for it, hs in zip(items, hits):
-            scores = np.array([h.score for h in hs], dtype=np.float64)
-            probs = softmax(scores[None, :], self.temperature)[0]
-            best = hs[0]
-            label = best.label if threshold is None or best.score >= threshold else None
-            out.append(Prediction(it.name, label, float(best.score), float(probs[0]),
-                                  [Candidate(h.label, float(h.score)) for h in hs[:top_k]]))
-        return out
-
-    def _classify_dense(self, items: list[InputItem], top_k: int, threshold: float | None,
-                        progress: bool) -> list[Prediction]:
-        """classify() with all class scores from one matrix product (fast at 100k classes)."""
-        vecs = self.encoder.embed(items, progress=progress)
-        labels, scores = self.store.prototype_scores(vecs)
-        if not labels:
+        # One snapshot of every class: the probability is a softmax over all of them.
+        m = self.store.top_classes(vecs, top_k, temperature=self.temperature)
+        if m.n_classes == 0:
             raise FewShotError(f"index {self.path} has no classes yet; add examples first")
-        k = min(top_k, len(labels))
-        probs = softmax(scores, self.temperature)
         out = []
-        for it, row, prow in zip(items, scores, probs):
-            top = np.argpartition(-row, k - 1)[:k] if k < len(row) else np.arange(len(row))
-            top = top[np.lexsort((np.array([labels[j] for j in top]), -row[top]))]
-            best = int(top[0])
-            label = labels[best] if threshold is None or row[best] >= threshold else None
-            out.append(Prediction(it.name, label, float(row[best]), float(prow[best]),
-                                  [Candidate(labels[j], float(row[j])) for j in top]))
+        for it, labels, scores, probs in zip(items, m.labels, m.scores.tolist(), m.probabilities.tolist()):
+            label = labels[0] if threshold is None or scores[0] >= threshold else None
+            out.append(Prediction(it.name, label, scores[0], probs[0],
+                                  [Candidate(lab, sc) for lab, sc in zip(labels, scores)]))
         return out
 
     def search(self, inputs: Any, k: int = 5, labels: Sequence[str] | None = None,

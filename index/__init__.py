@@ -8,7 +8,7 @@ HNSW, IVF, IVF-PQ; ``auto`` by size) and ``index.milvus_store.MilvusStore`` for
 the Milvus backend (imported on demand: pymilvus is optional).
 """
 
-from .base import Hit, Record, VectorStore
+from .base import ClassMatches, Hit, Record, VectorStore
 from .blobs import BlobStore
 from .errors import (
     CorruptIndexError,
@@ -28,6 +28,7 @@ __all__ = [
     "FORMAT_VERSION",
     "INDEX_TYPES",
     "BlobStore",
+    "ClassMatches",
     "CorruptIndexError",
     "FaissStore",
     "FormatVersionError",

@@ -23,6 +23,26 @@ import numpy as np
 METRICS = ("cosine", "l2")
 
 
+@dataclass(frozen=True, eq=False)
+class ClassMatches:
+    """The k best classes of each query, as arrays: what classification needs.
+
+    One object for a whole batch (no Python object per hit), so classifying a
+    batch costs the matrix product, not the bookkeeping.
+
+    * ``labels``: per query, the k best class labels, best first;
+    * ``scores``: float32 ``[n_queries, k]`` (higher is better, see the score convention);
+    * ``probabilities``: float32 ``[n_queries, k]``, the softmax of ``score / temperature``
+      over **all** classes (not just the k shown), or None if no temperature was given;
+    * ``n_classes``: how many classes the queries were ranked against (one snapshot).
+    """
+
+    labels: list[list[str]]
+    scores: np.ndarray
+    probabilities: np.ndarray | None
+    n_classes: int
+
+
 @dataclass(frozen=True)
 class Hit:
     """One search result. ``id`` is -1 for prototype hits (a class, not a record)."""
@@ -120,6 +140,25 @@ class VectorStore(abc.ABC):
     @abc.abstractmethod
     def search_prototypes(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
         """k nearest class prototypes per query, best first (``Hit.id == -1``)."""
+
+    def top_classes(self, queries: np.ndarray, k: int = 5, *,
+                    temperature: float | None = None) -> ClassMatches:
+        """The k best class prototypes per query, as arrays (see :class:`ClassMatches`).
+
+        Backends override this with a faster path; this default ranks the
+        output of :meth:`prototypes` (exact, any backend).
+        """
+        from .prototypes import rank_classes
+        from .validation import prepare_vectors, validate_k, validate_temperature
+
+        k = validate_k(k)
+        temperature = validate_temperature(temperature)
+        q = prepare_vectors(queries, self.dim, self.metric, what="queries")
+        labels, protos = self.prototypes()
+        from .vector_index import exact_scores
+
+        scores = exact_scores(q, protos, self.metric) if len(labels) else np.zeros((len(q), 0), np.float32)
+        return rank_classes(scores, np.asarray(labels, dtype=object), k, temperature)
 
     @abc.abstractmethod
     def prototypes(self) -> tuple[list[str], np.ndarray]:

@@ -24,7 +24,7 @@ import faiss
 import numpy as np
 
 from . import records_sql
-from .base import METRICS, Hit, Record, VectorStore
+from .base import METRICS, ClassMatches, Hit, Record, VectorStore
 from .cache_files import remove_stale
 from .checkpoint import load_checkpoint, needs_checkpoint, sync as sync_dir, write_checkpoint
 from .index_config import COMPACT_FRACTION, IndexConfig
@@ -59,6 +59,7 @@ from .validation import (
     validate_labels,
     validate_metadata,
     validate_metric,
+    validate_temperature,
     validate_timeout,
 )
 
@@ -535,15 +536,36 @@ class FaissStore(VectorStore):
         """k nearest class prototypes per query, best first (always exact).
 
         ``Hit.id`` is -1 (a class, not a record), ``Hit.metadata`` is
-        ``{"count": n}`` (examples in that class).
+        ``{"count": n}`` (examples in that class). :meth:`top_classes` is the
+        same ranking as arrays, without an object per hit.
         """
         k = validate_k(k)
-        with self._fresh() as st:
+        self._check_open()
+        with self._mutex:
+            st = self._current()
             q = prepare_vectors(queries, st.dim, st.metric, what="queries")
             if len(q) == 0:
                 return []
-            rows = st.protos.search(q, k)
-        return [[Hit(-1, label, score, {"count": count}) for label, score, count in row] for row in rows]
+            m = st.protos.top(q, k)
+            counts = st.protos.by_label
+        return [[Hit(-1, label, score, {"count": counts[label][1]}) for label, score in zip(labels, row.tolist())]
+                for labels, row in zip(m.labels, m.scores)]
+
+    def top_classes(self, queries: np.ndarray, k: int = 5, *,
+                    temperature: float | None = None) -> ClassMatches:
+        """The k best class prototypes per query as arrays (exact; see :class:`ClassMatches`).
+
+        The classification path: one snapshot, one matrix product per block of
+        queries, no Python object per hit. With ``temperature`` the
+        probabilities are a softmax over all classes.
+        """
+        k = validate_k(k)
+        temperature = validate_temperature(temperature)
+        self._check_open()
+        with self._mutex:
+            st = self._current()
+            q = prepare_vectors(queries, st.dim, st.metric, what="queries")
+            return st.protos.top(q, k, temperature)
 
     def prototype_scores(self, queries: np.ndarray) -> tuple[list[str], np.ndarray]:
         """(labels, float32 scores [n_queries, n_labels]) against every class prototype.
@@ -675,21 +697,25 @@ class FaissStore(VectorStore):
 
     @contextlib.contextmanager
     def _fresh(self) -> Iterator[_State]:
-        """Like :meth:`_read` for calls that only use the in-memory state (searches, labels).
+        """Like :meth:`_read` for calls that only use the in-memory state (searches, labels)."""
+        self._check_open()
+        with self._mutex:
+            yield self._current()
+
+    def _current(self) -> _State:
+        """The in-memory state, reloaded first if another connection committed (hold ``_mutex``).
 
         ``PRAGMA data_version`` changes only when *another* connection commits,
         so one statement replaces a read transaction plus a generation query on
         every call (what keeps a single small query close to raw FAISS speed).
         """
-        self._check_open()
-        with self._mutex:
-            version = self._db.conn.execute("PRAGMA data_version").fetchone()[0]
-            if self._state is None or version != self._data_version:
-                with self._db.read():
-                    if self._state is None or self._db.generation() != self._state.generation:
-                        self._state = self._load_state(previous=self._state)
-                self._data_version = version
-            yield self._state
+        version = self._db.conn.execute("PRAGMA data_version").fetchone()[0]
+        if self._state is None or version != self._data_version:
+            with self._db.read():
+                if self._state is None or self._db.generation() != self._state.generation:
+                    self._state = self._load_state(previous=self._state)
+            self._data_version = version
+        return self._state
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[_State]:

@@ -20,7 +20,11 @@ import faiss
 import numpy as np
 
 from . import faiss_util
+from .base import ClassMatches
 from .sqlite_meta import ClassRow
+
+#: Score-matrix elements computed at once when ranking a batch (16 MB of float32).
+SCORE_BLOCK = 1 << 22
 
 
 def prototype_vector(count: int, vsum: np.ndarray, metric: str) -> np.ndarray:
@@ -53,6 +57,7 @@ class PrototypeTable:
         self._slot_label: list[str] = []  # row -> label
         self._slot_count: list[int] = []  # row -> example count
         self._slot_cid: list[int] = []  # row -> cid
+        self._cache: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None  # see _read_view
 
     # ------------------------------------------------------------------ building
 
@@ -95,6 +100,7 @@ class PrototypeTable:
 
     def apply(self, changed: dict[str, ClassRow]) -> None:
         """Bring the touched classes up to date (count 0 = class removed)."""
+        self._cache = None
         live = [row for row in changed.values() if row.count > 0]
         vecs = prototype_matrix(np.array([r.count for r in live]), np.stack([r.vsum for r in live]),
                                 self.metric) if live else None
@@ -122,6 +128,7 @@ class PrototypeTable:
             self.by_cid[row.cid] = row.label
 
     def _drop(self, label: str, cid: int) -> None:
+        self._cache = None
         slot = self._slot_of.pop(cid)
         last = self.flat.ntotal - 1
         if slot != last:
@@ -158,6 +165,70 @@ class PrototypeTable:
         return [[(labels[s], sc, counts[s]) for s, sc in zip(row_s.tolist(), row_d.tolist()) if s >= 0]
                 for row_s, row_d in zip(slots, scores)]
 
+    def _read_view(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(rows, labels as an object array, squared row norms for l2), cached until the next change."""
+        if self._cache is None:
+            rows = self._rows()
+            sq = np.einsum("ij,ij->i", rows, rows) if self.metric == "l2" else None
+            self._cache = (rows, np.array(self._slot_label, dtype=object), sq)
+        return self._cache
+
+    def score_block(self, queries: np.ndarray) -> np.ndarray:
+        """Scores ``[n_queries, n_classes]`` (float32, fresh buffer) against every prototype.
+
+        A small batch takes FAISS' single-threaded SIMD inner products, one
+        query at a time (no thread pool to wake: the thread rule of
+        :mod:`index.faiss_util`); a large one is one BLAS matrix product on all
+        threads, several times faster than ``IndexFlat.search`` on a batch
+        (measured in ``benchmarks/classify_scale.py``).
+        """
+        rows, _, sq = self._read_view()
+        n, d = rows.shape
+        nq = len(queries)
+        if nq < faiss_util.SMALL_BATCH:
+            out = np.empty((nq, n), dtype=np.float32)
+            q = np.ascontiguousarray(queries, dtype=np.float32)
+            for i in range(nq):
+                faiss.fvec_inner_products_ny(faiss.swig_ptr(out[i]), faiss.swig_ptr(q[i]), faiss.swig_ptr(rows), d, n)
+        else:
+            out = queries @ rows.T
+        if self.metric == "l2":
+            out *= 2.0
+            out -= np.einsum("ij,ij->i", queries, queries)[:, None]
+            out -= sq[None, :]
+            np.minimum(out, 0.0, out=out)
+        return out
+
+    def top(self, queries: np.ndarray, k: int, temperature: float | None = None) -> ClassMatches:
+        """The k best classes per query (exact), in blocks of queries that keep the score matrix small."""
+        rows, labels, _ = self._read_view()
+        n = len(rows)
+        if temperature is None and n and 0 < len(queries) < faiss_util.SMALL_BATCH:
+            return self._top_faiss(queries, k, labels)
+        step = max(1, SCORE_BLOCK // max(n, 1))
+        if n == 0 or len(queries) <= step:
+            scores = self.score_block(queries) if n else np.zeros((len(queries), 0), np.float32)
+            return rank_classes(scores, labels, k, temperature)
+        parts = [rank_classes(self.score_block(queries[i:i + step]), labels, k, temperature)
+                 for i in range(0, len(queries), step)]
+        return ClassMatches([row for p in parts for row in p.labels], np.concatenate([p.scores for p in parts]),
+                            None if temperature is None else np.concatenate([p.probabilities for p in parts]), n)
+
+    def _top_faiss(self, queries: np.ndarray, k: int, labels: np.ndarray) -> ClassMatches:
+        """Top-k of a few queries without probabilities: FAISS' flat search keeps a k-heap in C
+        while it scans, cheaper than scoring every class and partitioning in numpy."""
+        n = self.flat.ntotal
+        kk = min(k, n)
+        with faiss_util.threads(len(queries)):
+            dist, slots = self.flat.search(queries, kk)
+        scores = dist if self.metric == "cosine" else -dist
+        out_labels = [labels[row].tolist() for row in slots]
+        if kk > 1:
+            for r in np.flatnonzero((scores[:, 1:] == scores[:, :-1]).any(axis=1)):  # ties: by label
+                o = sorted(range(kk), key=lambda j: (-scores[r, j], out_labels[r][j]))
+                scores[r], out_labels[r] = scores[r, o], [out_labels[r][j] for j in o]
+        return ClassMatches(out_labels, scores, None, n)
+
     def scores(self, queries: np.ndarray) -> tuple[list[str], np.ndarray]:
         """(labels in slot order, scores [n_queries, n_labels]) against every prototype."""
         rows = self._rows()
@@ -185,3 +256,64 @@ class PrototypeTable:
         for i, label in enumerate(labels):
             out[i] = rows[self._slot_of[self.by_label[label][0]]]
         return labels, out
+
+
+# ---------------------------------------------------------------------- ranking
+
+def rank_classes(scores: np.ndarray, labels: np.ndarray, k: int, temperature: float | None) -> ClassMatches:
+    """The k best classes per row of ``scores`` ``[n_queries, n_classes]``.
+
+    ``labels`` is an object array of the class labels in column order. Ties are
+    broken by label, so the answer does not depend on storage order. With a
+    temperature, the probability of each shown class is its softmax weight over
+    *all* columns: ``exp((s - max) / T) / sum_j exp((s_j - max) / T)``.
+    ``scores`` is used as scratch space (overwritten) when a temperature is given.
+    """
+    n_queries, n = scores.shape
+    if n == 0:
+        return ClassMatches([[] for _ in range(n_queries)], np.zeros((n_queries, 0), np.float32),
+                            None if temperature is None else np.zeros((n_queries, 0), np.float32), 0)
+    k = min(k, n)
+    if n_queries == 1:
+        return _rank_one(scores[0], labels, k, temperature)
+    part = np.argpartition(scores, n - k, axis=1)[:, n - k:] if k < n else np.tile(np.arange(n), (n_queries, 1))
+    top_s = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-top_s, axis=1, kind="stable")
+    idx, top_s = np.take_along_axis(part, order, axis=1), np.take_along_axis(top_s, order, axis=1)
+    top_labels = labels[idx]
+    if k > 1:
+        tied = np.flatnonzero((top_s[:, 1:] == top_s[:, :-1]).any(axis=1))
+        for r in tied:  # rare: equal scores (duplicate prototypes); order them by label
+            o = sorted(range(k), key=lambda j: (-top_s[r, j], top_labels[r, j]))
+            top_s[r], top_labels[r] = top_s[r, o], top_labels[r, o]
+    probs = None
+    if temperature is not None:
+        best = top_s[:, :1]
+        scores -= best
+        scores *= np.float32(1.0 / temperature)
+        np.exp(scores, out=scores)
+        denom = scores.sum(axis=1, dtype=np.float64)[:, None]
+        probs = (np.exp((top_s - best).astype(np.float64) / temperature) / denom).astype(np.float32)
+    return ClassMatches(top_labels.tolist(), np.ascontiguousarray(top_s, dtype=np.float32), probs, n)
+
+
+def _rank_one(row: np.ndarray, labels: np.ndarray, k: int, temperature: float | None) -> ClassMatches:
+    """:func:`rank_classes` for one query with 1-D operations (a few microseconds, not tens)."""
+    n = len(row)
+    part = np.argpartition(row, n - k)[n - k:] if k < n else np.arange(n)
+    top_s = row[part]
+    order = np.argsort(-top_s, kind="stable")
+    top_s = top_s[order]
+    top_labels = labels[part[order]].tolist()
+    if k > 1 and (top_s[1:] == top_s[:-1]).any():  # equal scores: order them by label
+        o = sorted(range(k), key=lambda j: (-top_s[j], top_labels[j]))
+        top_s, top_labels = top_s[o], [top_labels[j] for j in o]
+    probs = None
+    if temperature is not None:
+        best = float(top_s[0])
+        row -= best
+        row *= np.float32(1.0 / temperature)
+        np.exp(row, out=row)
+        probs = (np.exp((top_s - best).astype(np.float64) / temperature) / row.sum(dtype=np.float64))
+        probs = probs.astype(np.float32)[None, :]
+    return ClassMatches([top_labels], top_s.astype(np.float32, copy=False)[None, :], probs, n)

@@ -87,6 +87,31 @@ def test_search_and_prototypes_match_reference(stores, metric: str) -> None:
         assert all(h.id == -1 and h.metadata == {"count": 8} for h in hits)
 
 
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_top_classes_match_reference(stores, metric: str) -> None:
+    """top_classes: the k best classes as arrays, and a softmax over *all* classes."""
+    store, _ids, _vecs, _labels, _metas = filled(stores, metric)
+    names, protos = store.prototypes()
+    queries = np.random.default_rng(1).normal(size=(3, DIM))
+    for k in (1, 3, 9):
+        m = store.top_classes(queries, k, temperature=0.1)
+        assert m.n_classes == 5 and m.scores.shape == m.probabilities.shape == (3, min(k, 5))
+        assert m.scores.dtype == np.float32
+        for q, labels, scores, probs in zip(queries, m.labels, m.scores, m.probabilities):
+            s = ref_scores(prep(q[None, :], metric)[0], protos, metric)
+            order = np.argsort(-s, kind="stable")[: min(k, 5)]
+            assert labels == [names[j] for j in order]
+            np.testing.assert_allclose(scores, s[order], rtol=TOL, atol=TOL)
+            z = np.exp((s - s.max()) / 0.1)
+            np.testing.assert_allclose(probs, (z / z.sum())[order], rtol=1e-4, atol=1e-6)
+    plain = store.top_classes(queries[0], 2)
+    assert plain.probabilities is None and plain.labels == [m.labels[0][:2]]
+    with pytest.raises(ValidationError):
+        store.top_classes(queries, 0)
+    with pytest.raises(ValidationError):
+        store.top_classes(queries, 2, temperature=0.0)
+
+
 def test_milvus_answers_equal_faiss_flat(stores, tmp_path: Path) -> None:
     """Same data, same queries: same labels and ids order, scores within 1e-5 of FAISS flat."""
     from index import FaissStore

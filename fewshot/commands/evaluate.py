@@ -3,6 +3,13 @@
     fewshot evaluate --data ../shared/data/omniglot/images_background.zip \
         --alphabets Bengali,Futurama,Greek,Korean,Tifinagh --ways 20 --shots 1 --within-alphabet
 
+Stroke data (an Omniglot strokes zip or folder, or a folder of class folders of
+``.txt``/``.npy``/``.csv`` sequences) is evaluated the same way with a sequence
+encoder (default ``omniglot-strokes-gru``):
+
+    fewshot evaluate --data ../shared/data/omniglot/strokes_background_small1.zip \
+        --alphabets Greek --ways 20 --shots 1 --within-alphabet
+
 Torch is imported inside the command, so ``fewshot --help`` stays instant.
 """
 from __future__ import annotations
@@ -37,11 +44,27 @@ def dataset_size_for(encoder) -> tuple[int, bool]:
     return pre.size, False
 
 
+def check_kinds(enc, data_kind: str, data) -> None:
+    """One clear error when the encoder takes another kind of input than the data holds."""
+    enc_kind = getattr(enc, "input_kind", "image")
+    if enc_kind == data_kind:
+        return
+    if enc_kind == "sequence":
+        raise click.ClickException(
+            f"encoder {enc.name} takes sequences (pen strokes, time series), but {data} holds images; "
+            "pass an image encoder (e.g. --encoder omniglot-conv4) or sequence data")
+    raise click.ClickException(
+        f"encoder {enc.name} takes {enc_kind}s, but {data} holds sequences (strokes); pass a sequence encoder "
+        "(e.g. --encoder omniglot-strokes-gru) or image data")
+
+
 @click.command("evaluate")
 @click.option("--data", required=True, metavar="PATH|NAME",
-              help="Omniglot zip or folder, a folder with one sub-folder per class, or 'digits'.")
+              help="Omniglot zip or folder (images or strokes), a folder with one sub-folder per class "
+                   "(images, or .txt/.npy/.csv sequences), or 'digits'.")
 @click.option("--encoder", default=None, metavar="NAME|PATH",
-              help="Encoder name (see `fewshot encoders`) or encoder file [default: the shipped one].")
+              help="Encoder name (see `fewshot encoders`) or encoder file [default: the shipped one for "
+                   "the data's kind: omniglot-conv4 for images, omniglot-strokes-gru for sequences].")
 @click.option("--weights", default=None, metavar="imagenet|none|PATH", help="Weights for a named torchvision encoder.")
 @click.option("--ways", type=click.IntRange(min=2), default=20, show_default=True, help="Classes per episode.")
 @click.option("--shots", type=click.IntRange(min=1), default=1, show_default=True, help="Examples per class.")
@@ -51,9 +74,11 @@ def dataset_size_for(encoder) -> tuple[int, bool]:
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same episodes.")
 @click.option("--within-alphabet", "within", is_flag=True,
               help="Draw all classes of an episode from one alphabet (group): the harder protocol.")
-@click.option("--alphabets", default=None, metavar="A,B,...", help="Only these Omniglot alphabets.")
+@click.option("--alphabets", default=None, metavar="A,B,...",
+              help="Only these Omniglot alphabets (groups of a grouped sequence folder).")
 @click.option("--exclude-alphabets", default=None, metavar="A,B,...", help="Leave out these Omniglot alphabets.")
-@click.option("--tta", is_flag=True, help="Average each embedding over the image and its 1-pixel shifts.")
+@click.option("--tta", is_flag=True,
+              help="Average each embedding over the image and its 1-pixel shifts (images only).")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, metavar="OUT.png",
               help="Write accuracy against shots and a confusion matrix to OUT.png.")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
@@ -61,23 +86,32 @@ def command(data, encoder, weights, ways, shots, queries, episodes, seed, within
             exclude_alphabets, tta, plot_path, as_json) -> None:
     """Episodic N-way K-shot accuracy (95% CI, macro precision/recall/F1) of an encoder on a dataset."""
     from fewshot import encoders
-    from fewshot.data.registry import describe_dataset, load_dataset
-    from fewshot.evaluation import embed_dataset, evaluate_embeddings, max_queries
+    from fewshot.data.registry import dataset_kind, describe_dataset, load_dataset, load_sequence_dataset
+    from fewshot.evaluation import dataset_counts, embed_dataset, evaluate_embeddings, max_queries
 
     if plot_path and not plot_path.lower().endswith(".png"):
         raise click.UsageError("--plot writes a PNG; give a path ending in .png")
+    kind = dataset_kind(data)
+    if encoder is None and kind == "sequence":
+        from fewshot.encoders.sequence_builtin import DEFAULT_SEQUENCE_ENCODER
+
+        encoder = DEFAULT_SEQUENCE_ENCODER
     enc = encoders.load(encoder or encoders.DEFAULT_IMAGE_ENCODER, weights=weights)
-    if getattr(enc, "input_kind", "image") != "image":
-        raise click.ClickException(f"encoder {enc.name} takes {enc.input_kind}s; evaluate works on image datasets")
-    size, rgb = dataset_size_for(enc)
-    ds = load_dataset(data, size=size, rgb=rgb, alphabets=_names(alphabets),
-                      exclude_alphabets=_names(exclude_alphabets))
+    check_kinds(enc, kind, data)
+    if tta and kind == "sequence":
+        raise click.UsageError("--tta applies to images, not to sequence data")
+    if kind == "sequence":
+        ds = load_sequence_dataset(data, alphabets=_names(alphabets), exclude_alphabets=_names(exclude_alphabets))
+    else:
+        size, rgb = dataset_size_for(enc)
+        ds = load_dataset(data, size=size, rgb=rgb, alphabets=_names(alphabets),
+                          exclude_alphabets=_names(exclude_alphabets))
     q = max_queries(ds, ways, shots, queries, within)
     if q < queries:
         click.echo(f"note: only {q} queries per class fit ({shots} shot(s) + queries per class); using {q}",
                    err=True)
     emb = embed_dataset(enc, ds, tta=tta, progress=_progress())
-    info = {"tta": tta, "dataset": str(data), "n_classes": len(ds.classes), "n_images": len(ds),
+    info = {"tta": tta, "dataset": str(data), **dataset_counts(ds),
             "alphabets": _names(alphabets), "exclude_alphabets": _names(exclude_alphabets),
             "encoder": enc.name, "fingerprint": enc.fingerprint}
     result = evaluate_embeddings(emb, ds, ways, shots, q, episodes, seed, within, progress=_progress(),

@@ -9,6 +9,12 @@ The layout of a folder is detected from where its images sit (see
 :func:`detect_layout`); pass ``layout=`` to override. Every loader returns an
 :class:`~fewshot.data.ImageDataset` of uint8 images, ink-high grayscale unless
 ``rgb=True`` is asked of a folder dataset.
+
+Sequence data (pen strokes, time series) has its own entry point,
+:func:`load_sequence_dataset`: an Omniglot strokes zip or folder
+(``strokes_background_small1.zip``), or a folder with one sub-folder per class
+of ``.txt`` / ``.npy`` / ``.csv`` files. :func:`dataset_kind` tells the two
+kinds apart without loading anything.
 """
 from __future__ import annotations
 
@@ -79,8 +85,7 @@ def load_dataset(spec: str | os.PathLike, size: int = 28, rgb: bool = False,
 
         return load_digits(size=size)
     if not path.exists():
-        raise InputError(f"dataset not found: {key} (give a folder, an Omniglot zip, or one of: "
-                         f"{', '.join(NAMED)})")
+        raise _not_found(key)
     if path.is_file():
         if path.suffix.lower() != ".zip" or not _is_omniglot_zip(path):
             raise InputError(f"{path}: a dataset file must be an Omniglot zip (<Alphabet>/<character>/<png>); "
@@ -108,7 +113,119 @@ def _no_alphabets(name: str, alphabets, exclude_alphabets) -> None:
         raise InputError(f"alphabets apply to Omniglot data only, and {name} is not Omniglot")
 
 
-def describe_dataset(ds: ImageDataset) -> str:
-    """``"3820 images, 191 classes, 5 groups"``: for summaries."""
+def describe_dataset(ds) -> str:
+    """``"3820 images, 191 classes, 5 groups"`` (``sequences`` for a sequence set): for summaries."""
     groups = len(set(ds.groups))
-    return f"{len(ds)} images, {len(ds.classes)} classes" + (f", {groups} groups" if groups > 1 else "")
+    what = "sequences" if hasattr(ds, "sequences") else "images"
+    return f"{len(ds)} {what}, {len(ds.classes)} classes" + (f", {groups} groups" if groups > 1 else "")
+
+
+# --- sequence data ------------------------------------------------------------------------
+def _not_found(key: str) -> InputError:
+    return InputError(f"dataset not found: {key} (give a folder, an Omniglot zip, or one of: "
+                      f"{', '.join(NAMED)})")
+
+
+def _count_kinds(root: Path) -> tuple[int, int, int]:
+    """(image files, sequence files, sequence files that sit as Omniglot strokes do) below ``root``.
+
+    The last counts ``.txt`` files three or more levels down (``<Alphabet>/<character>/<file>.txt``).
+    """
+    from fewshot.data.folders import is_junk
+    from fewshot.inputs import IMAGE_SUFFIXES, SEQUENCE_SUFFIXES
+
+    n_img = n_seq = n_omni = 0
+    for f in root.rglob("*"):
+        suf = f.suffix.lower()
+        if suf not in IMAGE_SUFFIXES and suf not in SEQUENCE_SUFFIXES:
+            continue
+        if not f.is_file() or is_junk(f, root):
+            continue
+        if suf in IMAGE_SUFFIXES:
+            n_img += 1
+        else:
+            n_seq += 1
+            n_omni += suf == ".txt" and len(f.relative_to(root).parts) >= 3
+    return n_img, n_seq, n_omni
+
+
+def dataset_kind(spec: str | os.PathLike) -> str:
+    """``"image"`` or ``"sequence"``: what a dataset spec holds, from names only (nothing is decoded).
+
+    A zip with Omniglot stroke files (``<Alphabet>/<character>/<file>.txt``) and
+    no Omniglot images, or a folder with more sequence files (``.txt``, ``.npy``,
+    ``.csv``) than images, is sequence data; everything else is left to
+    :func:`load_dataset` (which says what is wrong with it). A missing path is an
+    InputError ("dataset not found").
+    """
+    key = os.fspath(spec)
+    path = Path(key).expanduser()
+    if key in NAMED and not path.exists():
+        return "image"
+    if not path.exists():
+        raise _not_found(key)
+    if path.is_file():
+        if path.suffix.lower() != ".zip":
+            return "image"
+        from fewshot.data.omniglot import _parse_entry as image_entry
+        from fewshot.data.strokes import _parse_entry as stroke_entry
+
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+        except zipfile.BadZipFile:
+            raise InputError(f"{path} is not a readable zip file") from None
+        if any(image_entry(n) for n in names):
+            return "image"
+        return "sequence" if any(stroke_entry(n) for n in names) else "image"
+    n_img, n_seq, _ = _count_kinds(path)
+    return "sequence" if n_seq > n_img else "image"
+
+
+def load_sequence_dataset(spec: str | os.PathLike, alphabets: list[str] | None = None,
+                          exclude_alphabets: list[str] | None = None):
+    """Load sequence data into a :class:`~fewshot.data.strokes.SequenceDataset`.
+
+    * an Omniglot strokes zip (``strokes_background_small1.zip``), or a folder
+      holding only ``<Alphabet>/<character>/<file>.txt`` stroke files:
+      :func:`~fewshot.data.strokes.load_omniglot_strokes` (labels
+      ``"<Alphabet>/<character>"``, groups = alphabets);
+    * any other folder, one sub-folder per class of ``.txt`` / ``.npy`` / ``.csv``
+      files (optionally ``root/<group>/<class>/file``):
+      :func:`~fewshot.data.strokes.load_sequence_folder`.
+
+    ``alphabets`` / ``exclude_alphabets`` keep (or remove) whole groups, as
+    :func:`load_dataset` does for Omniglot images.
+    """
+    from fewshot.data.strokes import load_omniglot_strokes, load_sequence_folder
+
+    key = os.fspath(spec)
+    path = Path(key).expanduser()
+    if not path.exists():
+        raise _not_found(key)
+    if path.is_dir():
+        _, n_seq, n_omni = _count_kinds(path)
+        omniglot = n_seq > 0 and n_omni == n_seq
+    else:
+        omniglot = True  # a file: only an Omniglot strokes zip is a sequence dataset
+    if not omniglot:
+        return _keep_groups(load_sequence_folder(path), str(path), alphabets, exclude_alphabets)
+    try:
+        return load_omniglot_strokes(path, alphabets=alphabets, exclude_alphabets=exclude_alphabets)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+
+
+def _keep_groups(ds, name: str, alphabets, exclude_alphabets):
+    """``ds`` with only the groups in ``alphabets`` and none in ``exclude_alphabets``."""
+    if not (alphabets or exclude_alphabets):
+        return ds
+    known = set(ds.groups)
+    if known == {"all"}:
+        raise InputError(f"alphabets apply to Omniglot data or folders of groups (root/<group>/<class>/file) "
+                         f"only, and {name} has no groups")
+    for g in set(alphabets or ()) | set(exclude_alphabets or ()):
+        if g not in known:
+            raise InputError(f"unknown alphabet {g!r}; known: {', '.join(sorted(known))}")
+    keep, drop = set(alphabets or known), set(exclude_alphabets or ())
+    return ds.subset([i for i, g in enumerate(ds.groups) if g in keep and g not in drop])
