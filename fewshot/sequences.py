@@ -8,6 +8,8 @@ Every reader returns float32 ``[T, F]`` (one row per time step) or raises one
   ended by a ``BREAK`` line. Read as ``[T, 3]`` = ``(x, y, end_of_stroke)``:
   absolute pen positions, with 1 on the last point of each stroke (the time
   column is dropped: after arc-length resampling it carries nothing we use).
+  Many files at once (a batch of the encoder): :func:`parse_stroke_files`, one
+  vectorised pass with exactly the arrays and the errors of one file at a time.
 * ``.npy``: a numeric array ``[T, F]`` (``[T]`` counts as ``[T, 1]``); pickled
   object arrays are refused, never loaded.
 * ``.csv``: one row per time step, one column per feature, comma separated, with
@@ -22,6 +24,7 @@ plain dict in the encoder file, so it is part of the encoder's fingerprint.
 from __future__ import annotations
 
 import io
+import os
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,20 +42,42 @@ DEFAULT_MAX_LENGTH = 2000  # steps after preprocessing; documented option of Seq
 # ---------------------------------------------------------------------------------------------
 # readers
 # ---------------------------------------------------------------------------------------------
-def _read_text(path: Path, name: str) -> str:
+def _read_bytes(path: Path, name: str) -> bytes:
+    """A text file's bytes (size and emptiness checked); :func:`_decode` makes them text.
+
+    Plain os calls (open, fstat, read), no file object: reading is a good share of the
+    time a batch of small stroke files takes.
+    """
     try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise InputError(f"{name}: file is {size} bytes, more than the {MAX_FILE_BYTES} a sequence file may have")
-        data = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+            if size > MAX_FILE_BYTES:
+                raise InputError(f"{name}: file is {size} bytes, more than the {MAX_FILE_BYTES} a sequence file may have")
+            data = os.read(fd, size + 1)
+            if len(data) > size:  # more than fstat said (it grew, or a pseudo-file): read to the end
+                parts = [data]
+                while chunk := os.read(fd, 1 << 20):
+                    parts.append(chunk)
+                data = b"".join(parts)
+        finally:
+            os.close(fd)
     except OSError as exc:
         raise InputError(f"cannot read {name}: {exc.strerror or exc}") from None
     if not data.strip():
         raise InputError(f"{name}: file is empty")
+    return data
+
+
+def _decode(data: bytes, name: str) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise InputError(f"{name}: not a text file (cannot decode it as UTF-8)") from None
+
+
+def _read_text(path: Path, name: str) -> str:
+    return _decode(_read_bytes(path, name), name)
 
 
 def _fast_floats(text: str) -> np.ndarray | None:
@@ -147,11 +172,199 @@ def array_to_strokes(a: np.ndarray) -> list[np.ndarray]:
     return [a[s:e, :2] for s, e in zip(bounds[:-1], bounds[1:]) if e > s]
 
 
+# --- many stroke files at once ------------------------------------------------------------------
+# parse_strokes reads one file at a time: np.fromstring parses decimals slowly (about as long as the
+# RNN takes to embed them). parse_stroke_files reads a whole batch of files with a fixed number of
+# numpy calls: every number is parsed as an integer with its decimal point removed (several times
+# faster) and divided by 10**digits_after_the_point, which gives exactly the float64 that strtod
+# gives (both are exact below 2**53, and IEEE division rounds correctly). Anything it does not
+# recognise with certainty (other characters, blank lines inside a stroke, long numbers, '+', 'e',
+# a BREAK that is not a line of its own, ...) goes to parse_strokes, file by file: the same arrays
+# and the same errors as one file at a time, only faster.
+_EXACT_INT = 2 ** 53  # integers below this are exact in float64
+_POW10 = 10.0 ** np.arange(23)  # exact powers of ten
+_BREAK = np.frombuffer(b"BREAK", np.uint8)
+_FIVE = np.arange(5)
+# newlines become commas, a BREAK line becomes the number 0 (told apart by where it is), points go
+_TO_INTS = (bytes.maketrans(b"\nB", b",0"), b".REAK")
+_MIN_FAST_FILES = 2  # a file alone: parse_strokes is as quick (numpy calls cost more than they save)
+
+
+def _fromstring_raises() -> bool:
+    """Whether np.fromstring raises on unparsable text (numpy 2) rather than warning (older numpy)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            np.fromstring(b"1,x", dtype=np.int64, sep=",")  # noqa: NPY201
+        except ValueError:
+            return True
+        except DeprecationWarning:
+            return False
+    return False
+
+
+_FROMSTRING_RAISES = _fromstring_raises()
+
+
+def _int_tokens(t: bytes) -> np.ndarray | None:
+    """Comma-separated integers, parsed in C; None when np.fromstring cannot read them all."""
+    if _FROMSTRING_RAISES:
+        try:
+            return np.fromstring(t, dtype=np.int64, sep=",")  # noqa: NPY201
+        except ValueError:
+            return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            return np.fromstring(t, dtype=np.int64, sep=",")  # noqa: NPY201
+        except (ValueError, DeprecationWarning):
+            return None
+
+
+def _stroke_body(data: bytes) -> bytes | None:
+    """The bytes after a file's START line (CRLF made LF, outer newlines stripped), or None.
+
+    None: no START line, or a CR that does not end a line (parse_strokes then decides).
+    """
+    stripped = data.lstrip()
+    nl = stripped.find(b"\n")
+    if nl < 0 or stripped[:nl].strip() != b"START":
+        return None
+    body = stripped[nl + 1:]
+    if b"\r" in body:
+        body = body.replace(b"\r\n", b"\n")
+        if b"\r" in body:
+            return None
+    return body.strip(b"\n")
+
+
+def _fast_stroke_rows(bodies: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Stroke-file bodies -> (float32 ``[N, 3]`` rows ``(x, y, end_of_stroke)`` of all, rows per file).
+
+    None when any body holds something this parser does not handle for certain; then
+    :func:`parse_strokes` decides (and names the line that is wrong, if one is).
+    Accepts a subset of what ``parse_strokes``' fast path accepts, with the same result.
+    """
+    if not bodies or not all(bodies):
+        return None
+    s = b"\n".join([*bodies, b""])
+    a = np.frombuffer(s, np.uint8)
+    nd = np.flatnonzero((a - np.uint8(48)) > 9)  # every byte that is not a digit, in order
+    cn = a[nd]
+    is_let = cn > 57  # bytes above '9': only those of BREAK lines are for this parser
+    letters = nd[is_let]
+    if len(letters):
+        b = letters[::5]  # where each BREAK starts, if these are BREAK lines
+        if len(letters) % 5 or (cn[is_let].reshape(-1, 5) != _BREAK).any() \
+                or (letters.reshape(-1, 5) - b[:, None] != _FIVE).any() \
+                or (a[b - 1] != 10).any() or (a[b + 5] != 10).any():  # b[0] == 0 wraps to the final newline
+            return None  # nan, inf, 1e5, a second START, non-ASCII, BREAK inside a line ...
+    is_minus = cn == 45
+    minus = nd[is_minus]
+    low = ~(is_let | is_minus)
+    ev = nd[low]  # separators (, and newline) and decimal points, in order
+    c = cn[low]
+    is_sep = (c == 44) | (c == 10)
+    is_dot = c == 46
+    if not (is_sep | is_dot).all():
+        return None  # a space, a tab, '+', '/' ...
+    dots = np.flatnonzero(is_dot)
+    n_tok = len(ev) - len(dots)  # every number (and BREAK) ends with exactly one separator
+    if len(minus):
+        before, after = a[minus - 1], a[minus + 1]  # minus[0] == 0 wraps to the final newline
+        if not (((before == 44) | (before == 10)) & ((after - 48) < 10)).all():
+            return None  # a minus sign only starts a number, right before a digit
+    if len(dots):
+        if dots[-1] + 1 >= len(ev) or not is_sep[dots + 1].all():
+            return None  # the event after a point must be the separator ending its number
+        k = ev[dots + 1] - ev[dots] - 1  # digits after the point
+        if int(k.max()) >= len(_POW10):
+            return None
+        tok_of_dot = dots - np.arange(len(dots))  # separators before the point = its number's index
+    ints = _int_tokens(s.translate(*_TO_INTS))
+    if ints is None or len(ints) != n_tok:
+        return None  # e.g. an empty field (a blank line, ",,") or a lone point
+    if (ints >= _EXACT_INT).any() or (ints <= -_EXACT_INT).any():
+        return None  # too many digits to be exact (or to fit: an overflow saturates)
+    vals = ints.astype(np.float64)
+    if len(dots):
+        vals[tok_of_dot] /= _POW10[k]  # m / 10**k: the correctly rounded value of the decimal
+
+    def tok_at(pos: np.ndarray) -> np.ndarray:
+        """The index of the number at byte ``pos``: the separators before it (events less points)."""
+        e = np.searchsorted(ev, pos)
+        return e - np.searchsorted(dots, e)
+
+    zm = minus[a[minus + 1] == 48]  # "-0...": a negative zero keeps its sign, as strtod gives it
+    if len(zm):
+        tok = tok_at(zm)
+        vals[tok[ints[tok] == 0]] = -0.0
+    offsets = np.cumsum([0] + [len(b) + 1 for b in bodies[:-1]])
+    file_start = tok_at(offsets)  # first token of every file
+    brk = tok_at(letters[::5])  # the BREAK lines (their B)
+    is_brk = np.zeros(n_tok, bool)
+    is_brk[brk] = True
+    # segments: the numbers between BREAKs and file ends; each must hold whole (x, y, t) rows
+    seg_start = np.sort(np.concatenate([file_start, brk + 1]))
+    seg_end = np.sort(np.concatenate([file_start[1:], brk, [n_tok]]))
+    seg_len = seg_end - seg_start
+    if (seg_len % 3).any():
+        return None
+    rows_seg = seg_len // 3
+    file_of_seg = np.searchsorted(file_start, seg_start, side="right") - 1
+    lens = np.bincount(file_of_seg, weights=rows_seg, minlength=len(bodies)).astype(np.int64)
+    if not lens.all():
+        return None  # a file without points: parse_strokes says so
+    xyt = (vals[~is_brk] if len(brk) else vals).reshape(-1, 3)
+    out = np.zeros((len(xyt), 3), np.float32)
+    out[:, :2] = xyt[:, :2]
+    out[np.cumsum(rows_seg)[rows_seg > 0] - 1, 2] = 1.0
+    return out, lens
+
+
+def parse_stroke_files(datas: Sequence[bytes], names: Sequence[str], decode=None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Many Omniglot stroke files (their bytes) -> (float32 ``[N, 3]`` rows of all, rows per file).
+
+    File ``i`` is ``rows[sum(lens[:i]):sum(lens[:i + 1])]``, equal to
+    ``strokes_to_array(parse_strokes(text, name))``, bit for bit; a malformed file raises
+    the same error, and the first malformed file (in order) is the one named.
+    ``decode(data, name)`` makes the text parse_strokes reads (default: UTF-8, an error if
+    it is not). Runs of files the vectorised parser declines are halved until it takes
+    them; what is left (single files, and files it never takes) goes to parse_strokes.
+    """
+    decode = decode or _decode
+    bodies = [_stroke_body(d) for d in datas]
+    out: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def parse(lo: int, hi: int) -> None:  # files lo..hi-1, in order
+        if hi - lo >= _MIN_FAST_FILES:
+            fast = _fast_stroke_rows(bodies[lo:hi])
+            if fast is not None:
+                out.append(fast)
+                return
+            if hi - lo >= 2 * _MIN_FAST_FILES:
+                mid = (lo + hi) // 2
+                parse(lo, mid)
+                parse(mid, hi)
+                return
+        for i in range(lo, hi):
+            a = strokes_to_array(parse_strokes(decode(datas[i], names[i]), names[i]))
+            out.append((a, np.array([len(a)], np.int64)))
+
+    parse(0, len(datas))
+    if len(out) == 1:
+        return out[0]
+    if not out:
+        return np.zeros((0, 3), np.float32), np.zeros(0, np.int64)
+    return np.concatenate([r for r, _ in out]), np.concatenate([n for _, n in out])
+
+
 def read_strokes(path: str | Path, name: str | None = None) -> np.ndarray:
     """An Omniglot stroke file -> float32 ``[T, 3]`` ``(x, y, end_of_stroke)``."""
     path = Path(path)
     name = name or str(path)
-    return strokes_to_array(parse_strokes(_read_text(path, name), name))
+    return parse_stroke_files([_read_bytes(path, name)], [name])[0]
 
 
 def read_csv(path: str | Path, name: str | None = None) -> np.ndarray:
@@ -247,6 +460,34 @@ def load_sequence(item: InputItem | str | Path | np.ndarray) -> np.ndarray:
     return check_array(v, item.name)
 
 
+def load_sequences(items: Sequence[InputItem]) -> list[np.ndarray]:
+    """``[load_sequence(it) for it in items]``, with the Omniglot stroke files among them read together.
+
+    The same arrays and, for bad inputs, the same error (the first bad input's), but the
+    stroke files of a batch are parsed by one vectorised pass (:func:`parse_stroke_files`);
+    their arrays are consecutive slices of one array.
+    """
+    out: list[Any] = [None] * len(items)
+    txt: list[int] = []
+    datas: list[bytes] = []
+    try:
+        for i, it in enumerate(items):
+            v = it.value if isinstance(it, InputItem) else None
+            if isinstance(v, Path) and v.suffix.lower() == ".txt":
+                datas.append(_read_bytes(v, it.name))
+                txt.append(i)
+            else:
+                out[i] = load_sequence(it)
+    except Exception:  # noqa: BLE001 - one by one: fails at the same (first) bad input, the same way
+        return [load_sequence(it) for it in items]
+    if txt:
+        rows, lens = parse_stroke_files(datas, [items[i].name for i in txt])
+        ends = np.cumsum(lens)
+        for i, e, n in zip(txt, ends.tolist(), lens.tolist()):
+            out[i] = rows[e - n:e]
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # stroke preprocessing
 # ---------------------------------------------------------------------------------------------
@@ -307,18 +548,24 @@ def stroke_features_batch(arrays: Sequence[np.ndarray], resample: float = 0.05, 
     """
     lens = np.fromiter((len(a) for a in arrays), np.int64, len(arrays))
     starts = np.cumsum(lens) - lens
-    pts = np.concatenate([np.asarray(a)[:, :2] for a in arrays]).astype(np.float64)
-    eos = np.zeros(len(pts), bool)
-    for a, s0 in zip(arrays, starts):
-        if a.shape[1] > 2:
-            eos[s0:s0 + len(a)] = a[:, 2] > 0.5
+    widths = {np.shape(a)[1] for a in arrays}
+    if len(widths) == 1 and widths.pop() > 2:  # all [T, 3]: one concatenation
+        allrows = np.concatenate(arrays)
+        pts = allrows[:, :2].astype(np.float64)
+        eos = allrows[:, 2] > 0.5
+    else:
+        pts = np.concatenate([np.asarray(a)[:, :2] for a in arrays]).astype(np.float64)
+        eos = np.zeros(len(pts), bool)
+        for a, s0 in zip(arrays, starts):
+            if a.shape[1] > 2:
+                eos[s0:s0 + len(a)] = a[:, 2] > 0.5
     eos[starts + lens - 1] = True
     sid_pt = np.repeat(np.arange(len(arrays)), lens)
     lo, hi = np.minimum.reduceat(pts, starts, axis=0), np.maximum.reduceat(pts, starts, axis=0)
     scale = (hi - lo).max(1)
     scale[scale <= 1e-6] = 1.0
-    pts -= ((lo + hi) / 2)[sid_pt]
-    pts /= scale[sid_pt, None]
+    pts -= np.repeat((lo + hi) / 2, lens, axis=0)  # = ((lo + hi) / 2)[sid_pt], without a gather
+    pts /= np.repeat(scale, lens)[:, None]
     ends = np.flatnonzero(eos)
     firsts = np.empty_like(ends)
     firsts[0] = 0

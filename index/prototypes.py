@@ -223,9 +223,9 @@ class PrototypeTable:
             dist, slots = self.flat.search(queries, kk)
         scores = dist if self.metric == "cosine" else -dist
         out_labels = [labels[row].tolist() for row in slots]
-        if kk > 1:
-            for r in np.flatnonzero((scores[:, 1:] == scores[:, :-1]).any(axis=1)):  # ties: by label
-                o = sorted(range(kk), key=lambda j: (-scores[r, j], out_labels[r][j]))
+        for r, row in enumerate(scores.tolist()):
+            if any(a == b for a, b in zip(row, row[1:])):  # ties (rare): order them by label
+                o = sorted(range(kk), key=lambda j: (-row[j], out_labels[r][j]))
                 scores[r], out_labels[r] = scores[r, o], [out_labels[r][j] for j in o]
         return ClassMatches(out_labels, scores, None, n)
 

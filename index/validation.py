@@ -50,6 +50,8 @@ def validate_temperature(temperature: Any) -> float | None:
 
 def validate_k(k: Any) -> int:
     """Return ``k`` as an int >= 1 (a k above the record count just yields fewer hits)."""
+    if type(k) is int and k >= 1:  # the common case, without the (slow) ABC isinstance checks
+        return k
     if isinstance(k, bool) or not isinstance(k, numbers.Integral):
         raise ValidationError(f"k must be an integer >= 1; got {k!r}")
     if int(k) < 1:
