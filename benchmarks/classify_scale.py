@@ -11,12 +11,14 @@ Same machine, same process, same prototype vectors for every contender:
   its probability: every class score must be computed and exponentiated);
 * raw FAISS: ``IndexFlatIP.search(q, 5)`` on the same matrix, threads by the
   same rule (1 for a single query, all for a batch);
+* raw FAISS + labels: the same plus what a user of raw FAISS must do to
+  classify (normalise the query for cosine, turn row ids into labels);
 * torch cdist: ``torch.cdist`` + ``topk`` (how research few-shot libraries
   classify: distances to every prototype, then the best);
 * scikit-learn ``NearestCentroid`` fitted on the prototypes (``predict``).
 
 Single query: median latency over many calls. Batch: 1,000 queries per call,
-best of 3. All contenders are timed round-robin, so background load hits them
+best of up to 10 (0.2 s pause before each call, see ``interleaved``). All contenders are timed round-robin, so background load hits them
 alike; single queries run on one thread for everyone (the thread rule).
 Target: fewshot / raw FAISS <= 1.2 (single), <= 1.05 (batch of 1,000).
 """
@@ -38,8 +40,15 @@ from scale_common import embeddings, machine, table, write_json
 from index import FaissStore, faiss_util
 
 
-def interleaved(fns: dict, rounds: int, budget_s: float, reduce) -> dict:
-    """Seconds per call of each function, timed round-robin (order rotated every round)."""
+def interleaved(fns: dict, rounds: int, budget_s: float, reduce, settle_s: float = 0.0) -> dict:
+    """Seconds per call of each function, timed round-robin (order rotated every round).
+
+    ``settle_s``: pause before each timed call. FAISS, numpy (OpenBLAS) and torch
+    each bring their own thread pool, and a pool's threads keep spinning for a
+    while after a parallel call; timed right after another library's batch, a
+    multi-threaded call fights those spinning threads for the 2 cores (cdist
+    batches measured 50x slower that way).
+    """
     names = list(fns)
     for name in names:
         fns[name]()
@@ -48,6 +57,8 @@ def interleaved(fns: dict, rounds: int, budget_s: float, reduce) -> dict:
     for r in range(rounds):
         order = names[r % len(names):] + names[: r % len(names)]
         for name in order:
+            if settle_s:
+                time.sleep(settle_s)
             t = time.perf_counter()
             fns[name]()
             times[name].append(time.perf_counter() - t)
@@ -80,6 +91,16 @@ def run(n_classes: int, dim: int, batch: int) -> dict:
             with faiss_util.threads(len(q)):
                 return raw.search(q, 5)
 
+        label_list = list(names)
+
+        def raw_same_job(q):
+            # what a user of raw FAISS must add to classify: normalise the query, map ids to labels
+            q = np.array(q, dtype=np.float32, copy=True, ndmin=2)
+            faiss.normalize_L2(q)
+            with faiss_util.threads(len(q)):
+                d, ids = raw.search(q, 5)
+            return d, [[label_list[i] for i in row] for row in ids.tolist()]
+
         tp = torch.from_numpy(mat)
 
         def cdist(q):
@@ -93,6 +114,7 @@ def run(n_classes: int, dim: int, batch: int) -> dict:
             "fewshot": lambda q: store.top_classes(q, 5),
             "fewshot classify": lambda q: store.top_classes(q, 5, temperature=0.1),
             "raw FAISS": raw_search,
+            "raw FAISS + labels": raw_same_job,
             "torch cdist": lambda q: cdist(torch.from_numpy(q)),
             "NearestCentroid": lambda q: nc.predict(q),
         }
@@ -105,7 +127,7 @@ def run(n_classes: int, dim: int, batch: int) -> dict:
                                  rounds=200, budget_s=40, reduce=statistics.median)
         torch.set_num_threads(threads_before)
         batch_t = interleaved({k: (lambda fn=fn: fn(qb)) for k, fn in contenders.items()},
-                              rounds=3, budget_s=120, reduce=min)
+                              rounds=10, budget_s=150, reduce=min, settle_s=0.2)
         for name in contenders:
             row[f"{name} single ms"] = single[name] * 1e3
             row[f"{name} batch q/s"] = batch / batch_t[name]
@@ -116,6 +138,8 @@ def run(n_classes: int, dim: int, batch: int) -> dict:
         store.close()
     row["single overhead (fewshot/raw)"] = row["fewshot single ms"] / row["raw FAISS single ms"]
     row["batch overhead (fewshot/raw)"] = row["raw FAISS batch q/s"] / row["fewshot batch q/s"]
+    row["single overhead vs raw+labels"] = row["fewshot single ms"] / row["raw FAISS + labels single ms"]
+    row["batch overhead vs raw+labels"] = row["raw FAISS + labels batch q/s"] / row["fewshot batch q/s"]
     row["classify single (fewshot classify/raw)"] = row["fewshot classify single ms"] / row["raw FAISS single ms"]
     row["classify batch (fewshot classify/raw)"] = row["raw FAISS batch q/s"] / row["fewshot classify batch q/s"]
     row["cdist / fewshot single"] = row["torch cdist single ms"] / row["fewshot single ms"]
@@ -136,7 +160,7 @@ def main() -> None:
     sizes, batch = ([100, 1000], 100) if a.smoke else (a.classes, a.batch)
     start = machine()
     rows = [run(n, a.dim, batch) for n in sizes]
-    names = ["fewshot", "fewshot classify", "raw FAISS", "torch cdist", "NearestCentroid"]
+    names = ["fewshot", "fewshot classify", "raw FAISS", "raw FAISS + labels", "torch cdist", "NearestCentroid"]
     print(table(rows, ["classes"] + [f"{n} single ms" for n in names],
                 f"classify, single query (median latency, dim {a.dim}, top-5)"))
     print()
@@ -144,6 +168,7 @@ def main() -> None:
                 f"classify, batches of {batch} (queries per second)"))
     print()
     print(table(rows, ["classes", "single overhead (fewshot/raw)", "batch overhead (fewshot/raw)",
+                       "single overhead vs raw+labels", "batch overhead vs raw+labels",
                        "classify single (fewshot classify/raw)", "classify batch (fewshot classify/raw)",
                        "cdist / fewshot single", "cdist / fewshot batch", "NearestCentroid / fewshot single",
                        "NearestCentroid / fewshot batch", "same top-1 as raw FAISS"], "ratios"))

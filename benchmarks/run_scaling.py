@@ -43,7 +43,7 @@ def run(script: str, *args: str) -> dict:
     return data
 
 
-NAMES = ["fewshot", "fewshot softmax-all", "raw FAISS", "torch cdist", "NearestCentroid"]
+NAMES = ["fewshot", "fewshot classify", "raw FAISS", "raw FAISS + labels", "torch cdist", "NearestCentroid"]
 SPECS = {
     "threads": [("FAISS flat search: time per batch, 1 thread vs all",
                  ["batch", "1 thread(s) ms", "2 thread(s) ms", "slowdown with all threads", "rule picks",
@@ -51,6 +51,9 @@ SPECS = {
     "classify_scale": [("classify, single query (median ms, top-5)", ["classes"] + [f"{n} single ms" for n in NAMES]),
                        ("classify, batches of 1,000 (queries/s)", ["classes"] + [f"{n} batch q/s" for n in NAMES]),
                        ("classify ratios", ["classes", "single overhead (fewshot/raw)", "batch overhead (fewshot/raw)",
+                                            "single overhead vs raw+labels", "batch overhead vs raw+labels",
+                                            "classify single (fewshot classify/raw)",
+                                            "classify batch (fewshot classify/raw)",
                                             "cdist / fewshot single", "cdist / fewshot batch",
                                             "NearestCentroid / fewshot single", "NearestCentroid / fewshot batch",
                                             "same top-1 as raw FAISS"])],
@@ -60,6 +63,9 @@ SPECS = {
     "knn_lookup_512": [("k-NN lookup (k=10), dim 512",
                         ["dim", "n", "type", "build s", "bytes/vector", "x raw", "open s", "single ms",
                          "speedup vs flat", "q/s", "recall@10"])],
+    "knn_lookup_512_1m": [("k-NN lookup (k=10), dim 512, 1M vectors",
+                           ["dim", "n", "type", "build s", "bytes/vector", "x raw", "open s", "single ms",
+                            "speedup vs flat", "q/s", "recall@10"])],
     "add_latency": [("add latency (no rebuild)", ["add", "index size", "index", "sqlite sync", "median ms", "p90 ms",
                                                   "max ms", "rebuilt", "checkpoint rewritten"])],
     "milvus_backend": [("VectorStore backends side by side (FLAT, k=10)",
@@ -176,7 +182,7 @@ def write_summary(res: dict, load_before, load_after) -> None:
     lines += [f"| {t} | {m} | {'PASS' if ok else 'MISS'} |" for t, m, ok in targets(res)]
     lines += ["", "## Tables", ""]
     for name, data in res.items():
-        lines += [f"From `benchmarks/{name.removesuffix('_512')}.py` (started {data['machine_start']['time_utc']}, load "
+        lines += [f"From `benchmarks/{name.removesuffix('_1m').removesuffix('_512')}.py` (started {data['machine_start']['time_utc']}, load "
                   f"{data['machine_start']['load_avg_1_5_15']} -> {data['machine_end']['load_avg_1_5_15']}):", "",
                   render(name, data), ""]
     (RESULTS / "SCALING.md").write_text("\n".join(lines) + "\n")

@@ -30,6 +30,18 @@ def protocols(episodes: int) -> list[dict]:
             {"ways": 20, "shots": 5, "queries": 5, "episodes": episodes, "within_group": True}]
 
 
+def fusion_weight(spec: str | None, enc, image, val) -> tuple[float, dict | None]:
+    """(weight, how it was chosen) for --fusion-weight: a number, 'auto', or the shipped default."""
+    from fewshot.encoders.sequence_builtin import FUSION_SEQUENCE_WEIGHT
+    from fewshot.sequence_training import choose_fusion_weight
+
+    if spec == "auto":
+        choice = choose_fusion_weight(enc, image, val)
+        print(f"fusion weight chosen on validation episodes: {choice['best']} {choice['accuracy']}", flush=True)
+        return choice["best"], choice
+    return (float(spec) if spec is not None else FUSION_SEQUENCE_WEIGHT), None
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="../shared/data/omniglot/strokes_background_small1.zip")
@@ -63,6 +75,9 @@ def main() -> None:
     p.add_argument("--eval-only", metavar="ENCODER", default=None,
                    help="skip training: evaluate this stroke encoder (name or file) on the held-out alphabet")
     p.add_argument("--image-encoder", default="omniglot-conv4", help="the CNN for the fusion comparison")
+    p.add_argument("--fusion-weight", default=None,
+                   help="weight of the stroke cosine in the fusion (default: the shipped one); 'auto' chooses it "
+                        "on validation episodes of the held-out alphabet (seed 12345) before the evaluation")
     a = p.parse_args()
 
     import torch
@@ -82,9 +97,12 @@ def main() -> None:
           f"held out {len(val.classes) if val else 0} classes ({a.held_out})", flush=True)
     if a.eval_only:
         enc = encoders.load(a.eval_only)
-        rows = evaluate_fusion(enc, encoders.load(a.image_encoder), val, protocols(a.eval_episodes), seed=a.seed)
+        image = encoders.load(a.image_encoder)
+        weight, choice = fusion_weight(a.fusion_weight, enc, image, val)
+        rows = evaluate_fusion(enc, image, val, protocols(a.eval_episodes), seed=a.seed, sequence_weight=weight)
         print(json.dumps({"encoder": enc.name, "fingerprint": enc.fingerprint, "image_encoder": a.image_encoder,
-                          "held_out": a.held_out, "seconds": round(time.time() - t0, 1), "results": rows}))
+                          "held_out": a.held_out, "fusion_sequence_weight": weight, "fusion_weight_choice": choice,
+                          "seconds": round(time.time() - t0, 1), "results": rows}))
         return
     pre = SequencePreprocess(kind="strokes", resample=a.resample)
     arch = {"in_features": pre.in_features, "hidden": a.hidden, "layers": a.layers, "cell": a.cell,
@@ -111,8 +129,10 @@ def main() -> None:
     summary.update(encoder=f"{a.out}/encoder.pt", fingerprint=enc.fingerprint,
                    total_seconds=round(time.time() - t0, 1))
     if val is not None and a.eval_episodes:
-        summary["held_out_eval"] = evaluate_fusion(enc, encoders.load(a.image_encoder), val,
-                                                   protocols(a.eval_episodes), seed=a.seed)
+        image = encoders.load(a.image_encoder)
+        weight, summary["fusion_weight_choice"] = fusion_weight(a.fusion_weight, enc, image, val)
+        summary["held_out_eval"] = evaluate_fusion(enc, image, val, protocols(a.eval_episodes), seed=a.seed,
+                                                   sequence_weight=weight)
     print(json.dumps(summary), flush=True)
 
 

@@ -50,6 +50,7 @@ from .manifest import (
 from .prototypes import PrototypeTable
 from .sqlite_meta import MetaDB
 from .validation import (
+    prepare_queries,
     prepare_vectors,
     validate_dim,
     validate_extra,
@@ -543,7 +544,7 @@ class FaissStore(VectorStore):
         self._check_open()
         with self._mutex:
             st = self._current()
-            q = prepare_vectors(queries, st.dim, st.metric, what="queries")
+            q = prepare_queries(queries, st.dim, st.metric)
             if len(q) == 0:
                 return []
             m = st.protos.top(q, k)
@@ -564,7 +565,7 @@ class FaissStore(VectorStore):
         self._check_open()
         with self._mutex:
             st = self._current()
-            q = prepare_vectors(queries, st.dim, st.metric, what="queries")
+            q = prepare_queries(queries, st.dim, st.metric)
             return st.protos.top(q, k, temperature)
 
     def prototype_scores(self, queries: np.ndarray) -> tuple[list[str], np.ndarray]:

@@ -96,6 +96,33 @@ def threads(n_queries: int) -> Iterator[None]:
         faiss.omp_set_num_threads(previous)
 
 
+#: Multiply-adds below which a numpy (OpenBLAS) matrix product runs on one thread.
+BLAS_PARALLEL_WORK = 1 << 30
+_blas_controller = None
+
+
+@contextlib.contextmanager
+def blas_threads(work: int) -> Iterator[None]:
+    """Run the enclosed numpy matrix product on one BLAS thread unless ``work`` is large.
+
+    The same lesson as the FAISS rule, for numpy's OpenBLAS pool: after a pause
+    its threads are asleep, and waking them cost ~6 ms here, 16x the 0.37 ms that
+    a 1,000 x 100 x 64 product takes on one thread; a second thread only pays
+    when the product itself takes far longer than that (measured:
+    ``benchmarks/classify_scale.py``). The limit costs ~25 us and is restored after.
+    """
+    global _blas_controller
+    if work >= BLAS_PARALLEL_WORK:
+        yield
+        return
+    if _blas_controller is None:
+        from threadpoolctl import ThreadpoolController
+
+        _blas_controller = ThreadpoolController()
+    with _blas_controller.limit(limits=1, user_api="blas"):
+        yield
+
+
 def search(
     index: faiss.Index,
     queries: np.ndarray,

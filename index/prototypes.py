@@ -23,8 +23,12 @@ from . import faiss_util
 from .base import ClassMatches
 from .sqlite_meta import ClassRow
 
-#: Score-matrix elements computed at once when ranking a batch (16 MB of float32).
-SCORE_BLOCK = 1 << 22
+#: Score-matrix elements computed at once when ranking a batch (64 MB of float32): large
+#: enough that the matrix product runs at full BLAS speed (blocks of a few dozen queries
+#: were 2.3x slower at 100k classes), small enough to bound memory.
+SCORE_BLOCK = 1 << 24
+#: Row length above which top-k first narrows each row to its best chunks (see top_k).
+CHUNK = 1024
 
 
 def prototype_vector(count: int, vsum: np.ndarray, metric: str) -> np.ndarray:
@@ -191,7 +195,8 @@ class PrototypeTable:
             for i in range(nq):
                 faiss.fvec_inner_products_ny(faiss.swig_ptr(out[i]), faiss.swig_ptr(q[i]), faiss.swig_ptr(rows), d, n)
         else:
-            out = queries @ rows.T
+            with faiss_util.blas_threads(nq * n * d):
+                out = queries @ rows.T
         if self.metric == "l2":
             out *= 2.0
             out -= np.einsum("ij,ij->i", queries, queries)[:, None]
@@ -215,8 +220,9 @@ class PrototypeTable:
                             None if temperature is None else np.concatenate([p.probabilities for p in parts]), n)
 
     def _top_faiss(self, queries: np.ndarray, k: int, labels: np.ndarray) -> ClassMatches:
-        """Top-k of a few queries without probabilities: FAISS' flat search keeps a k-heap in C
-        while it scans, cheaper than scoring every class and partitioning in numpy."""
+        """Top-k of a few queries without probabilities by FAISS' flat search (a k-heap in C
+        while it scans). For batches one BLAS product per block of queries and the numpy
+        top-k below were faster at every size measured (100 to 100k classes: 1.5x to 3x)."""
         n = self.flat.ntotal
         kk = min(k, n)
         with faiss_util.threads(len(queries)):
@@ -276,10 +282,7 @@ def rank_classes(scores: np.ndarray, labels: np.ndarray, k: int, temperature: fl
     k = min(k, n)
     if n_queries == 1:
         return _rank_one(scores[0], labels, k, temperature)
-    part = np.argpartition(scores, n - k, axis=1)[:, n - k:] if k < n else np.tile(np.arange(n), (n_queries, 1))
-    top_s = np.take_along_axis(scores, part, axis=1)
-    order = np.argsort(-top_s, axis=1, kind="stable")
-    idx, top_s = np.take_along_axis(part, order, axis=1), np.take_along_axis(top_s, order, axis=1)
+    idx, top_s = top_k(scores, k)
     top_labels = labels[idx]
     if k > 1:
         tied = np.flatnonzero((top_s[:, 1:] == top_s[:, :-1]).any(axis=1))
@@ -317,3 +320,63 @@ def _rank_one(row: np.ndarray, labels: np.ndarray, k: int, temperature: float | 
         probs = (np.exp((top_s - best).astype(np.float64) / temperature) / row.sum(dtype=np.float64))
         probs = probs.astype(np.float32)[None, :]
     return ClassMatches([top_labels], top_s.astype(np.float32, copy=False)[None, :], probs, n)
+
+
+# ---------------------------------------------------------------------- top-k of score rows
+
+def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(columns, scores), both ``[n_rows, k]``, of the k largest scores of each row, best first.
+
+    ``np.argpartition(axis=1)`` costs ~2 us per row plus ~3.5 ns per element
+    here, then a sort; for the small k of classification two cheaper exact
+    routes that come out already sorted:
+
+    * k passes of ``argmax`` (vectorised, a fraction of a ns per element);
+    * for long rows, first the maximum of each chunk of ``CHUNK`` columns: the
+      chunks holding the k best scores are among the k chunks with the highest
+      maxima (each such chunk's maximum is one of the k best scores, so at most
+      k chunks can reach the k-th best), so only those k chunks are searched.
+
+    At 1,000 x 100k scores: 347 ms (argpartition), 198 ms (k argmax), 90 ms (chunks).
+    Equal scores come out in column order (which of several equal scores at the
+    k-th place makes it in is unspecified). ``scores`` is left unchanged.
+    """
+    n_rows, n = scores.shape
+    if k >= n:
+        cols = np.argsort(-scores, axis=1, kind="stable")
+        return cols, np.take_along_axis(scores, cols, axis=1)
+    if k > 16 or 4 * k >= n:
+        part = np.argpartition(scores, n - k, axis=1)[:, n - k:]
+        part.sort(axis=1)  # column order first, so that the stable sort below keeps ties in column order
+        vals = np.take_along_axis(scores, part, axis=1)
+        order = np.argsort(-vals, axis=1, kind="stable")
+        return np.take_along_axis(part, order, axis=1), np.take_along_axis(vals, order, axis=1)
+    if n >= 16 * CHUNK and 4 * k * CHUNK <= n:
+        return _top_k_chunked(scores, k)
+    return _top_k_argmax(scores, k)
+
+
+def _top_k_argmax(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    rows = np.arange(len(scores))
+    idx = np.empty((len(scores), k), dtype=np.int64)
+    vals = np.empty((len(scores), k), dtype=scores.dtype)
+    for j in range(k):  # take the best, hide it, repeat; then put the hidden scores back
+        best = scores.argmax(axis=1)
+        idx[:, j], vals[:, j] = best, scores[rows, best]
+        scores[rows, best] = -np.inf
+    scores[rows[:, None], idx] = vals
+    return idx, vals
+
+
+def _top_k_chunked(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    n_rows, n = scores.shape
+    n_chunks = n // CHUNK
+    chunk_max = scores[:, : n_chunks * CHUNK].reshape(n_rows, n_chunks, CHUNK).max(axis=2)
+    best_chunks, _ = _top_k_argmax(chunk_max, k)
+    best_chunks.sort(axis=1)  # candidates in column order: ties then come out in column order
+    cols = (best_chunks[:, :, None] * CHUNK + np.arange(CHUNK)).reshape(n_rows, k * CHUNK)
+    if n_chunks * CHUNK < n:  # the ragged tail is always a candidate
+        tail = np.arange(n_chunks * CHUNK, n)
+        cols = np.concatenate([cols, np.broadcast_to(tail, (n_rows, len(tail)))], axis=1)
+    pick, vals = _top_k_argmax(np.take_along_axis(scores, cols, axis=1), k)
+    return np.take_along_axis(cols, pick, axis=1), vals

@@ -127,6 +127,28 @@ def prepare_vectors(vectors: Any, dim: int, metric: str, *, what: str = "vectors
     return np.ascontiguousarray(out)
 
 
+def prepare_queries(queries: Any, dim: int, metric: str) -> np.ndarray:
+    """:func:`prepare_vectors` for queries, with a float32 shortcut for cosine.
+
+    A query is never stored, so float32 queries may be normalised in float32
+    (score error ~1e-7) with a few numpy calls instead of a float64 round trip:
+    on this CPU that round trip cost as much as searching 10k prototypes for one
+    query, and half the time of a 1,000-query batch against 100 classes.
+    Anything unusual (NaN/inf, zero, tiny or huge rows, other dtypes or shapes)
+    takes the careful path and its exact errors.
+    """
+    if metric == "cosine" and isinstance(queries, np.ndarray) and queries.dtype == np.float32:
+        if queries.ndim == 1 and queries.shape[0] == dim:
+            sq = float(np.dot(queries, queries))
+            if 1e-30 < sq < 1e30:
+                return (queries / np.float32(math.sqrt(sq))).reshape(1, dim)
+        elif queries.ndim == 2 and queries.shape[1] == dim and len(queries):
+            sq = np.einsum("ij,ij->i", queries, queries)
+            if sq.min() > 1e-30 and sq.max() < 1e30:  # NaN fails both comparisons
+                return queries / np.sqrt(sq)[:, None]
+    return prepare_vectors(queries, dim, metric, what="queries")
+
+
 def _prepare_one(vector: np.ndarray, dim: int, metric: str) -> np.ndarray | None:
     """:func:`_prepare_fast` for a single row (a single query): the same float64
     arithmetic with a scalar norm and a third of the numpy calls (a single

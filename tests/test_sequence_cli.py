@@ -114,11 +114,22 @@ def test_evaluate_shipped_stroke_encoder_on_greek(cli, strokes_zip):
     from fewshot.data.strokes import load_omniglot_strokes
     from fewshot.sequence_training import evaluate_sequences
 
+    from fewshot.encoders.sequence_builtin import DEFAULT_SEQUENCE_ENCODER
+
+    # no --encoder: stroke data gets the stroke default (GRU + CNN on the rendering)
     r = run(cli, ["evaluate", "--data", str(strokes_zip), "--alphabets", "Greek", "--within-alphabet",
-                  "--ways", "20", "--shots", "1", "--queries", "5", "--episodes", "1000", "--seed", "0", "--json"])
+                  "--ways", "20", "--episodes", "30", "--json"])
     assert r.exit_code == 0, r.stderr
     res = json.loads(r.stdout)
-    assert res["encoder"] == "omniglot-strokes-gru"  # the default for stroke data
+    assert res["encoder"] == DEFAULT_SEQUENCE_ENCODER == "omniglot-strokes-fusion"
+    assert res["accuracy"] > 0.8, "chance is 0.05"
+    # the GRU alone
+    r = run(cli, ["evaluate", "--data", str(strokes_zip), "--encoder", "omniglot-strokes-gru", "--alphabets",
+                  "Greek", "--within-alphabet", "--ways", "20", "--shots", "1", "--queries", "5", "--episodes",
+                  "1000", "--seed", "0", "--json"])
+    assert r.exit_code == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["encoder"] == "omniglot-strokes-gru"
     assert 0.0 <= res["accuracy"] <= 1.0 and res["accuracy"] > 0.5, "chance is 0.05"
     assert res["protocol"]["n_classes"] == 24 and res["protocol"]["input_kind"] == "sequence"
     # the same episodes and number as the training demo's shared evaluation code

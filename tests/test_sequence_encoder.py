@@ -298,12 +298,27 @@ def test_evaluate_sequences_and_fusion_on_the_same_episodes():
                            [{"ways": 5, "shots": 1, "queries": 3, "episodes": 20}])
     assert rows[0]["sequence"]["accuracy"] == pytest.approx(r["accuracy"])
     assert set(rows[0]) >= {"sequence", "image", "fusion", "fusion_beats_both"}
+    # weight 1 = the sequence alone, 0 = the image alone, on the same episodes
+    for w, part in ((1.0, "sequence"), (0.0, "image")):
+        only = evaluate_fusion(enc, encoders.load("omniglot-conv4"), ds,
+                               [{"ways": 5, "shots": 1, "queries": 3, "episodes": 20}], sequence_weight=w)
+        assert only[0]["fusion"]["accuracy"] == pytest.approx(rows[0][part]["accuracy"])
 
 
-def test_fusion_encoder_mean_of_cosines():
+def test_choose_fusion_weight_picks_the_best_on_its_episodes():
+    from fewshot.sequence_training import choose_fusion_weight
+
+    ds = shapes_dataset(n_per=6)
+    c = choose_fusion_weight(encoders.load(STROKES), encoders.load("omniglot-conv4"), ds, grid=(0.0, 0.5, 1.0),
+                             ways=5, episodes=20, seed=3, within_group=False)
+    assert set(c["accuracy"]) == {0.0, 0.5, 1.0} and c["accuracy"][c["best"]] == max(c["accuracy"].values())
+
+
+def test_fusion_encoder_weighted_mean_of_cosines():
     from fewshot.prototypes import l2_normalize
 
     fused = encoders.load("omniglot-strokes-fusion")
+    w = fused.sequence_weight
     assert isinstance(fused, FusionEncoder) and fused.dim == fused.sequence.dim + fused.image.dim
     rng = np.random.default_rng(0)
     a, b = shape_strokes(1, rng), shape_strokes(3, rng)
@@ -312,7 +327,15 @@ def test_fusion_encoder_mean_of_cosines():
     from fewshot.sequences import render_strokes
 
     i = l2_normalize(fused.image.embed([render_strokes(a), render_strokes(b)]))
-    assert float(f[0] @ f[1]) == pytest.approx((float(s[0] @ s[1]) + float(i[0] @ i[1])) / 2, abs=1e-5)
+    assert float(f[0] @ f[1]) == pytest.approx(w * float(s[0] @ s[1]) + (1 - w) * float(i[0] @ i[1]), abs=1e-5)
+    # the weight is part of the fingerprint; 0 and 1 reduce to one part alone
+    only_img = FusionEncoder("img", fused.sequence, fused.image, sequence_weight=0.0)
+    only_seq = FusionEncoder("seq", fused.sequence, fused.image, sequence_weight=1.0)
+    assert len({only_img.fingerprint, only_seq.fingerprint, fused.fingerprint}) == 3
+    assert float(np.dot(*only_img.embed([a, b]))) == pytest.approx(float(i[0] @ i[1]), abs=1e-5)
+    assert float(np.dot(*only_seq.embed([a, b]))) == pytest.approx(float(s[0] @ s[1]), abs=1e-5)
+    with pytest.raises(EncoderError):
+        FusionEncoder("bad", fused.sequence, fused.image, sequence_weight=1.5)
 
 
 def test_cli_fusion_index_keeps_both_embeddings(tmp_path, stroke_files):

@@ -81,3 +81,23 @@ def test_sees_a_class_added_by_another_connection(tmp_path: Path) -> None:
             assert reader.top_classes(np.eye(4)[2], 1, temperature=0.1).labels == [["new"]]
         finally:
             reader.close()
+
+
+@pytest.mark.parametrize("n", [3, 50, 5000, 40_000, 40_000 + 517])
+@pytest.mark.parametrize("k", [1, 5, 12, 20])
+def test_top_k_equals_a_full_sort(n: int, k: int) -> None:
+    """Every top-k route (argsort, argpartition, k argmax, chunk maxima): the k best, best first."""
+    rng = np.random.default_rng(n + k)
+    scores = rng.normal(size=(7, n)).astype(np.float32)
+    scores[3, -1] = 50.0  # a winner in the ragged tail
+    scores[4, :] = 1.0  # all tied: column order
+    before = scores.copy()
+    k = min(k, n)
+    cols, vals = proto_mod.top_k(scores, k)
+    assert np.array_equal(scores, before), "scores must be left unchanged"
+    assert np.array_equal(vals, np.take_along_axis(scores, cols, axis=1))
+    assert np.array_equal(vals, -np.sort(-scores, axis=1)[:, :k]), "the k best, in descending order"
+    assert cols[4].tolist() == sorted(cols[4].tolist()), "equal scores in column order"
+    if k <= 16 and 4 * k < n:  # the argmax routes take the first of equal scores (argpartition: any)
+        assert cols[4].tolist() == list(range(k))
+    assert all(len(set(row)) == k for row in cols.tolist()), "k distinct columns"
