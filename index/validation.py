@@ -138,14 +138,15 @@ def prepare_queries(queries: Any, dim: int, metric: str) -> np.ndarray:
     takes the careful path and its exact errors.
     """
     if metric == "cosine" and isinstance(queries, np.ndarray) and queries.dtype == np.float32:
-        if queries.ndim == 1 and queries.shape[0] == dim:
-            sq = float(np.dot(queries, queries))
-            if 1e-30 < sq < 1e30:
-                return (queries / np.float32(math.sqrt(sq))).reshape(1, dim)
-        elif queries.ndim == 2 and queries.shape[1] == dim and len(queries):
-            sq = np.einsum("ij,ij->i", queries, queries)
-            if sq.min() > 1e-30 and sq.max() < 1e30:  # NaN fails both comparisons
-                return queries / np.sqrt(sq)[:, None]
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow/NaN: the careful path reports them
+            if queries.ndim == 1 and queries.shape[0] == dim:
+                sq = float(np.dot(queries, queries))
+                if 1e-30 < sq < 1e30:
+                    return (queries / np.float32(math.sqrt(sq))).reshape(1, dim)
+            elif queries.ndim == 2 and queries.shape[1] == dim and len(queries):
+                sq = np.einsum("ij,ij->i", queries, queries)
+                if sq.min() > 1e-30 and sq.max() < 1e30:  # NaN fails both comparisons
+                    return queries / np.sqrt(sq)[:, None]
     return prepare_vectors(queries, dim, metric, what="queries")
 
 
@@ -157,11 +158,12 @@ def _prepare_one(vector: np.ndarray, dim: int, metric: str) -> np.ndarray | None
         return None
     wide = vector.reshape(dim).astype(np.float64)
     if metric == "cosine":
-        sq = float(wide @ wide)
+        with np.errstate(over="ignore", invalid="ignore"):  # huge rows: the careful path reports them
+            sq = float(wide @ wide)
         if not 1e-300 < sq < math.inf:
             return None  # NaN/inf, zero, huge or subnormal: careful path
         return (wide / math.sqrt(sq)).astype(np.float32).reshape(1, dim)
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):
         out = vector.reshape(1, dim).astype(np.float32)
         if not (math.isfinite(float(wide @ wide)) and np.isfinite(out).all()):
             return None
