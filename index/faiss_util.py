@@ -97,7 +97,7 @@ def threads(n_queries: int) -> Iterator[None]:
 
 
 #: Multiply-adds below which a numpy (OpenBLAS) matrix product runs on one thread.
-BLAS_PARALLEL_WORK = 1 << 30
+BLAS_PARALLEL_WORK = 1 << 27
 _blas_controller = None
 
 

@@ -357,15 +357,20 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _top_k_argmax(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    rows = np.arange(len(scores))
-    idx = np.empty((len(scores), k), dtype=np.int64)
-    vals = np.empty((len(scores), k), dtype=scores.dtype)
+    n_rows, n = scores.shape
+    if not scores.flags.c_contiguous:
+        scores = np.ascontiguousarray(scores)
+    flat = scores.reshape(-1)  # a view: 1-D fancy indexing is several times cheaper than [rows, cols]
+    base = np.arange(n_rows) * n
+    idx = np.empty((k, n_rows), dtype=np.int64)
+    vals = np.empty((k, n_rows), dtype=scores.dtype)
     for j in range(k):  # take the best, hide it, repeat; then put the hidden scores back
         best = scores.argmax(axis=1)
-        idx[:, j], vals[:, j] = best, scores[rows, best]
-        scores[rows, best] = -np.inf
-    scores[rows[:, None], idx] = vals
-    return idx, vals
+        pos = base + best
+        idx[j], vals[j] = best, flat[pos]
+        flat[pos] = -np.inf
+    flat[(base + idx).ravel()] = vals.ravel()
+    return idx.T, vals.T
 
 
 def _top_k_chunked(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
