@@ -30,13 +30,13 @@ def protocols(episodes: int) -> list[dict]:
             {"ways": 20, "shots": 5, "queries": 5, "episodes": episodes, "within_group": True}]
 
 
-def fusion_weight(spec: str | None, enc, image, val) -> tuple[float, dict | None]:
+def fusion_weight(spec: str | None, enc, image, val, embedded) -> tuple[float, dict | None]:
     """(weight, how it was chosen) for --fusion-weight: a number, 'auto', or the shipped default."""
     from fewshot.encoders.sequence_builtin import FUSION_SEQUENCE_WEIGHT
     from fewshot.sequence_training import choose_fusion_weight
 
     if spec == "auto":
-        choice = choose_fusion_weight(enc, image, val)
+        choice = choose_fusion_weight(enc, image, val, embedded=embedded)
         print(f"fusion weight chosen on validation episodes: {choice['best']} {choice['accuracy']}", flush=True)
         return choice["best"], choice
     return (float(spec) if spec is not None else FUSION_SEQUENCE_WEIGHT), None
@@ -86,7 +86,7 @@ def main() -> None:
     from fewshot.data.strokes import load_omniglot_strokes
     from fewshot.encoders.sequence import SequenceRNN
     from fewshot.sequence_training import (SequenceTrainConfig, evaluate_fusion, export_sequence_encoder,
-                                           train_sequence_episodic)
+                                           fusion_parts, train_sequence_episodic)
     from fewshot.sequences import SequencePreprocess
 
     torch.set_num_threads(a.threads)
@@ -98,8 +98,10 @@ def main() -> None:
     if a.eval_only:
         enc = encoders.load(a.eval_only)
         image = encoders.load(a.image_encoder)
-        weight, choice = fusion_weight(a.fusion_weight, enc, image, val)
-        rows = evaluate_fusion(enc, image, val, protocols(a.eval_episodes), seed=a.seed, sequence_weight=weight)
+        embedded = fusion_parts(enc, image, val)  # once, for the weight choice and the evaluation
+        weight, choice = fusion_weight(a.fusion_weight, enc, image, val, embedded)
+        rows = evaluate_fusion(enc, image, val, protocols(a.eval_episodes), seed=a.seed, sequence_weight=weight,
+                               embedded=embedded)
         print(json.dumps({"encoder": enc.name, "fingerprint": enc.fingerprint, "image_encoder": a.image_encoder,
                           "held_out": a.held_out, "fusion_sequence_weight": weight, "fusion_weight_choice": choice,
                           "seconds": round(time.time() - t0, 1), "results": rows}))
@@ -130,9 +132,10 @@ def main() -> None:
                    total_seconds=round(time.time() - t0, 1))
     if val is not None and a.eval_episodes:
         image = encoders.load(a.image_encoder)
-        weight, summary["fusion_weight_choice"] = fusion_weight(a.fusion_weight, enc, image, val)
+        embedded = fusion_parts(enc, image, val)
+        weight, summary["fusion_weight_choice"] = fusion_weight(a.fusion_weight, enc, image, val, embedded)
         summary["held_out_eval"] = evaluate_fusion(enc, image, val, protocols(a.eval_episodes), seed=a.seed,
-                                                   sequence_weight=weight)
+                                                   sequence_weight=weight, embedded=embedded)
     print(json.dumps(summary), flush=True)
 
 

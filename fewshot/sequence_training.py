@@ -159,21 +159,30 @@ def fuse_embeddings(*parts: np.ndarray, weights: Sequence[float] | None = None) 
     return np.concatenate([l2_normalize(p) * math.sqrt(wi) for p, wi in zip(parts, w)], 1).astype(np.float32)
 
 
-def evaluate_fusion(sequence_encoder, image_encoder, dataset: SequenceDataset,
-                    protocols: list[dict], seed: int = 0, images: list | None = None,
-                    sequence_weight: float = 0.5) -> list[dict]:
-    """Sequence alone, image alone and both fused, on the same episodes, for each protocol.
-
-    ``images`` are the image views of the examples (default: each stroke
-    trajectory rendered as Omniglot draws it). A protocol is a dict of
-    ``ways, shots, queries, episodes, within_group``.
-    """
+def fusion_parts(sequence_encoder, image_encoder, dataset: SequenceDataset,
+                 images: list | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(sequence embeddings, image embeddings) of every example; images default to each
+    stroke trajectory rendered as Omniglot draws it."""
     from fewshot.sequences import render_strokes
 
     seq = sequence_encoder.embed(list(dataset.sequences), batch_size=256)
     if images is None:
         images = [render_strokes(s) for s in dataset.sequences]
-    img = image_encoder.embed(images, batch_size=256)
+    return seq, image_encoder.embed(images, batch_size=256)
+
+
+def evaluate_fusion(sequence_encoder, image_encoder, dataset: SequenceDataset,
+                    protocols: list[dict], seed: int = 0, images: list | None = None,
+                    sequence_weight: float = 0.5,
+                    embedded: tuple[np.ndarray, np.ndarray] | None = None) -> list[dict]:
+    """Sequence alone, image alone and both fused, on the same episodes, for each protocol.
+
+    ``images`` are the image views of the examples (default: each stroke
+    trajectory rendered as Omniglot draws it). A protocol is a dict of
+    ``ways, shots, queries, episodes, within_group``. ``embedded``: the output of
+    :func:`fusion_parts` when it is already computed (it is the slow part).
+    """
+    seq, img = embedded or fusion_parts(sequence_encoder, image_encoder, dataset, images)
     views = {"sequence": seq, "image": img,
              "fusion": fuse_embeddings(seq, img, weights=(sequence_weight, 1 - sequence_weight))}
     rows = []
@@ -193,17 +202,15 @@ def evaluate_fusion(sequence_encoder, image_encoder, dataset: SequenceDataset,
 def choose_fusion_weight(sequence_encoder, image_encoder, dataset: SequenceDataset,
                          grid: Sequence[float] = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5),
                          ways: int = 20, episodes: int = 1000, seed: int = 12345,
-                         within_group: bool = True) -> dict:
+                         within_group: bool = True,
+                         embedded: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
     """The sequence weight of the fusion with the best 20-way 1-shot within-group accuracy.
 
     Run on *validation* episodes (another seed than the reported ones), so the
     reported accuracy is not the maximum of several tries on the same episodes.
     Returns ``{"best": w, "accuracy": {w: acc, ...}}``.
     """
-    from fewshot.sequences import render_strokes
-
-    seq = sequence_encoder.embed(list(dataset.sequences), batch_size=256)
-    img = image_encoder.embed([render_strokes(s) for s in dataset.sequences], batch_size=256)
+    seq, img = embedded or fusion_parts(sequence_encoder, image_encoder, dataset)
     acc = {float(w): evaluate_embeddings(fuse_embeddings(seq, img, weights=(w, 1 - w)), dataset, ways, 1, 5,
                                          episodes, seed, within_group)["accuracy"] for w in grid}
     return {"best": max(acc, key=acc.get), "accuracy": acc, "ways": ways, "episodes": episodes, "seed": seed}

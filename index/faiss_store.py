@@ -540,15 +540,7 @@ class FaissStore(VectorStore):
         ``{"count": n}`` (examples in that class). :meth:`top_classes` is the
         same ranking as arrays, without an object per hit.
         """
-        k = validate_k(k)
-        self._check_open()
-        with self._mutex:
-            st = self._current()
-            q = prepare_queries(queries, st.dim, st.metric)
-            if len(q) == 0:
-                return []
-            m = st.protos.top(q, k)
-            counts = st.protos.by_label
+        m, counts = self._top(queries, validate_k(k), None)
         return [[Hit(-1, label, score, {"count": counts[label][1]}) for label, score in zip(labels, row.tolist())]
                 for labels, row in zip(m.labels, m.scores)]
 
@@ -560,13 +552,14 @@ class FaissStore(VectorStore):
         queries, no Python object per hit. With ``temperature`` the
         probabilities are a softmax over all classes.
         """
-        k = validate_k(k)
-        temperature = validate_temperature(temperature)
+        return self._top(queries, validate_k(k), validate_temperature(temperature))[0]
+
+    def _top(self, queries: np.ndarray, k: int, temperature: float | None) -> tuple[ClassMatches, dict]:
+        """(the ranking, label -> (class id, count)) from one snapshot."""
         self._check_open()
         with self._mutex:
             st = self._current()
-            q = prepare_queries(queries, st.dim, st.metric)
-            return st.protos.top(q, k, temperature)
+            return st.protos.top(prepare_queries(queries, st.dim, st.metric), k, temperature), st.protos.by_label
 
     def prototype_scores(self, queries: np.ndarray) -> tuple[list[str], np.ndarray]:
         """(labels, float32 scores [n_queries, n_labels]) against every class prototype.

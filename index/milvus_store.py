@@ -607,17 +607,10 @@ class MilvusStore(VectorStore):
         q = prepare_vectors(queries, self.dim, self.metric, what="queries")
         if len(q) == 0:
             return []
-        if k > MAX_TOPK:
-            labels, protos = self.prototypes()
-            counts = self.labels()
-            from .vector_index import exact_scores
-
-            scores = exact_scores(q, protos, self.metric)
-            out = []
-            for row in scores:
-                order = np.argsort(-row, kind="stable")[:k]
-                out.append([Hit(-1, labels[j], float(row[j]), {"count": counts[labels[j]]}) for j in order])
-            return out
+        if k > MAX_TOPK:  # beyond Milvus' top-k limit: rank every prototype here (exact)
+            m, counts = VectorStore.top_classes(self, q, k), self.labels()
+            return [[Hit(-1, label, score, {"count": counts[label]}) for label, score in zip(labels, row.tolist())]
+                    for labels, row in zip(m.labels, m.scores)]
         with self._calls("search classes"):
             res = self._client.search(
                 self.collection + "_classes", data=q.tolist(), limit=k, output_fields=["label", "count"],

@@ -228,22 +228,13 @@ class PrototypeTable:
         with faiss_util.threads(len(queries)):
             dist, slots = self.flat.search(queries, kk)
         scores = dist if self.metric == "cosine" else -dist
-        out_labels = [labels[row].tolist() for row in slots]
-        for r, row in enumerate(scores.tolist()):
-            if any(a == b for a, b in zip(row, row[1:])):  # ties (rare): order them by label
-                o = sorted(range(kk), key=lambda j: (-row[j], out_labels[r][j]))
-                scores[r], out_labels[r] = scores[r, o], [out_labels[r][j] for j in o]
+        out_labels = labels[slots].tolist()
+        _order_ties(scores, out_labels)
         return ClassMatches(out_labels, scores, None, n)
 
     def scores(self, queries: np.ndarray) -> tuple[list[str], np.ndarray]:
         """(labels in slot order, scores [n_queries, n_labels]) against every prototype."""
-        rows = self._rows()
-        if self.metric == "cosine":
-            s = queries @ rows.T
-        else:
-            s = -(np.einsum("ij,ij->i", queries, queries)[:, None] + np.einsum("ij,ij->i", rows, rows)[None, :]
-                  - 2.0 * (queries @ rows.T))
-        return list(self._slot_label), s
+        return list(self._slot_label), self.score_block(queries)
 
     @property
     def size(self) -> int:
@@ -280,46 +271,33 @@ def rank_classes(scores: np.ndarray, labels: np.ndarray, k: int, temperature: fl
         return ClassMatches([[] for _ in range(n_queries)], np.zeros((n_queries, 0), np.float32),
                             None if temperature is None else np.zeros((n_queries, 0), np.float32), 0)
     k = min(k, n)
-    if n_queries == 1:
-        return _rank_one(scores[0], labels, k, temperature)
     idx, top_s = top_k(scores, k)
-    top_labels = labels[idx]
-    if k > 1:
-        tied = np.flatnonzero((top_s[:, 1:] == top_s[:, :-1]).any(axis=1))
-        for r in tied:  # rare: equal scores (duplicate prototypes); order them by label
-            o = sorted(range(k), key=lambda j: (-top_s[r, j], top_labels[r, j]))
-            top_s[r], top_labels[r] = top_s[r, o], top_labels[r, o]
-    probs = None
-    if temperature is not None:
-        best = top_s[:, :1]
-        scores -= best
-        scores *= np.float32(1.0 / temperature)
-        np.exp(scores, out=scores)
-        denom = scores.sum(axis=1, dtype=np.float64)[:, None]
-        probs = (np.exp((top_s - best).astype(np.float64) / temperature) / denom).astype(np.float32)
-    return ClassMatches(top_labels.tolist(), np.ascontiguousarray(top_s, dtype=np.float32), probs, n)
+    top_labels = labels[idx].tolist()
+    _order_ties(top_s, top_labels)
+    probs = None if temperature is None else _softmax_of_top(scores, top_s, temperature)
+    return ClassMatches(top_labels, np.ascontiguousarray(top_s, dtype=np.float32), probs, n)
 
 
-def _rank_one(row: np.ndarray, labels: np.ndarray, k: int, temperature: float | None) -> ClassMatches:
-    """:func:`rank_classes` for one query with 1-D operations (a few microseconds, not tens)."""
-    n = len(row)
-    part = np.argpartition(row, n - k)[n - k:] if k < n else np.arange(n)
-    top_s = row[part]
-    order = np.argsort(-top_s, kind="stable")
-    top_s = top_s[order]
-    top_labels = labels[part[order]].tolist()
-    if k > 1 and (top_s[1:] == top_s[:-1]).any():  # equal scores: order them by label
-        o = sorted(range(k), key=lambda j: (-top_s[j], top_labels[j]))
-        top_s, top_labels = top_s[o], [top_labels[j] for j in o]
-    probs = None
-    if temperature is not None:
-        best = float(top_s[0])
-        row -= best
-        row *= np.float32(1.0 / temperature)
-        np.exp(row, out=row)
-        probs = (np.exp((top_s - best).astype(np.float64) / temperature) / row.sum(dtype=np.float64))
-        probs = probs.astype(np.float32)[None, :]
-    return ClassMatches([top_labels], top_s.astype(np.float32, copy=False)[None, :], probs, n)
+def _softmax_of_top(scores: np.ndarray, top_s: np.ndarray, temperature: float) -> np.ndarray:
+    """float32 ``[n, k]``: softmax weight over *all* columns of each top score (``scores`` is overwritten)."""
+    best = top_s[:, :1]
+    scores -= best
+    scores *= np.float32(1.0 / temperature)
+    np.exp(scores, out=scores)
+    denom = scores.sum(axis=1, dtype=np.float64)[:, None]
+    return (np.exp((top_s - best).astype(np.float64) / temperature) / denom).astype(np.float32)
+
+
+def _order_ties(top_s: np.ndarray, top_labels: list[list[str]]) -> None:
+    """Within each row (best first), put equal scores in label order, in place: the answer must not
+    depend on storage order. Rare (duplicate prototypes), so a Python sort per tied row is fine."""
+    if top_s.shape[1] < 2:
+        return
+    for r in np.flatnonzero((top_s[:, 1:] == top_s[:, :-1]).any(axis=1)).tolist():
+        row, labs = top_s[r].tolist(), top_labels[r]
+        order = sorted(range(len(row)), key=lambda j: (-row[j], labs[j]))
+        top_s[r] = [row[j] for j in order]
+        top_labels[r] = [labs[j] for j in order]
 
 
 # ---------------------------------------------------------------------- top-k of score rows
@@ -342,6 +320,11 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     k-th place makes it in is unspecified). ``scores`` is left unchanged.
     """
     n_rows, n = scores.shape
+    if n_rows == 1 and k < n:  # one query: 1-D operations, a few microseconds instead of tens
+        row = scores[0]
+        part = np.sort(np.argpartition(row, n - k)[n - k:])  # column order, so ties stay in column order
+        order = np.argsort(-row[part], kind="stable")
+        return part[order][None, :], row[part[order]][None, :]
     if k >= n:
         cols = np.argsort(-scores, axis=1, kind="stable")
         return cols, np.take_along_axis(scores, cols, axis=1)

@@ -5,7 +5,7 @@
 
 Stroke data (an Omniglot strokes zip or folder, or a folder of class folders of
 ``.txt``/``.npy``/``.csv`` sequences) is evaluated the same way with a sequence
-encoder (default ``omniglot-strokes-gru``):
+encoder (default ``omniglot-strokes-fusion``, the stroke default):
 
     fewshot evaluate --data ../shared/data/omniglot/strokes_background_small1.zip \
         --alphabets Greek --ways 20 --shots 1 --within-alphabet
@@ -64,7 +64,7 @@ def check_kinds(enc, data_kind: str, data) -> None:
                    "(images, or .txt/.npy/.csv sequences), or 'digits'.")
 @click.option("--encoder", default=None, metavar="NAME|PATH",
               help="Encoder name (see `fewshot encoders`) or encoder file [default: the shipped one for "
-                   "the data's kind: omniglot-conv4 for images, omniglot-strokes-gru for sequences].")
+                   "the data's kind: omniglot-conv4 for images, omniglot-strokes-fusion for sequences].")
 @click.option("--weights", default=None, metavar="imagenet|none|PATH", help="Weights for a named torchvision encoder.")
 @click.option("--ways", type=click.IntRange(min=2), default=20, show_default=True, help="Classes per episode.")
 @click.option("--shots", type=click.IntRange(min=1), default=1, show_default=True, help="Examples per class.")
