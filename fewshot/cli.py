@@ -75,6 +75,13 @@ def _emit(obj, as_json: bool, text: str | None = None) -> None:
         click.echo(text)
 
 
+def _shown(text) -> str:
+    """A label, input or source name for the human (tab-separated) output: one field, one line."""
+    from index.validation import escape_for_display
+
+    return escape_for_display(str(text))
+
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
 encoder_option = click.option("--encoder", "encoder", default=None, metavar="NAME|PATH",
                               help="Encoder name (see `fewshot encoders`) or encoder file.")
@@ -194,7 +201,7 @@ def add_cmd(index_dir, files, label, from_folder, lock_timeout, as_json) -> None
             ids = None
         else:
             ids = idx.add(label, list(files), progress=_progress())
-            per_label = {label: len(ids)}
+            per_label = {idx.stored_label(label): len(ids)}  # NFC, or the stored class it joined
         total = idx.store.count()
     n = sum(per_label.values())
     _emit({"added": n, "labels": per_label, "ids": ids, "count": total}, as_json,
@@ -211,7 +218,7 @@ def classify_cmd(index_dir, files, top_k, threshold, as_json) -> None:
     """Classify FILE... by the nearest class prototype."""
     with _open(index_dir, readonly=True) as idx:
         preds = idx.classify(list(files), top_k=top_k, threshold=threshold, progress=_progress())
-    text = "\n".join(f"{p.input}\t{p.label if p.label is not None else '<unknown>'}\t"
+    text = "\n".join(f"{_shown(p.input)}\t{_shown(p.label) if p.label is not None else '<unknown>'}\t"
                      f"score={p.score:.4f}\tp={p.probability:.4f}" for p in preds)
     _emit([p.to_dict() for p in preds], as_json, text)
 
@@ -231,8 +238,8 @@ def search_cmd(index_dir, files, k, labels, ef_search, nprobe, as_json) -> None:
                              **_index_params(ef_search, nprobe))
     lines = []
     for r in results:
-        lines.append(r.input)
-        lines += [f"  {n.score:.4f}  {n.label}  #{n.id}  {n.source}" for n in r.neighbors]
+        lines.append(_shown(r.input))
+        lines += [f"  {n.score:.4f}  {_shown(n.label)}  #{n.id}  {_shown(n.source)}" for n in r.neighbors]
     _emit([r.to_dict() for r in results], as_json, "\n".join(lines))
 
 
@@ -282,7 +289,7 @@ def remove_cmd(index_dir, label, lock_timeout, as_json) -> None:
     with _open(index_dir, lock_timeout=lock_timeout) as idx:
         n = idx.remove(label)
         total = idx.store.count()
-    _emit({"removed": n, "label": label, "count": total}, as_json, f"removed {n} example(s) of {label!r}")
+    _emit({"removed": n, "label": label, "count": total}, as_json, f"removed {n} example(s) of '{_shown(label)}'")
 
 
 @cli.command("info")
@@ -295,7 +302,7 @@ def info_cmd(index_dir, as_json) -> None:
     text = "\n".join([f"index      {info['path']}", f"encoder    {info['encoder']} ({info['fingerprint']})",
                       f"input      {info['input_kind']}, dim {info['dim']}, metric {info['metric']}",
                       f"examples   {info['count']} in {info['n_labels']} classes"]
-                     + [f"  {lab}: {n}" for lab, n in list(info["labels"].items())[:50]]
+                     + [f"  {_shown(lab)}: {n}" for lab, n in list(info["labels"].items())[:50]]
                      + ([f"  ... {info['n_labels'] - 50} more"] if info["n_labels"] > 50 else []))
     _emit(info, as_json, text)
 

@@ -22,9 +22,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from fewshot.errors import EncoderError, FewShotError, InputError
-from fewshot.inputs import InputItem, expand_inputs
+from fewshot.inputs import InputItem, display_path, expand_inputs
 from index import BlobStore, ValidationError, create_store, open_store
-from index.validation import metadata_to_json, prepare_vectors, validate_label
+from index.validation import label_for_display, metadata_to_json, normalize_label, prepare_vectors, resolve_label
 
 DEFAULT_TEMPERATURE = 0.1
 
@@ -208,14 +208,10 @@ class FewShotIndex:
     def add_many(self, pairs: Sequence[tuple[str, Any]], metadata: dict | None = None,
                  progress: bool = False) -> list[int]:
         """Add several (label, inputs) pairs in one atomic write: all or nothing."""
-        items, labels = [], []
+        items, labels, stored = [], [], None
         for label, inputs in pairs:
-            if not isinstance(label, str) or not label.strip():
-                raise InputError("label must be a non-empty string")
-            try:
-                validate_label(label)  # the store's rules, checked before any file is copied
-            except ValidationError as exc:
-                raise InputError(str(exc)) from None
+            stored = self.store.labels() if stored is None else stored
+            label = self.stored_label(label, must_exist=False, stored=stored)  # checked before any file is copied
             its = self._items(inputs)
             items += its
             labels += [label] * len(its)
@@ -232,7 +228,7 @@ class FewShotIndex:
         metas = []
         for it in items:
             key = self._store_copy(it)
-            src = str(it.path.resolve()) if it.path is not None else it.name
+            src = display_path(it.path.resolve()) if it.path is not None else it.name
             metas.append({"source": src, "blob": key, "added": now, **(metadata or {})})
         try:
             ids = self.store.add(vecs, labels, metas)
@@ -254,10 +250,28 @@ class FewShotIndex:
 
     def remove(self, label: str) -> int:
         """Remove a class and all its examples; returns how many examples went."""
-        n = self.store.remove_label(label)
+        n = self.store.remove_label(self.stored_label(label))
         if n == 0:
-            raise InputError(f"no class named {label!r} in {self.path}")
+            raise InputError(f"no class named '{label_for_display(label)}' in {self.path}")
         return n
+
+    def stored_label(self, label: Any, must_exist: bool = True, stored: dict | None = None) -> str:
+        """The label as this index stores it: NFC, or the stored class it equals after NFC.
+
+        Validated first (InputError, never a UnicodeEncodeError later). With
+        ``must_exist`` a label naming no class is an error, so a typo in
+        ``remove`` or a search filter is not silently an empty answer.
+        """
+        try:
+            found = resolve_label(label, self.store.labels() if stored is None else stored)
+            if found is None and not must_exist:
+                return normalize_label(label)
+        except ValidationError as exc:
+            raise InputError(str(exc)) from None
+        if found is None:
+            raise InputError(f"no class named '{label_for_display(label)}' in {self.path}; "
+                             "see `fewshot info` for the labels it holds")
+        return found
 
     # --- reading ------------------------------------------------------------------------
     def labels(self) -> dict[str, int]:
@@ -294,6 +308,8 @@ class FewShotIndex:
         """
         if k < 1:
             raise InputError("k must be >= 1")
+        if labels is not None and not isinstance(labels, str):  # a typo is an error, not an empty answer
+            labels = [self.stored_label(lab) for lab in labels]
         items = self._items(inputs)
         vecs = self.encoder.embed(items, progress=progress)
         hits = self.store.search(vecs, k, labels=labels, **search_params)

@@ -35,6 +35,18 @@ class InputItem:
         return self.value if isinstance(self.value, Path) else None
 
 
+def display_path(p: str | os.PathLike) -> str:
+    """A path as text that can be printed, stored in SQLite and sent as JSON.
+
+    File names are bytes on Linux; one that is not UTF-8 reaches Python with lone
+    surrogates (surrogateescape), which cannot be encoded. Such bytes are shown as
+    ``\\xff`` escapes; the file itself is still read through its real path.
+    """
+    from index.validation import escape_surrogates
+
+    return escape_surrogates(os.fspath(p))
+
+
 def _is_array(x: Any) -> bool:
     return isinstance(x, np.ndarray) or type(x).__module__.startswith("torch")
 
@@ -55,14 +67,14 @@ def expand_inputs(inputs: Any, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> li
                 files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in suffixes
                                and not any(part.startswith(".") for part in f.relative_to(p).parts))
                 if not files:
-                    raise InputError(f"folder {p} holds no files of type {', '.join(suffixes)}")
-                items.extend(InputItem(f, str(f)) for f in files)
+                    raise InputError(f"folder {display_path(p)} holds no files of type {', '.join(suffixes)}")
+                items.extend(InputItem(f, display_path(f)) for f in files)
             elif not p.exists():
-                raise InputError(f"file not found: {p}")
+                raise InputError(f"file not found: {display_path(p)}")
             elif not p.is_file():
-                raise InputError(f"not a regular file: {p}")
+                raise InputError(f"not a regular file: {display_path(p)}")
             else:
-                items.append(InputItem(p, str(p)))
+                items.append(InputItem(p, display_path(p)))
         elif isinstance(x, Image.Image) or _is_array(x):
             items.append(InputItem(x, f"<{type(x).__name__} #{i}>"))
         else:
