@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -26,7 +27,9 @@ class FewshotGroup(click.Group):
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         try:
-            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            with warnings.catch_warnings():  # restores showwarning for library callers afterwards
+                warnings.showwarning = _warning_line
+                rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.UsageError as exc:
             click.echo(f"error: {_one_line(exc.format_message())} (see --help)", err=True)
             code = EXIT_USAGE
@@ -46,6 +49,11 @@ class FewshotGroup(click.Group):
         if standalone_mode:
             sys.exit(code)
         return code
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning from numpy, PIL or the store: one ``warning:`` line, never Python's raw source excerpt."""
+    click.echo(f"warning: {_one_line(str(message))}", err=True)
 
 
 def _describe(exc: BaseException) -> str:

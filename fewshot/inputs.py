@@ -17,10 +17,10 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from fewshot.errors import InputError
+from fewshot.limits import check_pixels, limit, read_file
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 SEQUENCE_SUFFIXES = (".txt", ".npy", ".csv")
-MAX_IMAGE_PIXELS = 64_000_000  # beyond this an image is refused as a decompression bomb
 
 
 @dataclass
@@ -96,21 +96,25 @@ def _array_to_uint8(a: np.ndarray, name: str) -> np.ndarray:
         a = a[..., 0]
     if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (3, 4)) or min(a.shape[:2]) < 1:
         raise InputError(f"{name}: expected an image array [H, W], [H, W, C] or [C, H, W], got shape {a.shape}")
+    check_pixels(a.shape[1], a.shape[0], name)  # before the float64 copy below
     if a.dtype == np.uint8:
         return a
     if a.dtype == bool:
         return a.astype(np.uint8) * 255
     if a.dtype.kind not in "fiu":
         raise InputError(f"{name}: image array has non-numeric dtype {a.dtype}")
-    a = a.astype(np.float64)
-    if not np.isfinite(a).all():
-        raise InputError(f"{name}: image array contains NaN or inf")
-    lo, hi = a.min(), a.max()
-    if lo >= 0 and hi <= 1.0:
-        a = a * 255.0
-    else:
-        a = (a - lo) / ((hi - lo) or 1.0) * 255.0
-    return np.clip(np.round(a), 0, 255).astype(np.uint8)
+    with np.errstate(all="ignore"):  # float16/float128 extremes: reported below, never a RuntimeWarning
+        a = a.astype(np.float64)
+        if not np.isfinite(a).all():
+            raise InputError(f"{name}: image array contains NaN or inf")
+        lo, hi = a.min(), a.max()
+        if lo >= 0 and hi <= 1.0:
+            a = a * 255.0
+        else:
+            a = (a - lo) / ((hi - lo) or 1.0) * 255.0
+        if not np.isfinite(a).all():  # a range too wide for float64 (hi - lo overflowed)
+            raise InputError(f"{name}: image array values span too wide a range to scale to 0..255")
+        return np.clip(np.round(a), 0, 255).astype(np.uint8)
 
 
 def _flatten_alpha(im: Image.Image) -> Image.Image:
@@ -121,19 +125,31 @@ def _flatten_alpha(im: Image.Image) -> Image.Image:
 
 
 def decode_image_bytes(data: bytes, name: str) -> Image.Image:
-    """Decode and fully load an image; any failure becomes one clear InputError."""
+    """Decode and fully load an image; any failure becomes one clear InputError.
+
+    The pixel count is checked from the header, before the pixels are decoded
+    (FEWSHOT_MAX_PIXELS). PIL's warnings (EXIF, truncated chunks) are not shown:
+    an image either loads or is refused with one message.
+    """
     if not data:
         raise InputError(f"{name}: file is empty")
+    max_pixels = limit("FEWSHOT_MAX_PIXELS")
     with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         old = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = max_pixels
         try:
+            Image.MAX_IMAGE_PIXELS = None  # open reads the header only; check_pixels names the size
             im = Image.open(io.BytesIO(data))
+            Image.MAX_IMAGE_PIXELS = max_pixels  # PIL's own guard for what load() may find later
+            check_pixels(*im.size, name)
             im.load()
+        except InputError:
+            raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise InputError(f"{name}: image is larger than {MAX_IMAGE_PIXELS} pixels "
-                             "(refused as a possible decompression bomb)") from None
+            raise InputError(f"{name}: image is larger than the limit of {max_pixels:,} pixels (refused as "
+                             "a possible decompression bomb; raise FEWSHOT_MAX_PIXELS if it is genuine)") from None
         except UnidentifiedImageError:
             raise InputError(f"{name}: not an image file fewshot can read") from None
         except (OSError, SyntaxError, ValueError) as exc:
@@ -147,12 +163,9 @@ def to_pil(item: InputItem) -> Image.Image:
     """Load an item as a PIL image in mode ``L`` or ``RGB`` (16-bit, CMYK, alpha handled)."""
     v = item.value
     if isinstance(v, Path):
-        try:
-            data = v.read_bytes()
-        except OSError as exc:
-            raise InputError(f"cannot read {v}: {exc.strerror or exc}") from None
-        im = decode_image_bytes(data, item.name)
+        im = decode_image_bytes(read_file(v, item.name), item.name)  # size checked before reading
     elif isinstance(v, Image.Image):
+        check_pixels(*v.size, item.name)
         im = v
     else:
         arr = v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)

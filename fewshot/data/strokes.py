@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from fewshot.errors import InputError
+from fewshot.limits import read_file, read_zip_entry
 from fewshot.sequences import parse_stroke_files, parse_strokes, strokes_to_array
 
 
@@ -94,13 +95,13 @@ def load_omniglot_strokes(path: str | os.PathLike, alphabets: list[str] | None =
         except zipfile.BadZipFile:
             raise InputError(f"{path} is not a zip file") from None
         entries = [(*pe, n) for n in zf.namelist() if (pe := _parse_entry(n))]
-        read = lambda n: zf.read(n)  # noqa: E731
+        read = lambda n: read_zip_entry(zf, n, path, "FEWSHOT_MAX_SEQUENCE_BYTES")  # noqa: E731
     else:
         for p in path.rglob("*.txt"):
             rel = p.relative_to(path).as_posix()
             if (pe := _parse_entry(rel)):
                 entries.append((*pe, str(p)))
-        read = lambda n: Path(n).read_bytes()  # noqa: E731
+        read = lambda n: read_file(n, n, "FEWSHOT_MAX_SEQUENCE_BYTES")  # noqa: E731
     if not entries:
         raise ValueError(f"{path} holds no Omniglot stroke files (<Alphabet>/<character>/<file>.txt)")
     keep = set(alphabets) if alphabets else None
