@@ -192,10 +192,12 @@ def init_cmd(index_dir, encoder, weights, metric, temperature, kind, index_type,
 @click.argument("files", nargs=-1, type=click.Path())
 @click.option("--label", default=None, help="Class label for FILE... (one example is enough).")
 @click.option("--from-folder", "from_folder", type=click.Path(), default=None,
-              help="Add each sub-folder of DIR as a class named after it.")
+              help="Add each sub-folder of DIR as a class named after it (nested folders join it).")
+@click.option("--skip-duplicates", is_flag=True,
+              help="Leave out files whose bytes equal a stored example's (or an earlier file's).")
 @lock_timeout_option
 @json_option
-def add_cmd(index_dir, files, label, from_folder, lock_timeout, as_json) -> None:
+def add_cmd(index_dir, files, label, from_folder, skip_duplicates, lock_timeout, as_json) -> None:
     """Add examples: FILE... under --label, or a folder of class folders."""
     if (from_folder is None) == (label is None):
         raise click.UsageError("give either --label LABEL FILE... or --from-folder DIR")
@@ -205,15 +207,29 @@ def add_cmd(index_dir, files, label, from_folder, lock_timeout, as_json) -> None
         raise click.UsageError("--from-folder takes no FILE arguments")
     with _open(index_dir, lock_timeout=lock_timeout) as idx:
         if from_folder is not None:
-            per_label = idx.add_folder(from_folder, progress=_progress())
-            ids = None
+            rep = idx.add_folder_report(from_folder, progress=_progress(), skip_duplicates=skip_duplicates)
         else:
-            ids = idx.add(label, list(files), progress=_progress())
-            per_label = {idx.stored_label(label): len(ids)}  # NFC, or the stored class it joined
+            rep = _add_files(idx, label, files, skip_duplicates)
         total = idx.store.count()
-    n = sum(per_label.values())
-    _emit({"added": n, "labels": per_label, "ids": ids, "count": total}, as_json,
-          f"added {n} example(s) to {len(per_label)} class(es); index holds {total}")
+    for notice in rep.notices:
+        click.echo(f"warning: {_shown(notice)}", err=True)
+    n = sum(rep.labels.values())
+    _emit({"added": n, "labels": rep.labels, "ids": rep.ids, "count": total, "skipped": rep.skipped,
+           "warnings": rep.notices}, as_json,
+          f"added {n} example(s) to {len(rep.labels)} class(es); index holds {total}")
+
+
+def _add_files(idx, label: str, files, skip_duplicates: bool):
+    """``add --label LABEL FILE...``: duplicates said (or skipped), as for --from-folder."""
+    from fewshot.fewshot_index import FolderAdd, duplicates_notice
+
+    label = idx.stored_label(label, must_exist=False)  # refused before any file is read
+    new, dups = idx.split_duplicates(list(files))
+    keep = [it.value for it in new] if skip_duplicates else list(files)  # in the order given
+    ids = idx.add(label, keep, progress=_progress()) if keep else []
+    notices = [duplicates_notice(dups, skip_duplicates)] if dups else []
+    return FolderAdd(ids, {label: len(ids)} if ids else {}, notices,
+                     [it.name for it in dups] if skip_duplicates else [])
 
 
 @cli.command("classify")

@@ -6,10 +6,11 @@ input and saying what is wrong, never a traceback from deep inside PIL.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -81,6 +82,68 @@ def expand_inputs(inputs: Any, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> li
             raise InputError(f"unsupported input #{i} of type {type(x).__name__}: "
                              "pass file paths, folders, PIL images, numpy arrays or torch tensors")
     return items
+
+
+@dataclass
+class ClassFolders:
+    """What ``root/<class>/...`` holds: files per class (folder name) and notices for the user."""
+
+    classes: dict[str, list[Path]]
+    notices: list[str] = field(default_factory=list)
+
+
+def _some(names: list[str], n: int = 3) -> str:
+    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
+
+
+def scan_class_folders(root: str | os.PathLike, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> ClassFolders:
+    """One class per sub-folder of ``root``, named after it, with every file of ``suffixes`` below it.
+
+    Nothing is silent: empty class folders are skipped, files in nested
+    sub-folders join their top class folder, and symbolic links are followed,
+    each with a notice (hidden files and folders are ignored, as everywhere).
+    Only a root with no non-empty class folder is an error.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"not a folder: {display_path(root)}")
+    subs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not subs:
+        raise InputError(f"{display_path(root)} has no sub-folders; expected one sub-folder per class")
+    classes, empty, nested, links = {}, [], [], []
+    for sub in subs:
+        files = sorted(f for f in sub.rglob("*") if f.is_file() and f.suffix.lower() in suffixes
+                       and not any(part.startswith(".") for part in f.relative_to(sub).parts))
+        if not files:
+            empty.append(display_path(sub.name))
+            continue
+        classes[sub.name] = files
+        nested += [display_path(f.relative_to(root)) for f in files if f.parent != sub]
+        links += [display_path(f.relative_to(root)) for f in files if sub.is_symlink() or f.is_symlink()]
+    if not classes:
+        raise InputError(f"{display_path(root)}: every class folder is empty (no {', '.join(suffixes)} files)")
+    notices = []
+    if empty:
+        notices.append(f"skipped {len(empty)} empty class folder(s) (no {', '.join(suffixes)} files): {_some(empty)}")
+    if nested:
+        notices.append(f"{len(nested)} file(s) in nested sub-folders were added to their top class folder's "
+                       f"label: {_some(nested)}")
+    if links:
+        notices.append(f"{len(links)} file(s) are symbolic links (or in a linked class folder); added the files "
+                       f"they point to: {_some(links)}")
+    return ClassFolders(classes, notices)
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes (streamed): the name its stored copy gets in ``examples/``."""
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+    except OSError as exc:
+        raise InputError(f"cannot read {display_path(path)}: {exc.strerror or exc}") from None
+    return h.hexdigest()
 
 
 def _array_to_uint8(a: np.ndarray, name: str) -> np.ndarray:
