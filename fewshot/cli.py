@@ -170,7 +170,13 @@ def init_cmd(index_dir, encoder, weights, metric, temperature, kind, index_type,
              token, as_json) -> None:
     """Create an index in INDEX_DIR bound to an encoder."""
     from fewshot.fewshot_index import FewShotIndex
+    from index import is_index_dir
 
+    if is_index_dir(index_dir):  # the library's message would say exist_ok=True; say the CLI's way
+        raise click.ClickException(
+            f"{index_dir} already holds a fewshot index; use it as it is (`fewshot add {index_dir} --label ...`, "
+            f"`fewshot info {index_dir}`), switch its encoder with `fewshot reindex {index_dir} --encoder ...`, "
+            "or delete the directory to start over")
     if encoder is None and kind == "sequence":
         from fewshot.encoders.sequence_builtin import DEFAULT_SEQUENCE_ENCODER
 
@@ -320,8 +326,14 @@ def remove_cmd(index_dir, label, lock_timeout, as_json) -> None:
 @click.argument("index_dir", type=click.Path(file_okay=False))
 @json_option
 def info_cmd(index_dir, as_json) -> None:
-    """Describe an index: encoder, metric, classes and counts."""
-    with _open(index_dir, readonly=True) as idx:
+    """Describe an index: encoder, metric, classes and counts.
+
+    Reads the index only: it works when the encoder cannot be loaded (and says which it is).
+    """
+    from fewshot.fewshot_index import FewShotIndex
+    from index import open_store
+
+    with FewShotIndex(open_store(index_dir, readonly=True), encoder=None) as idx:
         info = idx.info()
     text = "\n".join([f"index      {info['path']}", f"encoder    {info['encoder']} ({info['fingerprint']})",
                       f"input      {info['input_kind']}, dim {info['dim']}, metric {info['metric']}",
@@ -370,6 +382,35 @@ def reindex_cmd(index_dir, encoder, index_type, ef_search, nprobe, lock_timeout,
     _emit(out, as_json, f"re-embedded {out['reembedded']} example(s) with {out['encoder']} ({out['fingerprint']})")
 
 
+EXAMPLES = {  # two per command, shown at the end of its --help
+    "encoders": ["fewshot encoders", "fewshot encoders --json"],
+    "init": ["fewshot init my_index", "fewshot init strokes_index --kind sequence --index-type hnsw"],
+    "add": ["fewshot add my_index --label alpha alpha1.png alpha2.png",
+            "fewshot add my_index --from-folder photos/ --skip-duplicates --json"],
+    "classify": ["fewshot classify my_index query.png",
+                 "fewshot classify my_index queries/ --top-k 3 --threshold 0.6 --json"],
+    "search": ["fewshot search my_index query.png -k 10",
+               "fewshot search my_index query.png --label alpha --label beta --json"],
+    "embed": ["fewshot embed a.png b.png -o vectors.npy", "fewshot embed strokes/ --encoder omniglot-strokes-gru --json"],
+    "remove": ["fewshot remove my_index --label alpha", "fewshot remove my_index --label alpha --json"],
+    "info": ["fewshot info my_index", "fewshot info my_index --json"],
+    "reindex": ["fewshot reindex my_index --encoder my_encoder.pt",
+                "fewshot reindex my_index --index-type hnsw --ef-search 128"],
+    "train": ["fewshot train --data images_background.zip --out runs/conv --steps 2000",
+              "fewshot train --data strokes_background_small1.zip --arch rnn-gru --out runs/gru"],
+    "evaluate": ["fewshot evaluate --data images_evaluation.zip --ways 20 --shots 1",
+                 "fewshot evaluate --data my_classes/ --encoder mine.pt --ways 5 --episodes 200 --json"],
+    "check": ["fewshot check my_index", "fewshot check my_index --repair --sample all"],
+}
+
+
+def _add_examples() -> None:
+    """Every command's --help ends with two examples (unless its docstring already shows some)."""
+    for name, cmd in cli.commands.items():
+        if name in EXAMPLES and "Examples:" not in (cmd.help or "") + (cmd.epilog or ""):
+            cmd.epilog = "\b\nExamples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[name])
+
+
 def _register_commands() -> None:
     """Commands that live in their own modules (each imports torch only when it runs)."""
     from fewshot.commands import check, evaluate, finetune, train
@@ -379,6 +420,7 @@ def _register_commands() -> None:
 
 
 _register_commands()
+_add_examples()
 
 
 def main() -> None:

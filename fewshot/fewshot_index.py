@@ -90,15 +90,80 @@ def duplicates_notice(dups: list[InputItem], skipped: bool) -> str:
 
 
 def _encoder_ref(encoder) -> str:
-    """What to store in the manifest to load the encoder again: a registered name or a file path.
+    """Where ``encoder`` comes from: a registered name, or the absolute path of a user's encoder file.
 
-    Encoders read from a user's encoder file are recorded by absolute path; the
-    shipped ones and torchvision backbones by name (their weights by ``encoder_weights``).
+    The shipped encoders and torchvision backbones go by name (their weights by
+    ``encoder_weights``); a user's file is then copied into the index by
+    :func:`_bind_encoder`.
     """
     path = getattr(encoder, "encoder_file", None)
     if path and "encoders/weights" not in str(path).replace(os.sep, "/"):
         return str(Path(path).resolve())
     return encoder.name
+
+
+def _local_encoder_name(ref: str) -> bool:
+    """Whether a manifest reference names an encoder copy inside the index (``encoder-<fp>.pt``)."""
+    return ref.startswith("encoder-") and ref.endswith(".pt") and "/" not in ref and os.sep not in ref
+
+
+def _bind_encoder(index_dir: Path, encoder) -> str:
+    """The manifest's reference to ``encoder``: its name, or a copy of its file inside the index.
+
+    A user's encoder file is copied to ``INDEX/encoder-<fingerprint>.pt`` and
+    referenced relatively, so the index keeps working when the original moves and
+    moves with its directory. The copy is written atomically (temp file, fsync,
+    rename) *before* the manifest points at it, and is named by content, so a
+    reindex never overwrites the file the committed state uses.
+    """
+    from index.atomic import fsync_dir
+
+    ref = _encoder_ref(encoder)
+    if ref == encoder.name:
+        return ref
+    name = f"encoder-{''.join(c for c in str(encoder.fingerprint) if c.isalnum())[:32]}.pt"
+    target = index_dir / name
+    if not target.is_file():
+        tmp = index_dir / f".{name}.{os.getpid()}.tmp"
+        try:
+            with open(ref, "rb") as src, open(tmp, "wb") as dst:
+                while chunk := src.read(1 << 20):
+                    dst.write(chunk)
+                dst.flush()
+                os.fsync(dst.fileno())
+            os.replace(tmp, target)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise EncoderError(f"cannot copy encoder file {ref} into {index_dir}: {exc.strerror or exc}") from None
+        fsync_dir(index_dir)
+    return name
+
+
+def _drop_encoder_copies(index_dir: Path, keep: set[str]) -> None:
+    """Encoder copies not in ``keep``: after a reindex, those the manifest no longer names;
+    after a failed one, the copy made for it (the index is left as it was)."""
+    for f in index_dir.glob("encoder-*.pt"):
+        if f.name not in keep:
+            f.unlink(missing_ok=True)
+
+
+def _load_index_encoder(path: Path, extra: dict):
+    """The encoder an index's manifest names; a missing file gets a message that says how to recover."""
+    from fewshot import encoders as reg
+
+    ref = extra["encoder"]
+    if _local_encoder_name(ref):
+        f = path / ref
+        if not f.is_file():
+            raise EncoderError(f"index {path}: its copy of the encoder file ({f}) is missing; restore the index "
+                               f"directory from a backup, or run `fewshot reindex {path} --encoder NAME|PATH` "
+                               "to re-embed its examples with an encoder you have")
+        return reg.from_file(f, name=extra.get("encoder_name"))
+    if os.path.isabs(ref) and not Path(ref).exists():
+        raise EncoderError(f"index {path} was built with the encoder file {ref}, which is gone (moved or deleted); "
+                           f"put it back, or run `fewshot reindex {path} --encoder NEW/PATH.pt` with its new path "
+                           "(the index then keeps its own copy)")
+    return reg.load(ref, weights=extra.get("encoder_weights"))
 
 
 class FewShotIndex:
@@ -128,6 +193,13 @@ class FewShotIndex:
             extra["encoder_weights"] = str(Path(weights).resolve()) if weights not in ("imagenet", "none") else weights
         store = create_store(path, enc.dim, metric=metric, extra=extra, backend=backend, exist_ok=exist_ok,
                              **store_kwargs)
+        try:
+            ref = _bind_encoder(Path(store.path), enc)
+            if ref != extra["encoder"]:
+                store.set_extra(encoder=ref)  # from now on the index uses its own copy
+        except BaseException:
+            store.close()
+            raise
         return cls(store, enc)
 
     @classmethod
@@ -144,7 +216,7 @@ class FewShotIndex:
         extra = store.extra
         try:
             if encoder is None:
-                enc = reg.load(extra["encoder"], weights=extra.get("encoder_weights"))
+                enc = _load_index_encoder(Path(store.path), extra)
             else:
                 enc = encoder if hasattr(encoder, "embed") else reg.load(encoder)
         except KeyError:
@@ -440,13 +512,19 @@ class FewShotIndex:
         vecs = enc.embed(items, progress=progress, batch_size=batch_size) if items \
             else np.zeros((0, enc.dim), np.float32)
         same = enc.fingerprint == self.store.extra.get("fingerprint")
-        extra = {"encoder": _encoder_ref(enc), "encoder_name": enc.name, "fingerprint": enc.fingerprint,
+        had = {f.name for f in self.path.glob("encoder-*.pt")}
+        extra = {"encoder": _bind_encoder(self.path, enc), "encoder_name": enc.name, "fingerprint": enc.fingerprint,
                  "input_kind": enc.input_kind,
                  # the same encoder keeps its weights reference (e.g. resnet18 + --weights PATH)
                  "encoder_weights": self.store.extra.get("encoder_weights") if same else None}
-        if getattr(enc, "temperature", None):
-            extra["temperature"] = float(enc.temperature)
-        self.store.rewrite_vectors(ids, vecs, dim=enc.dim, extra=extra)
+        if not same:  # another encoder's scores: its own temperature, never the old one's
+            extra["temperature"] = float(getattr(enc, "temperature", None) or DEFAULT_TEMPERATURE)
+        try:
+            self.store.rewrite_vectors(ids, vecs, dim=enc.dim, extra=extra)
+        except BaseException:
+            _drop_encoder_copies(self.path, keep=had)
+            raise
+        _drop_encoder_copies(self.path, keep={extra["encoder"]})
         self.encoder = enc
         return {"reembedded": len(ids), "encoder": enc.name, "fingerprint": enc.fingerprint}
 
