@@ -84,7 +84,9 @@ class FolderAdd:
 
 
 def duplicates_notice(dups: list[InputItem], skipped: bool) -> str:
-    names = ", ".join(it.name for it in dups[:3]) + (f" and {len(dups) - 3} more" if len(dups) > 3 else "")
+    from fewshot.inputs import some_names
+
+    names = some_names([it.name for it in dups])
     what = "skipped" if skipped else "added again (--skip-duplicates / skip_duplicates=True leaves them out)"
     return f"{len(dups)} file(s) are exact duplicates of stored examples or of each other, {what}: {names}"
 

@@ -92,7 +92,8 @@ class ClassFolders:
     notices: list[str] = field(default_factory=list)
 
 
-def _some(names: list[str], n: int = 3) -> str:
+def some_names(names: list[str], n: int = 3) -> str:
+    """The first ``n`` names and how many more: a notice stays one short line."""
     return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
 
 
@@ -124,13 +125,14 @@ def scan_class_folders(root: str | os.PathLike, suffixes: tuple[str, ...] = IMAG
         raise InputError(f"{display_path(root)}: every class folder is empty (no {', '.join(suffixes)} files)")
     notices = []
     if empty:
-        notices.append(f"skipped {len(empty)} empty class folder(s) (no {', '.join(suffixes)} files): {_some(empty)}")
+        notices.append(f"skipped {len(empty)} empty class folder(s) (no {', '.join(suffixes)} files): "
+                       f"{some_names(empty)}")
     if nested:
         notices.append(f"{len(nested)} file(s) in nested sub-folders were added to their top class folder's "
-                       f"label: {_some(nested)}")
+                       f"label: {some_names(nested)}")
     if links:
         notices.append(f"{len(links)} file(s) are symbolic links (or in a linked class folder); added the files "
-                       f"they point to: {_some(links)}")
+                       f"they point to: {some_names(links)}")
     return ClassFolders(classes, notices)
 
 
