@@ -306,7 +306,7 @@ def embed_cmd(files, encoder, weights, output, batch_size, as_json) -> None:
         click.echo(f"wrote {len(items)} x {enc.dim} embeddings to {output}")
     else:
         for it, row in zip(items, vecs):
-            click.echo(it.name + "\t" + " ".join(f"{v:.6g}" for v in row))
+            click.echo(_shown(it.name) + "\t" + " ".join(f"{v:.6g}" for v in row))
 
 
 @cli.command("remove")
@@ -335,7 +335,7 @@ def info_cmd(index_dir, as_json) -> None:
 
     with FewShotIndex(open_store(index_dir, readonly=True), encoder=None) as idx:
         info = idx.info()
-    text = "\n".join([f"index      {info['path']}", f"encoder    {info['encoder']} ({info['fingerprint']})",
+    text = "\n".join([f"index      {_shown(info['path'])}", f"encoder    {info['encoder']} ({info['fingerprint']})",
                       f"input      {info['input_kind']}, dim {info['dim']}, metric {info['metric']}",
                       f"examples   {info['count']} in {info['n_labels']} classes"]
                      + [f"  {_shown(lab)}: {n}" for lab, n in list(info["labels"].items())[:50]]

@@ -195,9 +195,10 @@ class FewShotIndex:
             extra["encoder_weights"] = str(Path(weights).resolve()) if weights not in ("imagenet", "none") else weights
         store = create_store(path, enc.dim, metric=metric, extra=extra, backend=backend, exist_ok=exist_ok,
                              **store_kwargs)
-        try:
-            ref = _bind_encoder(Path(store.path), enc)
-            if ref != extra["encoder"]:
+        try:  # (an existing index, exist_ok=True, keeps its own encoder reference)
+            ref = _bind_encoder(Path(store.path), enc) if store.extra.get("fingerprint") == enc.fingerprint \
+                else store.extra.get("encoder")
+            if ref != store.extra.get("encoder"):
                 store.set_extra(encoder=ref)  # from now on the index uses its own copy
         except BaseException:
             store.close()
