@@ -211,11 +211,13 @@ def add_cmd(index_dir, files, label, from_folder, skip_duplicates, lock_timeout,
         raise click.UsageError("--label needs at least one FILE")
     if from_folder is not None and files:
         raise click.UsageError("--from-folder takes no FILE arguments")
+    from fewshot.folder_add import add_files_report
+
     with _open(index_dir, lock_timeout=lock_timeout) as idx:
         if from_folder is not None:
             rep = idx.add_folder_report(from_folder, progress=_progress(), skip_duplicates=skip_duplicates)
         else:
-            rep = _add_files(idx, label, files, skip_duplicates)
+            rep = add_files_report(idx, label, list(files), skip_duplicates, progress=_progress())
         total = idx.store.count()
     for notice in rep.notices:
         click.echo(f"warning: {_shown(notice)}", err=True)
@@ -223,19 +225,6 @@ def add_cmd(index_dir, files, label, from_folder, skip_duplicates, lock_timeout,
     _emit({"added": n, "labels": rep.labels, "ids": rep.ids, "count": total, "skipped": rep.skipped,
            "warnings": rep.notices}, as_json,
           f"added {n} example(s) to {len(rep.labels)} class(es); index holds {total}")
-
-
-def _add_files(idx, label: str, files, skip_duplicates: bool):
-    """``add --label LABEL FILE...``: duplicates said (or skipped), as for --from-folder."""
-    from fewshot.fewshot_index import FolderAdd, duplicates_notice
-
-    label = idx.stored_label(label, must_exist=False)  # refused before any file is read
-    new, dups = idx.split_duplicates(list(files))
-    keep = [it.value for it in new] if skip_duplicates else list(files)  # in the order given
-    ids = idx.add(label, keep, progress=_progress()) if keep else []
-    notices = [duplicates_notice(dups, skip_duplicates)] if dups else []
-    return FolderAdd(ids, {label: len(ids)} if ids else {}, notices,
-                     [it.name for it in dups] if skip_duplicates else [])
 
 
 @cli.command("classify")

@@ -22,6 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from fewshot.errors import EncoderError, FewShotError, InputError
+from fewshot.folder_add import FolderAdd, FolderNoticeWarning, add_folder_report, split_duplicates
 from fewshot.inputs import InputItem, display_path, expand_inputs
 from index import BlobStore, ValidationError, create_store, open_store
 from index.validation import label_for_display, metadata_to_json, normalize_label, prepare_vectors, resolve_label
@@ -67,28 +68,6 @@ class SearchResult:
 
     def to_dict(self) -> dict:
         return {"input": self.input, "neighbors": [n.to_dict() for n in self.neighbors]}
-
-
-class FolderNoticeWarning(UserWarning):
-    """Something :meth:`FewShotIndex.add_folder` did that the user should know (skipped, merged, ...)."""
-
-
-@dataclass
-class FolderAdd:
-    """What :meth:`FewShotIndex.add_folder_report` did."""
-
-    ids: list[int]
-    labels: dict[str, int]
-    notices: list[str]
-    skipped: list[str]
-
-
-def duplicates_notice(dups: list[InputItem], skipped: bool) -> str:
-    from fewshot.inputs import some_names
-
-    names = some_names([it.name for it in dups])
-    what = "skipped" if skipped else "added again (--skip-duplicates / skip_duplicates=True leaves them out)"
-    return f"{len(dups)} file(s) are exact duplicates of stored examples or of each other, {what}: {names}"
 
 
 def _encoder_ref(encoder) -> str:
@@ -346,57 +325,13 @@ class FewShotIndex:
         return report.labels
 
     def add_folder_report(self, root: str | os.PathLike, progress: bool = False,
-                          skip_duplicates: bool = False) -> "FolderAdd":
+                          skip_duplicates: bool = False) -> FolderAdd:
         """:meth:`add_folder`, returning the new ids and the notices instead of warning."""
-        from fewshot.inputs import SEQUENCE_SUFFIXES, IMAGE_SUFFIXES, scan_class_folders
-
-        scan = scan_class_folders(root, SEQUENCE_SUFFIXES if self.encoder.input_kind == "sequence"
-                                  else IMAGE_SUFFIXES)
-        files = [(label, f) for label, fs in scan.classes.items() for f in fs]
-        items = self._items([f for _, f in files])  # files only: one item per file, in order
-        dup = self._duplicate_flags(items)
-        dups = [it for it, d in zip(items, dup) if d]
-        notices = scan.notices + ([duplicates_notice(dups, skip_duplicates)] if dups else [])
-        pairs: dict[str, list[Path]] = {}
-        for (label, f), d in zip(files, dup):
-            if not (d and skip_duplicates):
-                pairs.setdefault(label, []).append(f)
-        ids = self.add_many(list(pairs.items()), progress=progress) if pairs else []
-        labels: dict[str, int] = {}
-        for label, fs in pairs.items():
-            key = normalize_label(label)
-            labels[key] = labels.get(key, 0) + len(fs)
-        return FolderAdd(ids, labels, notices, [it.name for it in dups] if skip_duplicates else [])
+        return add_folder_report(self, root, progress=progress, skip_duplicates=skip_duplicates)
 
     def split_duplicates(self, inputs: Any) -> tuple[list[InputItem], list[InputItem]]:
-        """(new, duplicates) among ``inputs``: files whose bytes equal a stored example's or an earlier input's.
-
-        Files are compared by SHA-256, the name of their stored copy; in-memory
-        inputs are never duplicates.
-        """
-        items = self._items(inputs)
-        flags = self._duplicate_flags(items)
-        return [it for it, d in zip(items, flags) if not d], [it for it, d in zip(items, flags) if d]
-
-    def _duplicate_flags(self, items: list[InputItem]) -> list[bool]:
-        from fewshot.inputs import file_digest
-
-        digests = [file_digest(it.path) if it.path is not None else None for it in items]
-        seen = self._stored_digests({d for d in digests if d})
-        flags = []
-        for d in digests:
-            flags.append(d is not None and d in seen)
-            seen.add(d)
-        return flags
-
-    def _stored_digests(self, digests: set[str]) -> set[str]:
-        """Which of ``digests`` a stored example has. Blob files are only candidates (a removed
-        class leaves its copies until ``check --repair``), so records confirm them."""
-        candidates = {d for d in digests if any((self.blobs.root / d[:2]).glob(d + "*"))}
-        if not candidates:
-            return set()
-        keys = (str(r.metadata.get("blob", "")) for r in self.store.records())
-        return {k.rsplit("/", 1)[-1][:64] for k in keys} & candidates
+        """(new, duplicates) among ``inputs``: files whose bytes equal a stored example's or an earlier input's."""
+        return split_duplicates(self, inputs)
 
     def remove(self, label: str) -> int:
         """Remove a class and all its examples; returns how many examples went."""
