@@ -25,6 +25,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 from fewshot.encoders.base import ENCODER_FILE_FORMAT, fingerprint_module
+from fewshot.encoders.fusion import FusionEncoder  # noqa: F401  (its home is fusion.py; old import path)
 from fewshot.errors import EncoderError, InputError
 from fewshot.inputs import SEQUENCE_SUFFIXES, InputItem, expand_inputs
 from fewshot.sequences import SequencePreprocess, load_sequence, load_sequences
@@ -331,54 +332,3 @@ def new_sequence_encoder(name: str, preprocess: SequencePreprocess, **arch_kwarg
     kw = {"in_features": preprocess.in_features, **arch_kwargs}
     module, dim = build_sequence_arch("rnn", **kw)
     return TorchSequenceEncoder(name, module, dim, preprocess, "rnn", kw, weights_source="random init")
-
-
-class FusionEncoder:
-    """Stroke + image: each stroke input is embedded by a sequence encoder and, rendered as
-    Omniglot draws it, by an image encoder; the two L2-normalised embeddings are
-    concatenated, scaled by sqrt(w) and sqrt(1 - w), so the cosine of two fused vectors is
-    ``w * cos_sequence + (1 - w) * cos_image`` (``w = sequence_weight``; 0.5: the mean). An
-    index built with it keeps both embeddings of every example and classifies with both.
-    """
-
-    input_kind = "sequence"
-
-    def __init__(self, name: str, sequence_encoder: TorchSequenceEncoder, image_encoder,
-                 render_width: float = 5.0, sequence_weight: float = 0.5):
-        if sequence_encoder.preprocess.kind != "strokes":
-            raise EncoderError("fusion needs a stroke encoder (its inputs are rendered to images)")
-        if not 0.0 <= sequence_weight <= 1.0:
-            raise EncoderError(f"sequence_weight must be in [0, 1]; got {sequence_weight}")
-        self.name, self.sequence, self.image = name, sequence_encoder, image_encoder
-        self.render_width = render_width
-        self.sequence_weight = float(sequence_weight)
-        self.dim = sequence_encoder.dim + image_encoder.dim
-        t_seq, t_img = sequence_encoder.temperature, getattr(image_encoder, "temperature", None)
-        if t_seq and t_img:  # the fused cosine is the weighted mean: so is its temperature
-            self.temperature = float(self.sequence_weight * t_seq + (1 - self.sequence_weight) * t_img)
-        else:
-            self.temperature = t_seq or t_img or None
-
-    def __repr__(self) -> str:
-        return f"FusionEncoder(name={self.name!r}, dim={self.dim}, fingerprint={self.fingerprint})"
-
-    @property
-    def fingerprint(self) -> str:
-        import hashlib
-
-        key = f"fusion:v1:{self.sequence.fingerprint}:{self.image.fingerprint}:{self.render_width}"
-        if self.sequence_weight != 0.5:
-            key += f":w{self.sequence_weight}"
-        return hashlib.sha256(key.encode()).hexdigest()[:16]
-
-    def embed(self, inputs: Any, batch_size: int = 64, progress: bool = False) -> np.ndarray:
-        from fewshot.sequence_training import fuse_embeddings
-        from fewshot.sequences import render_strokes
-
-        items = self.sequence._items(inputs)
-        if not items:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        raws = [self.sequence.preprocess.check_input(load_sequence(it), it.name) for it in items]
-        seq = self.sequence.embed([InputItem(r, it.name) for r, it in zip(raws, items)], batch_size, progress)
-        img = self.image.embed([render_strokes(r, width=self.render_width) for r in raws], batch_size, progress)
-        return fuse_embeddings(seq, img, weights=(self.sequence_weight, 1 - self.sequence_weight))

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from fewshot.encoders import from_file, load, register
-from fewshot.encoders.sequence import FusionEncoder, TorchSequenceEncoder, new_sequence_encoder
+from fewshot.encoders.fusion import FusionEncoder
+from fewshot.encoders.sequence import TorchSequenceEncoder, new_sequence_encoder
 from fewshot.errors import EncoderError
 
 STROKE_RNN = "omniglot-strokes-gru"
