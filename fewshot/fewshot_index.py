@@ -69,18 +69,6 @@ class SearchResult:
         return {"input": self.input, "neighbors": [n.to_dict() for n in self.neighbors]}
 
 
-def _encoder_ref(encoder) -> str:
-    """What to store in the manifest to load the encoder again: a registered name or a file path.
-
-    Encoders read from a user's encoder file are recorded by absolute path; the
-    shipped ones and torchvision backbones by name (their weights by ``encoder_weights``).
-    """
-    path = getattr(encoder, "encoder_file", None)
-    if path and "encoders/weights" not in str(path).replace(os.sep, "/"):
-        return str(Path(path).resolve())
-    return encoder.name
-
-
 class FewShotIndex:
     """Few-shot classifier and similarity search over an on-disk vector index."""
 
@@ -93,19 +81,17 @@ class FewShotIndex:
     @classmethod
     def create(cls, path: str | os.PathLike, encoder: Any = None, metric: str = "cosine",
                temperature: float | None = None, weights: str | None = None, exist_ok: bool = False,
-               backend: str = "faiss", **store_kwargs) -> "FewShotIndex":
-        """Create an index directory bound to ``encoder`` (name, path or Encoder object)."""
+               backend: str = "faiss", kind: str | None = None, **store_kwargs) -> "FewShotIndex":
+        """Create an index directory bound to ``encoder`` (name, path or Encoder object; None: the
+        default encoder for input ``kind``, images when not given)."""
         from fewshot import encoders as reg
 
-        enc = reg.load(encoder or reg.DEFAULT_IMAGE_ENCODER, weights=weights) if not hasattr(encoder, "embed") \
-            else encoder
+        enc = reg.resolve(encoder, weights=weights, kind=kind)
         temp = temperature if temperature is not None else (getattr(enc, "temperature", None) or DEFAULT_TEMPERATURE)
         if not temp > 0:
             raise InputError("temperature must be > 0")
-        extra = {"encoder": _encoder_ref(enc), "encoder_name": enc.name, "fingerprint": enc.fingerprint,
+        extra = {**reg.manifest_entries(enc), "encoder_name": enc.name, "fingerprint": enc.fingerprint,
                  "input_kind": enc.input_kind, "temperature": float(temp)}
-        if weights is not None:
-            extra["encoder_weights"] = str(Path(weights).resolve()) if weights not in ("imagenet", "none") else weights
         store = create_store(path, enc.dim, metric=metric, extra=extra, backend=backend, exist_ok=exist_ok,
                              **store_kwargs)
         return cls(store, enc)
@@ -124,9 +110,9 @@ class FewShotIndex:
         extra = store.extra
         try:
             if encoder is None:
-                enc = reg.load(extra["encoder"], weights=extra.get("encoder_weights"))
+                enc = reg.resolve(extra["encoder"], weights=extra.get("encoder_weights"))
             else:
-                enc = encoder if hasattr(encoder, "embed") else reg.load(encoder)
+                enc = reg.resolve(encoder)
         except KeyError:
             store.close()
             raise EncoderError(f"index {path} records no encoder; it was not made by fewshot") from None
@@ -336,7 +322,7 @@ class FewShotIndex:
         """
         from fewshot import encoders as reg
 
-        enc = self.encoder if encoder is None else (encoder if hasattr(encoder, "embed") else reg.load(encoder))
+        enc = self.encoder if encoder is None else reg.resolve(encoder)
         records = list(self.store.records())
         ids = [r.id for r in records]
         items = []
@@ -348,11 +334,8 @@ class FewShotIndex:
             items.append(InputItem(self.blobs.path(key), r.metadata.get("source", key)))
         vecs = enc.embed(items, progress=progress, batch_size=batch_size) if items \
             else np.zeros((0, enc.dim), np.float32)
-        same = enc.fingerprint == self.store.extra.get("fingerprint")
-        extra = {"encoder": _encoder_ref(enc), "encoder_name": enc.name, "fingerprint": enc.fingerprint,
-                 "input_kind": enc.input_kind,
-                 # the same encoder keeps its weights reference (e.g. resnet18 + --weights PATH)
-                 "encoder_weights": self.store.extra.get("encoder_weights") if same else None}
+        extra = {**reg.manifest_entries(enc, previous=self.store.extra), "encoder_name": enc.name,
+                 "fingerprint": enc.fingerprint, "input_kind": enc.input_kind}
         if getattr(enc, "temperature", None):
             extra["temperature"] = float(enc.temperature)
         self.store.rewrite_vectors(ids, vecs, dim=enc.dim, extra=extra)
