@@ -67,8 +67,8 @@ def _describe(exc: BaseException) -> str:
         known = known + (StoreError,)
     except Exception:  # noqa: BLE001
         pass
-    if isinstance(exc, known):
-        return _one_line(str(exc))
+    if isinstance(exc, known):  # some say what to do in the command line's spelling
+        return _one_line(getattr(exc, "cli_message", None) or str(exc))
     if isinstance(exc, OSError):
         return _one_line(f"{exc.strerror or exc}: {exc.filename or ''}")
     if isinstance(exc, MemoryError):
@@ -177,17 +177,13 @@ def init_cmd(index_dir, encoder, weights, metric, temperature, kind, index_type,
             f"{index_dir} already holds a fewshot index; use it as it is (`fewshot add {index_dir} --label ...`, "
             f"`fewshot info {index_dir}`), switch its encoder with `fewshot reindex {index_dir} --encoder ...`, "
             "or delete the directory to start over")
-    if encoder is None and kind == "sequence":
-        from fewshot.encoders.sequence_builtin import DEFAULT_SEQUENCE_ENCODER
-
-        encoder = DEFAULT_SEQUENCE_ENCODER
     if backend == "faiss" and uri is not None:
         raise click.UsageError("--uri is only for --backend milvus")
     store_kw = {"index_type": index_type, "index_params": _index_params(ef_search, nprobe)}
     if backend == "milvus":
         store_kw.update(uri=uri, token=token)
     with FewShotIndex.create(index_dir, encoder=encoder, metric=metric, temperature=temperature,
-                             weights=weights, backend=backend, **store_kw) as idx:
+                             weights=weights, backend=backend, kind=kind, **store_kw) as idx:
         info = idx.info()
     _emit(info, as_json, f"created {index_dir} (encoder {info['encoder']}, dim {info['dim']}, {metric}, "
                          f"{backend}, index {index_type})")
@@ -276,11 +272,9 @@ def embed_cmd(files, encoder, weights, output, batch_size, as_json) -> None:
     from fewshot import encoders
     from fewshot.inputs import SEQUENCE_SUFFIXES, IMAGE_SUFFIXES, expand_inputs
 
-    if encoder is None and all(Path(f).suffix.lower() in SEQUENCE_SUFFIXES for f in files):
-        from fewshot.encoders.sequence_builtin import DEFAULT_SEQUENCE_ENCODER
-
-        encoder = DEFAULT_SEQUENCE_ENCODER  # stroke / series files get the sequence encoder
-    enc = encoders.load(encoder or encoders.DEFAULT_IMAGE_ENCODER, weights=weights)
+    # stroke / series files get the sequence encoder
+    kind = "sequence" if all(Path(f).suffix.lower() in SEQUENCE_SUFFIXES for f in files) else "image"
+    enc = encoders.resolve(encoder, weights=weights, kind=kind)
     items = expand_inputs(list(files), SEQUENCE_SUFFIXES if enc.input_kind == "sequence" else IMAGE_SUFFIXES)
     vecs = enc.embed(items, batch_size=batch_size, progress=_progress())
     if output:
@@ -335,35 +329,40 @@ def info_cmd(index_dir, as_json) -> None:
 @cli.command("reindex")
 @click.argument("index_dir", type=click.Path(file_okay=False))
 @encoder_option
+@weights_option
 @click.option("--index-type", type=click.Choice(INDEX_TYPES), default=None,
               help="Switch the vector index type (no re-embedding unless --encoder is given).")
 @ef_search_option
 @nprobe_option
 @lock_timeout_option
 @json_option
-def reindex_cmd(index_dir, encoder, index_type, ef_search, nprobe, lock_timeout, as_json) -> None:
+def reindex_cmd(index_dir, encoder, weights, index_type, ef_search, nprobe, lock_timeout, as_json) -> None:
     """Re-embed every stored example (optionally with another encoder), atomically.
 
     With --index-type / --ef-search / --nprobe only, the stored vectors are kept
     and just the index is rebuilt (queries keep using the old one meanwhile).
+    --weights alone keeps the index's encoder and re-embeds with those weights.
     """
     from fewshot.fewshot_index import FewShotIndex
     from index import open_store
 
     params = _index_params(ef_search, nprobe)
-    if encoder is None and (index_type is not None or params):
+    if encoder is None and weights is None and (index_type is not None or params):
         with open_store(index_dir, lock_timeout=lock_timeout) as store:
             store.set_index_type(index_type, **params)
             info = store.index_info()
         _emit({"index": info}, as_json, f"index of {index_dir} is now {info['index_type']} ({info['kind']})")
         return
-    if encoder is None:
+    if encoder is None and weights is None:
         with _open(index_dir, lock_timeout=lock_timeout) as idx:
             out = idx.reindex(progress=_progress())
     else:  # the old encoder need not load: only the stored examples matter
         from fewshot import encoders
 
-        enc = encoders.load(encoder)  # a bad encoder file fails before the index is opened
+        if encoder is None:  # --weights alone: the index's own encoder, with other weights
+            with open_store(index_dir, readonly=True) as store:
+                encoder = store.extra.get("encoder")
+        enc = encoders.resolve(encoder, weights=weights)  # a bad encoder file fails before the index is opened
         with FewShotIndex(open_store(index_dir, lock_timeout=lock_timeout), enc) as idx:
             out = idx.reindex(idx.encoder, progress=_progress())
             if index_type is not None or params:

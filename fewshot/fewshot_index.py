@@ -70,53 +70,31 @@ class SearchResult:
         return {"input": self.input, "neighbors": [n.to_dict() for n in self.neighbors]}
 
 
-def _encoder_ref(encoder) -> str:
-    """Where ``encoder`` comes from: a registered name, or the absolute path of a user's encoder file.
-
-    The shipped encoders and torchvision backbones go by name (their weights by
-    ``encoder_weights``); a user's file is then copied into the index by
-    :func:`_bind_encoder`.
-    """
-    path = getattr(encoder, "encoder_file", None)
-    if path and "encoders/weights" not in str(path).replace(os.sep, "/"):
-        return str(Path(path).resolve())
-    return encoder.name
-
-
 def _local_encoder_name(ref: str) -> bool:
     """Whether a manifest reference names an encoder copy inside the index (``encoder-<fp>.pt``)."""
     return ref.startswith("encoder-") and ref.endswith(".pt") and "/" not in ref and os.sep not in ref
 
 
-def _bind_encoder(index_dir: Path, encoder) -> str:
-    """The manifest's reference to ``encoder``: its name, or a copy of its file inside the index.
+def _bind_encoder(index_dir: Path, entry: str, fingerprint: str) -> str:
+    """The manifest's reference for an encoder recorded as ``entry``: a name stays a name, a
+    user's encoder file (an absolute path) becomes a copy inside the index.
 
-    A user's encoder file is copied to ``INDEX/encoder-<fingerprint>.pt`` and
-    referenced relatively, so the index keeps working when the original moves and
-    moves with its directory. The copy is written atomically (temp file, fsync,
-    rename) *before* the manifest points at it, and is named by content, so a
-    reindex never overwrites the file the committed state uses.
+    The copy, ``INDEX/encoder-<fingerprint>.pt``, is referenced relatively, so the
+    index keeps working when the original moves and moves with its directory. It
+    is written atomically *before* the manifest points at it, and named by
+    content, so a reindex never overwrites the file the committed state uses.
     """
-    from index.atomic import fsync_dir
+    from index.atomic import atomic_write_bytes
 
-    ref = _encoder_ref(encoder)
-    if ref == encoder.name:
-        return ref
-    name = f"encoder-{''.join(c for c in str(encoder.fingerprint) if c.isalnum())[:32]}.pt"
+    if not (os.path.isabs(entry) and Path(entry).is_file()):
+        return entry
+    name = f"encoder-{''.join(c for c in str(fingerprint) if c.isalnum())[:32]}.pt"
     target = index_dir / name
     if not target.is_file():
-        tmp = index_dir / f".{name}.{os.getpid()}.tmp"
         try:
-            with open(ref, "rb") as src, open(tmp, "wb") as dst:
-                while chunk := src.read(1 << 20):
-                    dst.write(chunk)
-                dst.flush()
-                os.fsync(dst.fileno())
-            os.replace(tmp, target)
+            atomic_write_bytes(target, Path(entry).read_bytes())  # encoder files are small
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise EncoderError(f"cannot copy encoder file {ref} into {index_dir}: {exc.strerror or exc}") from None
-        fsync_dir(index_dir)
+            raise EncoderError(f"cannot copy encoder file {entry} into {index_dir}: {exc.strerror or exc}") from None
     return name
 
 
@@ -144,7 +122,7 @@ def _load_index_encoder(path: Path, extra: dict):
         raise EncoderError(f"index {path} was built with the encoder file {ref}, which is gone (moved or deleted); "
                            f"put it back, or run `fewshot reindex {path} --encoder NEW/PATH.pt` with its new path "
                            "(the index then keeps its own copy)")
-    return reg.load(ref, weights=extra.get("encoder_weights"))
+    return reg.resolve(ref, weights=extra.get("encoder_weights"))
 
 
 class FewShotIndex:
@@ -159,24 +137,22 @@ class FewShotIndex:
     @classmethod
     def create(cls, path: str | os.PathLike, encoder: Any = None, metric: str = "cosine",
                temperature: float | None = None, weights: str | None = None, exist_ok: bool = False,
-               backend: str = "faiss", **store_kwargs) -> "FewShotIndex":
-        """Create an index directory bound to ``encoder`` (name, path or Encoder object)."""
+               backend: str = "faiss", kind: str | None = None, **store_kwargs) -> "FewShotIndex":
+        """Create an index directory bound to ``encoder`` (name, path or Encoder object; None: the
+        default encoder for input ``kind``, images when not given)."""
         from fewshot import encoders as reg
 
-        enc = reg.load(encoder or reg.DEFAULT_IMAGE_ENCODER, weights=weights) if not hasattr(encoder, "embed") \
-            else encoder
+        enc = reg.resolve(encoder, weights=weights, kind=kind)
         temp = temperature if temperature is not None else (getattr(enc, "temperature", None) or DEFAULT_TEMPERATURE)
         if not temp > 0:
             raise InputError("temperature must be > 0")
-        extra = {"encoder": _encoder_ref(enc), "encoder_name": enc.name, "fingerprint": enc.fingerprint,
+        extra = {**reg.manifest_entries(enc), "encoder_name": enc.name, "fingerprint": enc.fingerprint,
                  "input_kind": enc.input_kind, "temperature": float(temp)}
-        if weights is not None:
-            extra["encoder_weights"] = str(Path(weights).resolve()) if weights not in ("imagenet", "none") else weights
         store = create_store(path, enc.dim, metric=metric, extra=extra, backend=backend, exist_ok=exist_ok,
                              **store_kwargs)
         try:  # (an existing index, exist_ok=True, keeps its own encoder reference)
-            ref = _bind_encoder(Path(store.path), enc) if store.extra.get("fingerprint") == enc.fingerprint \
-                else store.extra.get("encoder")
+            ref = _bind_encoder(Path(store.path), extra["encoder"], enc.fingerprint) \
+                if store.extra.get("fingerprint") == enc.fingerprint else store.extra.get("encoder")
             if ref != store.extra.get("encoder"):
                 store.set_extra(encoder=ref)  # from now on the index uses its own copy
         except BaseException:
@@ -200,7 +176,7 @@ class FewShotIndex:
             if encoder is None:
                 enc = _load_index_encoder(Path(store.path), extra)
             else:
-                enc = encoder if hasattr(encoder, "embed") else reg.load(encoder)
+                enc = reg.resolve(encoder)
         except KeyError:
             store.close()
             raise EncoderError(f"index {path} records no encoder; it was not made by fewshot") from None
@@ -437,7 +413,7 @@ class FewShotIndex:
         """
         from fewshot import encoders as reg
 
-        enc = self.encoder if encoder is None else (encoder if hasattr(encoder, "embed") else reg.load(encoder))
+        enc = self.encoder if encoder is None else reg.resolve(encoder)
         records = list(self.store.records())
         ids = [r.id for r in records]
         items = []
@@ -451,10 +427,9 @@ class FewShotIndex:
             else np.zeros((0, enc.dim), np.float32)
         same = enc.fingerprint == self.store.extra.get("fingerprint")
         had = {f.name for f in self.path.glob("encoder-*.pt")}
-        extra = {"encoder": _bind_encoder(self.path, enc), "encoder_name": enc.name, "fingerprint": enc.fingerprint,
-                 "input_kind": enc.input_kind,
-                 # the same encoder keeps its weights reference (e.g. resnet18 + --weights PATH)
-                 "encoder_weights": self.store.extra.get("encoder_weights") if same else None}
+        extra = {**reg.manifest_entries(enc, previous=self.store.extra), "encoder_name": enc.name,
+                 "fingerprint": enc.fingerprint, "input_kind": enc.input_kind}
+        extra["encoder"] = _bind_encoder(self.path, extra["encoder"], enc.fingerprint)
         if not same:  # another encoder's scores: its own temperature, never the old one's
             extra["temperature"] = float(getattr(enc, "temperature", None) or DEFAULT_TEMPERATURE)
         try:

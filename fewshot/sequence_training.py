@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fewshot.data.strokes import SequenceDataset
+from fewshot.encoders.fusion import fuse_embeddings  # noqa: F401  (moved; re-exported for callers)
 from fewshot.encoders.sequence import TorchSequenceEncoder, build_sequence_arch, pack_batch
 from fewshot.episodes import EpisodeSampler
 from fewshot.sequences import SequenceAugment, SequencePreprocess, augment_and_preprocess
@@ -142,21 +143,6 @@ def evaluate_sequences(encoder, dataset: SequenceDataset, ways: int = 20, shots:
     out = evaluate_embeddings(emb, dataset, ways, shots, queries, episodes, seed, within_group)
     out["encoder"] = encoder.name
     return out
-
-
-def fuse_embeddings(*parts: np.ndarray, weights: Sequence[float] | None = None) -> np.ndarray:
-    """Concatenate L2-normalised embeddings, part i scaled by sqrt(w_i) (weights summing to 1).
-
-    The cosine of two fused vectors is then the weighted mean of the parts'
-    cosines, ``sum_i w_i cos_i``; the default weights are equal.
-    """
-    from fewshot.prototypes import l2_normalize
-
-    w = np.full(len(parts), 1.0 / len(parts)) if weights is None else np.asarray(weights, dtype=np.float64)
-    if len(w) != len(parts) or (w < 0).any() or not w.sum() > 0:
-        raise ValueError("fusion weights: one non-negative weight per part, not all zero")
-    w = w / w.sum()
-    return np.concatenate([l2_normalize(p) * math.sqrt(wi) for p, wi in zip(parts, w)], 1).astype(np.float32)
 
 
 def fusion_parts(sequence_encoder, image_encoder, dataset: SequenceDataset,

@@ -92,11 +92,7 @@ def command(data, encoder, weights, ways, shots, queries, episodes, seed, within
     if plot_path and not plot_path.lower().endswith(".png"):
         raise click.UsageError("--plot writes a PNG; give a path ending in .png")
     kind = dataset_kind(data)
-    if encoder is None and kind == "sequence":
-        from fewshot.encoders.sequence_builtin import DEFAULT_SEQUENCE_ENCODER
-
-        encoder = DEFAULT_SEQUENCE_ENCODER
-    enc = encoders.load(encoder or encoders.DEFAULT_IMAGE_ENCODER, weights=weights)
+    enc = encoders.resolve(encoder, weights=weights, kind=kind)
     check_kinds(enc, kind, data)
     if tta and kind == "sequence":
         raise click.UsageError("--tta applies to images, not to sequence data")
