@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from fewshot.data.dataset import ImageDataset
+from fewshot.data.dataset import LabelledSet
 from fewshot.episodes import EpisodeSampler
 from fewshot.metrics import confusion_matrix, mean_ci95, per_class_precision_recall_f1
 from fewshot.prototypes import class_prototypes, prototype_scores
@@ -87,7 +87,7 @@ def _shift(batch: np.ndarray, dy: int, dx: int, fill_edge: bool) -> np.ndarray:
     return np.ascontiguousarray(padded[:, y0:y0 + h, x0:x0 + w])
 
 
-def embed_dataset(encoder, dataset: ImageDataset, tta: bool = False, batch_size: int = 256,
+def embed_dataset(encoder, dataset: LabelledSet, tta: bool = False, batch_size: int = 256,
                   progress: bool = True) -> np.ndarray:
     """Embeddings float32 [n, dim] of every image, each image through the encoder once.
 
@@ -96,14 +96,14 @@ def embed_dataset(encoder, dataset: ImageDataset, tta: bool = False, batch_size:
     embedding is the mean over the image and its one-pixel shifts
     (:data:`TTA_SHIFTS`), five forward passes per image.
 
-    A sequence dataset (:class:`~fewshot.data.strokes.SequenceDataset`) goes
+    A sequence dataset (:class:`~fewshot.data.strokes.LabelledSet`) goes
     through a sequence encoder's own ``embed``, as sequences added to an index
     do; ``tta`` applies to images only.
     """
     from PIL import Image
     from tqdm import tqdm
 
-    if hasattr(dataset, "sequences"):
+    if dataset.kind == "sequence":
         return _embed_sequences(encoder, dataset, tta, batch_size, progress)
     if getattr(encoder, "input_kind", "image") != "image":
         raise ValueError(f"encoder {encoder.name!r} takes {encoder.input_kind}s, not images; "
@@ -119,7 +119,7 @@ def embed_dataset(encoder, dataset: ImageDataset, tta: bool = False, batch_size:
     with tqdm(total=n, desc=f"embed ({encoder.name})", unit="img", disable=not progress, leave=False,
               delay=0.5) as bar:
         for i in range(0, n, batch_size):
-            chunk = dataset.images[i:i + batch_size]
+            chunk = dataset.items[i:i + batch_size]
             arrays = np.stack([pre.to_array(Image.fromarray(img)) for img in chunk])
             acc = np.zeros((len(chunk), encoder.dim), dtype=np.float64)
             for dy, dx in shifts:
@@ -137,12 +137,12 @@ def _embed_sequences(encoder, dataset, tta: bool, batch_size: int, progress: boo
                          "evaluate it on its own kind of data")
     if tta:
         raise ValueError("test-time augmentation (tta) applies to images, not to sequences")
-    return np.asarray(encoder.embed(list(dataset.sequences), batch_size=batch_size, progress=progress),
+    return np.asarray(encoder.embed(list(dataset.items), batch_size=batch_size, progress=progress),
                       dtype=np.float32)
 
 
 # --- feasibility ----------------------------------------------------------------------
-def max_queries(dataset: ImageDataset, ways: int, shots: int, queries: int, within_group: bool = False) -> int:
+def max_queries(dataset: LabelledSet, ways: int, shots: int, queries: int, within_group: bool = False) -> int:
     """The largest query count <= ``queries`` for which ``ways``-way ``shots``-shot episodes exist.
 
     Raises a ValueError that says what to change when even one query is impossible.
@@ -173,7 +173,7 @@ def max_queries(dataset: ImageDataset, ways: int, shots: int, queries: int, with
 
 
 # --- episodes -------------------------------------------------------------------------
-def evaluate_embeddings(embeddings: np.ndarray, dataset: ImageDataset, ways: int, shots: int, queries: int,
+def evaluate_embeddings(embeddings: np.ndarray, dataset: LabelledSet, ways: int, shots: int, queries: int,
                         episodes: int, seed: int, within_group: bool = False, metric: str = "cosine",
                         progress: bool = False, protocol: dict | None = None) -> EvalResult:
     """Run ``episodes`` episodes on precomputed embeddings (one row per dataset image)."""
@@ -216,12 +216,12 @@ def evaluate_embeddings(embeddings: np.ndarray, dataset: ImageDataset, ways: int
 
 def dataset_counts(dataset) -> dict:
     """The dataset part of an evaluation's protocol: kind and sizes (``n_images`` is null for sequences)."""
-    seq = hasattr(dataset, "sequences")
+    seq = dataset.kind == "sequence"
     return {"input_kind": "sequence" if seq else "image", "n_classes": len(dataset.classes),
             "n_examples": len(dataset), "n_images": None if seq else len(dataset)}
 
 
-def evaluate(encoder, dataset: ImageDataset, ways: int, shots: int, queries: int, episodes: int, seed: int,
+def evaluate(encoder, dataset: LabelledSet, ways: int, shots: int, queries: int, episodes: int, seed: int,
              within_group: bool = False, tta: bool = False, metric: str = "cosine", progress: bool = True,
              dataset_name: str | None = None, batch_size: int = 256) -> EvalResult:
     """Embed ``dataset`` once with ``encoder`` (name, path or Encoder) and run the episodes.

@@ -38,7 +38,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from fewshot.data.dataset import ImageDataset
+from fewshot.data.dataset import LabelledSet
 from fewshot.errors import EncoderError, FewShotError, InputError
 
 DEFAULTS = {"loss": "proto", "ways": 10, "shots": 1, "queries": 5, "steps": 300, "lr": 1e-3,
@@ -87,7 +87,7 @@ def parse_classes(spec: str | Sequence[str] | None, available: Sequence[str]) ->
     return sorted(chosen)
 
 
-def dataset_from_index(index_dir: str | os.PathLike, size: int = 28, rgb: bool = False) -> ImageDataset:
+def dataset_from_index(index_dir: str | os.PathLike, size: int = 28, rgb: bool = False) -> LabelledSet:
     """The examples stored in an index (its own copies), one class per label."""
     from fewshot.data.folders import to_ink_high, to_rgb
     from fewshot.inputs import InputItem, to_pil
@@ -111,14 +111,14 @@ def dataset_from_index(index_dir: str | os.PathLike, size: int = 28, rgb: bool =
         sources.append(r.metadata.get("source", key))
     if not images:
         raise InputError(f"index {index_dir} holds no examples to fine-tune on")
-    return ImageDataset(np.stack(images), labels, ["all"] * len(labels), sources)
+    return LabelledSet(np.stack(images), labels, ["all"] * len(labels), sources)
 
 
-def load_training_data(data: Any, encoder, index_dir: str | os.PathLike | None = None) -> ImageDataset:
-    """An ImageDataset from ``data``: an ImageDataset, ``"digits"``, a class-per-folder
+def load_training_data(data: Any, encoder, index_dir: str | os.PathLike | None = None) -> LabelledSet:
+    """An LabelledSet from ``data``: an LabelledSet, ``"digits"``, a class-per-folder
     directory, an Omniglot-style zip or folder, ``"index"`` (the examples stored in
     ``index_dir``) or an index directory. Loaded at the encoder's input size."""
-    if isinstance(data, ImageDataset):
+    if isinstance(data, LabelledSet):
         return data
     pre = encoder.preprocess
     rgb = pre.channels == 3
@@ -140,12 +140,12 @@ def load_training_data(data: Any, encoder, index_dir: str | os.PathLike | None =
     return load_dataset(spec, size=size, rgb=rgb)
 
 
-def to_encoder_arrays(ds: ImageDataset, preprocess) -> ImageDataset:
+def to_encoder_arrays(ds: LabelledSet, preprocess) -> LabelledSet:
     """Each image through the encoder's ``to_array`` (its resize, padding, inversion), once."""
     from PIL import Image
 
-    arrays = np.stack([preprocess.to_array(Image.fromarray(img)) for img in ds.images])
-    return ImageDataset(arrays, list(ds.labels), list(ds.groups), list(ds.sources))
+    arrays = np.stack([preprocess.to_array(Image.fromarray(img)) for img in ds.items])
+    return LabelledSet(arrays, list(ds.labels), list(ds.groups), list(ds.sources))
 
 
 def split_classes(classes: Sequence[str], val_fraction: float, seed: int, min_train: int = 2
@@ -165,7 +165,7 @@ def split_classes(classes: Sequence[str], val_fraction: float, seed: int, min_tr
     return [c for c in classes if c not in val], val
 
 
-def _subset_classes(ds: ImageDataset, classes: Sequence[str]) -> ImageDataset:
+def _subset_classes(ds: LabelledSet, classes: Sequence[str]) -> LabelledSet:
     keep = set(classes)
     return ds.subset([i for i, lab in enumerate(ds.labels) if lab in keep])
 
@@ -250,7 +250,7 @@ def finetune(encoder: Any = "omniglot-conv4", data: Any = "digits", *, classes: 
     Parameters (the CLI options mirror them):
 
     * ``encoder``: a registered name, an encoder file, or an Encoder object (left unchanged).
-    * ``data``: an :class:`ImageDataset`, ``"digits"``, a class-per-folder directory,
+    * ``data``: an :class:`LabelledSet`, ``"digits"``, a class-per-folder directory,
       an Omniglot-style zip, ``"index"`` (the examples stored in ``into``) or an index directory.
     * ``classes``: the classes to train on (``"0-4"``, ``"a,b"``, ``"Greek/*"``); default all.
     * ``loss``: ``"proto"`` (episodic prototypical, default), ``"triplet"`` (batch-hard)
@@ -401,7 +401,7 @@ def _check_resume(last: Path, meta: dict) -> None:
                            "use the same options, or --fresh to start over")
 
 
-def _make_encoder(base, module, name: str, centre: str, data: ImageDataset, temperature: float | None):
+def _make_encoder(base, module, name: str, centre: str, data: LabelledSet, temperature: float | None):
     """A new TorchImageEncoder with the fine-tuned module (fingerprint follows the weights)."""
     from fewshot.encoders.base import TorchImageEncoder
 
@@ -410,7 +410,7 @@ def _make_encoder(base, module, name: str, centre: str, data: ImageDataset, temp
     if centre == "recompute":
         plain = TorchImageEncoder(name, module, base.dim, base.preprocess, base.arch, base.arch_kwargs,
                                   tta_shift=tta)
-        x = base.preprocess.normalize(data.images)
+        x = base.preprocess.normalize(data.items)
         c = np.concatenate([plain.embed_tensor(x[i:i + 256]) for i in range(0, len(x), 256)]).mean(0)
     enc = TorchImageEncoder(name, module, base.dim, base.preprocess, base.arch, base.arch_kwargs,
                             weights_source="finetune", centre=c,

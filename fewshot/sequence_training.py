@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fewshot.data.strokes import SequenceDataset
+from fewshot.data.dataset import LabelledSet
 from fewshot.encoders.fusion import fuse_embeddings  # noqa: F401  (moved; re-exported for callers)
 from fewshot.encoders.sequence import TorchSequenceEncoder, build_sequence_arch, pack_batch
 from fewshot.episodes import EpisodeSampler
@@ -86,8 +86,8 @@ def _transform_strokes(a: np.ndarray, k: int, mirror: bool, centre: tuple[float,
     return out
 
 
-def expand_symmetries(ds: SequenceDataset, n: int, centre: tuple[float, float] = (52.5, -52.5)
-                      ) -> SequenceDataset:
+def expand_symmetries(ds: LabelledSet, n: int, centre: tuple[float, float] = (52.5, -52.5)
+                      ) -> LabelledSet:
     """Add rotated (and mirrored) copies of every class as new classes (``n`` in 1, 4, 8).
 
     The rotation centre defaults to the middle of Omniglot's 105-pixel canvas, so
@@ -98,11 +98,11 @@ def expand_symmetries(ds: SequenceDataset, n: int, centre: tuple[float, float] =
     seqs, labels, groups, sources = [], [], [], []
     for k, mirror in _SYMS[:n]:
         tag = "" if (k, mirror) == (0, False) else f"@{'m' if mirror else ''}rot{90 * k}"
-        seqs += [_transform_strokes(s, k, mirror, centre) if tag else s for s in ds.sequences]
+        seqs += [_transform_strokes(s, k, mirror, centre) if tag else s for s in ds.items]
         labels += [lab + tag for lab in ds.labels]
         groups += [g + tag for g in ds.groups]  # a rotated alphabet is its own group
         sources += list(ds.sources)
-    return SequenceDataset(seqs, labels, groups, sources)
+    return LabelledSet(seqs, labels, groups, sources)
 
 
 # --- embedding and evaluation ------------------------------------------------------------------
@@ -121,7 +121,7 @@ def confidence_interval(accs: np.ndarray) -> float:
     return float(1.96 * accs.std(ddof=1) / math.sqrt(len(accs))) if len(accs) > 1 else float("nan")
 
 
-def evaluate_embeddings(emb: np.ndarray, dataset: SequenceDataset, ways: int, shots: int, queries: int,
+def evaluate_embeddings(emb: np.ndarray, dataset: LabelledSet, ways: int, shots: int, queries: int,
                         episodes: int, seed: int = 0, within_group: bool = False) -> dict:
     """Nearest-prototype accuracy over seeded episodes (the maths of ``classify``), with its 95% CI."""
     accs = episodic_accuracy(emb, dataset, ways, shots, queries, episodes, within_group, seed)
@@ -130,7 +130,7 @@ def evaluate_embeddings(emb: np.ndarray, dataset: SequenceDataset, ways: int, sh
             "n_examples": len(dataset), "n_classes": len(dataset.classes)}
 
 
-def evaluate_sequences(encoder, dataset: SequenceDataset, ways: int = 20, shots: int = 1, queries: int = 5,
+def evaluate_sequences(encoder, dataset: LabelledSet, ways: int = 20, shots: int = 1, queries: int = 5,
                        episodes: int = 1000, seed: int = 0, within_group: bool = False,
                        batch_size: int = 256) -> dict:
     """Few-shot accuracy of a sequence encoder on a labelled sequence set.
@@ -139,25 +139,25 @@ def evaluate_sequences(encoder, dataset: SequenceDataset, ways: int = 20, shots:
     index embeds), then episodes from :class:`~fewshot.episodes.EpisodeSampler`
     are classified by nearest prototype with :mod:`fewshot.prototypes`.
     """
-    emb = encoder.embed(list(dataset.sequences), batch_size=batch_size)
+    emb = encoder.embed(list(dataset.items), batch_size=batch_size)
     out = evaluate_embeddings(emb, dataset, ways, shots, queries, episodes, seed, within_group)
     out["encoder"] = encoder.name
     return out
 
 
-def fusion_parts(sequence_encoder, image_encoder, dataset: SequenceDataset,
+def fusion_parts(sequence_encoder, image_encoder, dataset: LabelledSet,
                  images: list | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(sequence embeddings, image embeddings) of every example; images default to each
     stroke trajectory rendered as Omniglot draws it."""
     from fewshot.sequences import render_strokes
 
-    seq = sequence_encoder.embed(list(dataset.sequences), batch_size=256)
+    seq = sequence_encoder.embed(list(dataset.items), batch_size=256)
     if images is None:
-        images = [render_strokes(s) for s in dataset.sequences]
+        images = [render_strokes(s) for s in dataset.items]
     return seq, image_encoder.embed(images, batch_size=256)
 
 
-def evaluate_fusion(sequence_encoder, image_encoder, dataset: SequenceDataset,
+def evaluate_fusion(sequence_encoder, image_encoder, dataset: LabelledSet,
                     protocols: list[dict], seed: int = 0, images: list | None = None,
                     sequence_weight: float = 0.5,
                     embedded: tuple[np.ndarray, np.ndarray] | None = None) -> list[dict]:
@@ -185,7 +185,7 @@ def evaluate_fusion(sequence_encoder, image_encoder, dataset: SequenceDataset,
     return rows
 
 
-def choose_fusion_weight(sequence_encoder, image_encoder, dataset: SequenceDataset,
+def choose_fusion_weight(sequence_encoder, image_encoder, dataset: LabelledSet,
                          grid: Sequence[float] = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5),
                          ways: int = 20, episodes: int = 1000, seed: int = 12345,
                          within_group: bool = True,
@@ -218,9 +218,9 @@ def teacher_targets(teacher, raws: list[np.ndarray], batch: int = 512) -> torch.
 
 
 # --- training ----------------------------------------------------------------------------------
-def train_sequence_episodic(model: nn.Module, pre: SequencePreprocess, train: SequenceDataset,
+def train_sequence_episodic(model: nn.Module, pre: SequencePreprocess, train: LabelledSet,
                             out_dir: str | os.PathLike, cfg: SequenceTrainConfig,
-                            val: SequenceDataset | None = None, teacher=None, progress: bool = True,
+                            val: LabelledSet | None = None, teacher=None, progress: bool = True,
                             log: Callable[[str], None] | None = None) -> dict:
     """Train ``model`` (a :class:`~fewshot.encoders.sequence.SequenceRNN`) in place; returns a summary.
 
@@ -247,10 +247,10 @@ def train_sequence_episodic(model: nn.Module, pre: SequencePreprocess, train: Se
     distill = None
     if teacher is not None and cfg.distill_weight > 0:
         t0 = time.time()
-        views = [list(data.sequences)]
+        views = [list(data.items)]
         for v in range(1, cfg.teacher_views):
             rng = np.random.default_rng([cfg.seed, v, 99])
-            views.append([_augment_raw(s, aug, rng) for s in data.sequences])
+            views.append([_augment_raw(s, aug, rng) for s in data.items])
         flat = [s for vs in views for s in vs]
         cache = out / "teacher_targets.pt"  # rendering is the slow part: keep it for resumed runs
         key = f"{teacher.fingerprint}:{len(flat)}:{cfg.seed}:{cfg.symmetries}:{json.dumps(cfg.augment, sort_keys=True)}"
@@ -280,7 +280,7 @@ def train_sequence_episodic(model: nn.Module, pre: SequencePreprocess, train: Se
     if cfg.within_group_fraction > 0:
         group_sampler = EpisodeSampler(data.labels, min(cfg.ways, 20), cfg.shots, cfg.queries, data.groups,
                                        True, cfg.seed + 1)
-    val_arrays = [pre.apply(s, src) for s, src in zip(val.sequences, val.sources)] if val is not None else None
+    val_arrays = [pre.apply(s, src) for s, src in zip(val.items, val.sources)] if val is not None else None
     logf = open(out / "log.jsonl", "a")
     model.train()
     t0, losses, accs, val_acc = time.time(), [], [], float("nan")
@@ -301,7 +301,7 @@ def train_sequence_episodic(model: nn.Module, pre: SequencePreprocess, train: Se
             arrays = [augment_and_preprocess(r, pre, light, rng) for r in raws]
         else:
             step_aug = SequenceAugment(**{**cfg.augment, **order_aug})
-            arrays = [augment_and_preprocess(data.sequences[i], pre, step_aug, rng) for i in idx]
+            arrays = [augment_and_preprocess(data.items[i], pre, step_aug, rng) for i in idx]
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
         emb = model(pack_batch(arrays))
@@ -360,7 +360,7 @@ def _augment_raw(raw: np.ndarray, aug: SequenceAugment, rng: np.random.Generator
 
 def export_sequence_encoder(state_dict_path: str | os.PathLike, out_path: str | os.PathLike,
                             pre: SequencePreprocess, arch_kwargs: dict, name: str,
-                            train: SequenceDataset | None = None, scale: float | None = None
+                            train: LabelledSet | None = None, scale: float | None = None
                             ) -> TorchSequenceEncoder:
     """Turn a training checkpoint into an encoder file (``TorchSequenceEncoder.save``).
 
@@ -371,7 +371,7 @@ def export_sequence_encoder(state_dict_path: str | os.PathLike, out_path: str | 
     module.load_state_dict(torch.load(state_dict_path, map_location="cpu", weights_only=True))
     centre = None
     if train is not None:
-        centre = embed_prepared(module, [pre.apply(s) for s in train.sequences]).mean(0)
+        centre = embed_prepared(module, [pre.apply(s) for s in train.items]).mean(0)
     enc = TorchSequenceEncoder(name, module, dim, pre, "rnn", arch_kwargs, weights_source=str(out_path),
                                centre=centre, temperature=None if scale is None else round(1.0 / scale, 6))
     enc.save(out_path)

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fewshot.data.dataset import ImageDataset
+from fewshot.data.dataset import LabelledSet
 from fewshot.episodes import EpisodeSampler
 from fewshot.losses import MetricLoss, PrototypicalLoss, episode_accuracy
 from fewshot.prototypes import class_prototypes, prototype_scores
@@ -76,24 +76,24 @@ def images_to_tensor(images: np.ndarray) -> torch.Tensor:
     return x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2).contiguous()
 
 
-def expand_rotations(ds: ImageDataset) -> ImageDataset:
+def expand_rotations(ds: LabelledSet) -> LabelledSet:
     """Add each class rotated by 90, 180 and 270 degrees as three new classes."""
-    imgs = [ds.images] + [np.rot90(ds.images, k, axes=(1, 2)) for k in (1, 2, 3)]
+    imgs = [ds.items] + [np.rot90(ds.items, k, axes=(1, 2)) for k in (1, 2, 3)]
     labels = list(ds.labels) + [f"{lab}@rot{90 * k}" for k in (1, 2, 3) for lab in ds.labels]
-    return ImageDataset(np.ascontiguousarray(np.concatenate(imgs)), labels, list(ds.groups) * 4,
+    return LabelledSet(np.ascontiguousarray(np.concatenate(imgs)), labels, list(ds.groups) * 4,
                         list(ds.sources) * 4)
 
 
-def expand_dihedral(ds: ImageDataset) -> ImageDataset:
+def expand_dihedral(ds: LabelledSet) -> LabelledSet:
     """Each class in its 8 dihedral versions (4 rotations x mirror), each a new class.
 
     For handwriting and symbols a mirrored or rotated character is a different
     character, so a handful of labelled classes becomes eight times as many: the
     Omniglot rotation trick, extended. Not for photos, where a mirrored cat is a cat.
     """
-    mirror = ImageDataset(np.ascontiguousarray(ds.images[:, :, ::-1]), [f"{lab}@flip" for lab in ds.labels],
+    mirror = LabelledSet(np.ascontiguousarray(ds.items[:, :, ::-1]), [f"{lab}@flip" for lab in ds.labels],
                           list(ds.groups), list(ds.sources))
-    both = ImageDataset(np.concatenate([ds.images, mirror.images]), list(ds.labels) + mirror.labels,
+    both = LabelledSet(np.concatenate([ds.items, mirror.items]), list(ds.labels) + mirror.labels,
                         list(ds.groups) * 2, list(ds.sources) * 2)
     return expand_rotations(both)
 
@@ -101,7 +101,7 @@ def expand_dihedral(ds: ImageDataset) -> ImageDataset:
 EXPANSIONS = ("none", "rotations", "dihedral")
 
 
-def expand_classes(ds: ImageDataset, mode: str) -> ImageDataset:
+def expand_classes(ds: LabelledSet, mode: str) -> LabelledSet:
     """``"none"``, ``"rotations"`` (x4 classes) or ``"dihedral"`` (x8 classes)."""
     if mode == "none":
         return ds
@@ -162,7 +162,7 @@ def embed_images(model: nn.Module, x: torch.Tensor, batch: int = 512,
     return torch.cat(out).numpy()
 
 
-def episodic_accuracy(emb: np.ndarray, ds: ImageDataset, ways: int, shots: int, queries: int,
+def episodic_accuracy(emb: np.ndarray, ds: LabelledSet, ways: int, shots: int, queries: int,
                       episodes: int, within_group: bool, seed: int) -> np.ndarray:
     """Per-episode accuracy of nearest-prototype classification on precomputed embeddings.
 
@@ -193,7 +193,7 @@ def _atomic_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def validation_sampler(val: ImageDataset, cfg: TrainConfig) -> EpisodeSampler:
+def validation_sampler(val: LabelledSet, cfg: TrainConfig) -> EpisodeSampler:
     """Validation episodes: ``val_ways`` (at most the number of usable classes), fixed seed."""
     need = cfg.val_shots + cfg.val_queries
     counts: dict[str, int] = {}
@@ -233,8 +233,8 @@ def set_train_mode(model: nn.Module, frozen: tuple[nn.Module, ...] = ()) -> None
         m.eval()
 
 
-def fit_episodic(model: nn.Module, loss_fn: MetricLoss, train: ImageDataset, out_dir: str | os.PathLike,
-                 cfg: TrainConfig, val: ImageDataset | None = None,
+def fit_episodic(model: nn.Module, loss_fn: MetricLoss, train: LabelledSet, out_dir: str | os.PathLike,
+                 cfg: TrainConfig, val: LabelledSet | None = None,
                  to_tensor: Callable[[np.ndarray], torch.Tensor] = None,
                  transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
                  params: list[nn.Parameter] | None = None, frozen: tuple[nn.Module, ...] = (),
@@ -265,7 +265,7 @@ def fit_episodic(model: nn.Module, loss_fn: MetricLoss, train: ImageDataset, out
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     torch.manual_seed(cfg.seed)
-    x_all = to_tensor(train.images)
+    x_all = to_tensor(train.items)
     trainable = list(model.parameters()) if params is None else list(params)
     opt = torch.optim.Adam(trainable + list(loss_fn.parameters()), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start, best, bad_evals, stopped, val_acc = 0, -1.0, 0, False, float("nan")
@@ -284,7 +284,7 @@ def fit_episodic(model: nn.Module, loss_fn: MetricLoss, train: ImageDataset, out
     if cfg.within_group_fraction > 0:
         group_sampler = EpisodeSampler(train.labels, min(cfg.ways, 20), cfg.shots, cfg.queries,
                                        train.groups, True, cfg.seed + 1)
-    x_val = to_tensor(val.images) if val is not None else None
+    x_val = to_tensor(val.items) if val is not None else None
     val_sampler = validation_sampler(val, cfg) if val is not None else None
 
     def save_last(done: int) -> None:
@@ -360,8 +360,8 @@ def fit_episodic(model: nn.Module, loss_fn: MetricLoss, train: ImageDataset, out
     return summary
 
 
-def train_episodic(model: nn.Module, train: ImageDataset, out_dir: str | os.PathLike,
-                   cfg: TrainConfig, val: ImageDataset | None = None,
+def train_episodic(model: nn.Module, train: LabelledSet, out_dir: str | os.PathLike,
+                   cfg: TrainConfig, val: LabelledSet | None = None,
                    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
                    progress: bool = True, log: Callable[[str], None] | None = None) -> dict:
     """Train ``model`` in place with the prototypical loss; returns a summary. Resumes from ``out_dir/last.pt``.
@@ -376,7 +376,7 @@ def train_episodic(model: nn.Module, train: ImageDataset, out_dir: str | os.Path
 
 
 def export_image_encoder(state_dict_path: str | os.PathLike, out_path: str | os.PathLike,
-                         train: ImageDataset | None, name: str, arch_kwargs: dict, size: int = 28,
+                         train: LabelledSet | None, name: str, arch_kwargs: dict, size: int = 28,
                          scale: float | None = None, arch: str = "conv"):
     """Turn a training checkpoint into an encoder file (see ``Encoder.save``).
 
@@ -392,7 +392,7 @@ def export_image_encoder(state_dict_path: str | os.PathLike, out_path: str | os.
     module.load_state_dict(torch.load(state_dict_path, map_location="cpu", weights_only=True))
     centre = None
     if train is not None:
-        centre = embed_images(module, images_to_tensor(train.images)).mean(0)
+        centre = embed_images(module, images_to_tensor(train.items)).mean(0)
     enc = TorchImageEncoder(name, module, dim, ImagePreprocess(size=size), arch, arch_kwargs,
                             weights_source=str(out_path), centre=centre,
                             temperature=None if scale is None else round(1.0 / scale, 6))

@@ -10,7 +10,7 @@ import torch
 from click.testing import CliRunner
 
 from fewshot import encoders
-from fewshot.data.strokes import SequenceDataset
+from fewshot.data.dataset import LabelledSet
 from fewshot.encoders.sequence import (FusionEncoder, SequenceRNN, TorchSequenceEncoder, new_sequence_encoder,
                                        pack_batch)
 from fewshot.errors import EncoderError, InputError
@@ -44,7 +44,7 @@ def stroke_text(a: np.ndarray) -> str:
     return "\n".join(lines) + "\n"
 
 
-def shapes_dataset(n_per: int = 6, kinds: int = 5, seed: int = 0) -> SequenceDataset:
+def shapes_dataset(n_per: int = 6, kinds: int = 5, seed: int = 0) -> LabelledSet:
     rng = np.random.default_rng(seed)
     seqs, labels, groups = [], [], []
     for k in range(kinds):
@@ -52,7 +52,7 @@ def shapes_dataset(n_per: int = 6, kinds: int = 5, seed: int = 0) -> SequenceDat
             seqs.append(shape_strokes(k, rng))
             labels.append(f"g{k % 2}/shape{k}")
             groups.append(f"g{k % 2}")
-    return SequenceDataset(seqs, labels, groups)
+    return LabelledSet(seqs, labels, groups)
 
 
 @pytest.fixture(scope="module")

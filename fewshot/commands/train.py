@@ -312,11 +312,11 @@ def _sequence_setup(ds, arch: str, hidden: int, layers: int, pooling: str, bidir
     if strokes:
         pre = SequencePreprocess(kind="strokes", resample=resample)
     else:
-        widths = sorted({int(s.shape[1]) for s in ds.sequences})
+        widths = sorted({int(s.shape[1]) for s in ds.items})
         if len(widths) > 1:
             raise click.ClickException(f"the sequences have different numbers of features ({widths}); "
                                        "a series encoder needs one")
-        mean, std = fit_series_stats(ds.sequences)
+        mean, std = fit_series_stats(ds.items)
         pre = SequencePreprocess(kind="series", n_features=widths[0], mean=mean, std=std)
     arch_kwargs = {"in_features": pre.in_features, "hidden": hidden, "layers": layers,
                    "cell": arch[len("rnn-"):], "bidirectional": bidirectional, "pooling": pooling,

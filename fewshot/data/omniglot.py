@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fewshot.data.dataset import ImageDataset
+from fewshot.data.dataset import LabelledSet
 
 OMNIGLOT_URL = "https://github.com/brendenlake/omniglot/raw/master/python/{split}.zip"
 SPLITS = ("images_background", "images_evaluation", "strokes_background", "strokes_evaluation",
@@ -38,7 +38,7 @@ def _parse_entry(name: str) -> tuple[str, str] | None:
 
 
 def load_omniglot(path: str | os.PathLike, size: int = 28, alphabets: list[str] | None = None,
-                  exclude_alphabets: list[str] | None = None) -> ImageDataset:
+                  exclude_alphabets: list[str] | None = None) -> LabelledSet:
     """Load Omniglot images into memory as a uint8 array [n, size, size], ink = 255.
 
     ``path`` is the zip or the extracted split folder. Labels are
@@ -82,7 +82,7 @@ def load_omniglot(path: str | os.PathLike, size: int = 28, alphabets: list[str] 
     labels = [f"{a}/{c}" for a, c, _ in entries]
     groups = [a for a, _, _ in entries]
     sources = [f"{path}:{n}" if path.is_file() else n for _, _, n in entries]
-    return ImageDataset(images=images, labels=labels, groups=groups, sources=sources)
+    return LabelledSet(images, labels, groups, sources, kind="image")
 
 
 def download_omniglot(root: str | os.PathLike, split: str = "images_background",
