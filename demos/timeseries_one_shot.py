@@ -61,8 +61,9 @@ def main() -> None:
     from fewshot import FewShotIndex
     from fewshot.data.dataset import LabelledSet
     from fewshot.encoders.sequence import SequenceRNN, TorchSequenceEncoder
-    from fewshot.sequence_training import (SequenceTrainConfig, embed_prepared, evaluate_embeddings,
-                                           evaluate_sequences, train_sequence_episodic)
+    from fewshot.evaluation import evaluate_embeddings
+    from fewshot.evaluation.fusion import evaluate_sequences
+    from fewshot.sequence_training import SequenceTrainConfig, embed_prepared, train_sequence_episodic
     from fewshot.sequences import SequencePreprocess, fit_series_stats
 
     torch.set_num_threads(a.threads)
@@ -104,7 +105,7 @@ def main() -> None:
             out[name] = {"accuracy": round(r["accuracy"], 4), "ci95": round(r["ci95"], 4)}
         avg = np.stack([pre.apply(s).mean(0) for s in test.items])
         r = evaluate_embeddings(avg, test, n_way, 1, q, a.episodes, a.seed)
-        out["time_averaged_features"] = {"accuracy": round(r["accuracy"], 4), "ci95": round(r["ci95"], 4)}
+        out["time_averaged_features"] = {"accuracy": round(r.accuracy, 4), "ci95": round(r.ci95, 4)}
         return out
 
     results = {"dataset": a.dataset, "shots": 1, "episodes": a.episodes}

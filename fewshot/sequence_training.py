@@ -39,8 +39,11 @@ from fewshot.data.dataset import LabelledSet
 from fewshot.encoders.fusion import fuse_embeddings  # noqa: F401  (moved; re-exported for callers)
 from fewshot.encoders.sequence import TorchSequenceEncoder, build_sequence_arch, pack_batch
 from fewshot.episodes import EpisodeSampler
+from fewshot.evaluation.fusion import (choose_fusion_weight, evaluate_fusion, evaluate_sequences,  # noqa: F401
+                                       fusion_parts)
+from fewshot.evaluation.kernel import episode_accuracies
 from fewshot.sequences import SequenceAugment, SequencePreprocess, augment_and_preprocess
-from fewshot.training import ProtoHead, _atomic_save, episodic_accuracy, lr_at
+from fewshot.training import ProtoHead, _atomic_save, lr_at
 
 
 @dataclass
@@ -114,92 +117,6 @@ def embed_prepared(module: nn.Module, arrays: list[np.ndarray], batch: int = 256
     out = [module(pack_batch(arrays[i:i + batch])) for i in range(0, len(arrays), batch)]
     module.train(was)
     return torch.cat(out).numpy()
-
-
-def confidence_interval(accs: np.ndarray) -> float:
-    """Half-width of the normal 95% confidence interval of the mean episode accuracy."""
-    return float(1.96 * accs.std(ddof=1) / math.sqrt(len(accs))) if len(accs) > 1 else float("nan")
-
-
-def evaluate_embeddings(emb: np.ndarray, dataset: LabelledSet, ways: int, shots: int, queries: int,
-                        episodes: int, seed: int = 0, within_group: bool = False) -> dict:
-    """Nearest-prototype accuracy over seeded episodes (the maths of ``classify``), with its 95% CI."""
-    accs = episodic_accuracy(emb, dataset, ways, shots, queries, episodes, within_group, seed)
-    return {"ways": ways, "shots": shots, "queries": queries, "episodes": episodes, "seed": seed,
-            "within_group": within_group, "accuracy": float(accs.mean()), "ci95": confidence_interval(accs),
-            "n_examples": len(dataset), "n_classes": len(dataset.classes)}
-
-
-def evaluate_sequences(encoder, dataset: LabelledSet, ways: int = 20, shots: int = 1, queries: int = 5,
-                       episodes: int = 1000, seed: int = 0, within_group: bool = False,
-                       batch_size: int = 256) -> dict:
-    """Few-shot accuracy of a sequence encoder on a labelled sequence set.
-
-    Every sequence is embedded once with ``encoder.embed`` (so exactly as the
-    index embeds), then episodes from :class:`~fewshot.episodes.EpisodeSampler`
-    are classified by nearest prototype with :mod:`fewshot.prototypes`.
-    """
-    emb = encoder.embed(list(dataset.items), batch_size=batch_size)
-    out = evaluate_embeddings(emb, dataset, ways, shots, queries, episodes, seed, within_group)
-    out["encoder"] = encoder.name
-    return out
-
-
-def fusion_parts(sequence_encoder, image_encoder, dataset: LabelledSet,
-                 images: list | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(sequence embeddings, image embeddings) of every example; images default to each
-    stroke trajectory rendered as Omniglot draws it."""
-    from fewshot.sequences import render_strokes
-
-    seq = sequence_encoder.embed(list(dataset.items), batch_size=256)
-    if images is None:
-        images = [render_strokes(s) for s in dataset.items]
-    return seq, image_encoder.embed(images, batch_size=256)
-
-
-def evaluate_fusion(sequence_encoder, image_encoder, dataset: LabelledSet,
-                    protocols: list[dict], seed: int = 0, images: list | None = None,
-                    sequence_weight: float = 0.5,
-                    embedded: tuple[np.ndarray, np.ndarray] | None = None) -> list[dict]:
-    """Sequence alone, image alone and both fused, on the same episodes, for each protocol.
-
-    ``images`` are the image views of the examples (default: each stroke
-    trajectory rendered as Omniglot draws it). A protocol is a dict of
-    ``ways, shots, queries, episodes, within_group``. ``embedded``: the output of
-    :func:`fusion_parts` when it is already computed (it is the slow part).
-    """
-    seq, img = embedded or fusion_parts(sequence_encoder, image_encoder, dataset, images)
-    views = {"sequence": seq, "image": img,
-             "fusion": fuse_embeddings(seq, img, weights=(sequence_weight, 1 - sequence_weight))}
-    rows = []
-    for p in protocols:
-        row = {k: p[k] for k in ("ways", "shots", "queries", "episodes")}
-        row["within_group"] = bool(p.get("within_group", False))
-        for name, emb in views.items():
-            r = evaluate_embeddings(emb, dataset, p["ways"], p["shots"], p["queries"], p["episodes"], seed,
-                                    row["within_group"])
-            row[name] = {"accuracy": r["accuracy"], "ci95": r["ci95"]}
-        row["fusion_beats_both"] = row["fusion"]["accuracy"] > max(row["sequence"]["accuracy"],
-                                                                    row["image"]["accuracy"])
-        rows.append(row)
-    return rows
-
-
-def choose_fusion_weight(sequence_encoder, image_encoder, dataset: LabelledSet,
-                         grid: Sequence[float] = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5),
-                         ways: int = 20, episodes: int = 1000, seed: int = 12345,
-                         within_group: bool = True,
-                         embedded: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
-    """The sequence weight of the fusion with the best 20-way 1-shot within-group accuracy.
-
-    Run on *validation* episodes (another seed than the reported ones), so the
-    reported accuracy is not the maximum of several tries on the same episodes.
-    Returns ``{"best": w, "accuracy": {w: acc, ...}}``.
-    """
-    seq, img = embedded or fusion_parts(sequence_encoder, image_encoder, dataset)
-    acc = {float(w): evaluate_embeddings(fuse_embeddings(seq, img, weights=(w, 1 - w)), dataset, ways, 1, 5,
-                                         episodes, seed, within_group)["accuracy"] for w in grid}
-    return {"best": max(acc, key=acc.get), "accuracy": acc, "ways": ways, "episodes": episodes, "seed": seed}
 
 
 # --- teacher -----------------------------------------------------------------------------------
@@ -322,8 +239,8 @@ def train_sequence_episodic(model: nn.Module, pre: SequencePreprocess, train: La
         done = step + 1
         if val_arrays is not None and (done % cfg.val_every == 0 or done == cfg.steps):
             emb_val = embed_prepared(model, val_arrays)
-            val_acc = float(episodic_accuracy(emb_val, val, cfg.val_ways, 1, 5, cfg.val_episodes,
-                                              True, cfg.seed + 12345).mean())
+            val_acc = float(episode_accuracies(emb_val, EpisodeSampler(val.labels, cfg.val_ways, 1, 5, val.groups,
+                                                                       True, cfg.seed + 12345), cfg.val_episodes).mean())
             if val_acc > best:
                 best = val_acc
                 _atomic_save(model.state_dict(), out / "best.pt")

@@ -34,6 +34,7 @@ from torch import nn
 
 from fewshot.data.dataset import LabelledSet
 from fewshot.episodes import EpisodeSampler
+from fewshot.evaluation.kernel import episode_accuracies
 from fewshot.losses import MetricLoss, PrototypicalLoss, episode_accuracy
 from fewshot.prototypes import class_prototypes, prototype_scores
 
@@ -162,28 +163,6 @@ def embed_images(model: nn.Module, x: torch.Tensor, batch: int = 512,
     return torch.cat(out).numpy()
 
 
-def episodic_accuracy(emb: np.ndarray, ds: LabelledSet, ways: int, shots: int, queries: int,
-                      episodes: int, within_group: bool, seed: int) -> np.ndarray:
-    """Per-episode accuracy of nearest-prototype classification on precomputed embeddings.
-
-    ``ds`` only lends its ``labels`` and ``groups`` (any object with both works).
-    """
-    sampler = EpisodeSampler(ds.labels, ways, shots, queries, ds.groups, within_group, seed)
-    return sampler_accuracy(emb, sampler, episodes)
-
-
-def sampler_accuracy(emb: np.ndarray, sampler: EpisodeSampler, episodes: int) -> np.ndarray:
-    """Per-episode nearest-prototype accuracy of episodes ``0..episodes-1`` of ``sampler``."""
-    ways, shots, queries = sampler.ways, sampler.shots, sampler.queries
-    accs = np.empty(episodes)
-    for i, ep in enumerate(sampler(episodes)):
-        sup_lab = np.repeat(np.arange(ways), shots)
-        classes, protos = class_prototypes(emb[ep.support.ravel()], sup_lab)
-        pred = np.asarray(classes)[prototype_scores(emb[ep.query.ravel()], protos).argmax(1)]
-        accs[i] = (pred == np.repeat(np.arange(ways), queries)).mean()
-    return accs
-
-
 def _atomic_save(obj, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
@@ -298,7 +277,7 @@ def fit_episodic(model: nn.Module, loss_fn: MetricLoss, train: LabelledSet, out_
 
     if val_sampler is not None and cfg.val_at_start and start == 0:
         emb_val = embed_images(model, x_val, transform=transform)
-        val_acc = best = val_start = float(sampler_accuracy(emb_val, val_sampler, cfg.val_episodes).mean())
+        val_acc = best = val_start = float(episode_accuracies(emb_val, val_sampler, cfg.val_episodes).mean())
         _atomic_save(model.state_dict(), out / "best.pt")
     logf = open(out / "log.jsonl", "a")
     set_train_mode(model, frozen)
@@ -328,7 +307,7 @@ def fit_episodic(model: nn.Module, loss_fn: MetricLoss, train: LabelledSet, out_
             if val_sampler is not None and (done % cfg.val_every == 0 or done == cfg.steps):
                 emb_val = embed_images(model, x_val, transform=transform)
                 set_train_mode(model, frozen)
-                val_acc = float(sampler_accuracy(emb_val, val_sampler, cfg.val_episodes).mean())
+                val_acc = float(episode_accuracies(emb_val, val_sampler, cfg.val_episodes).mean())
                 if val_acc > best + cfg.min_delta or best < 0:
                     best, bad_evals = max(val_acc, best), 0
                     _atomic_save(model.state_dict(), out / "best.pt")

@@ -70,7 +70,7 @@ def test_unpredicted_class_and_bad_input():
 def test_mean_ci95_by_hand():
     m, ci = mean_ci95([0.5, 1.0])
     assert m == pytest.approx(0.75)
-    assert ci == pytest.approx(1.96 * 0.25 / math.sqrt(2))
+    assert ci == pytest.approx(1.96 * np.std([0.5, 1.0], ddof=1) / math.sqrt(2))  # the one convention: ddof=1
     assert mean_ci95([0.9] * 10) == (pytest.approx(0.9), 0.0)
 
 
@@ -119,7 +119,7 @@ def test_many_classes_give_position_confusion():
 
 def test_evaluate_embeddings_checks_shapes():
     emb, ds = clustered()
-    with pytest.raises(ValueError, match="one embedding row per image"):
+    with pytest.raises(ValueError, match="one embedding row per example"):
         evaluate_embeddings(emb[:-1], ds, 5, 1, 1, 1, 0)
     with pytest.raises(ValueError, match="episodes must be >= 1"):
         evaluate_embeddings(emb, ds, 5, 1, 1, 0, 0)
