@@ -16,7 +16,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-import fewshot.training
+import fewshot.train.loop
 from fewshot import encoders
 from fewshot.data.dataset import LabelledSet
 from fewshot.encoders.base import TorchImageEncoder
@@ -167,14 +167,14 @@ def test_freeze_options_are_checked():
 
 # --- interrupt and resume ----------------------------------------------------------------------
 def _interrupt_at(monkeypatch, at_step: int) -> None:
-    real = fewshot.training.lr_at
+    real = fewshot.train.loop.lr_at
 
     def lr_at(step, cfg):
         if step == at_step:
             raise KeyboardInterrupt
         return real(step, cfg)
 
-    monkeypatch.setattr(fewshot.training, "lr_at", lr_at)
+    monkeypatch.setattr(fewshot.train.loop, "lr_at", lr_at)
 
 
 def test_ctrl_c_keeps_the_last_checkpoint_and_the_index_and_resume_continues(tmp_path, base_path, data,
@@ -458,10 +458,10 @@ def test_fewshot_index_finetune_switches_the_index(tmp_path):
     import numpy as np
 
     from fewshot import FewShotIndex
-    from fewshot.data import digits_to_images, load_digits
+    from fewshot.data import load_digits
 
     ds = load_digits()
-    imgs = ds.items if hasattr(ds, "images") else digits_to_images(ds)
+    imgs = ds.items
     labels = list(ds.labels)
     idx = FewShotIndex.create(tmp_path / "idx")
     for c in sorted(set(labels))[:4]:
