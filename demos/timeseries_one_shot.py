@@ -63,7 +63,9 @@ def main() -> None:
     from fewshot.encoders.sequence import SequenceRNN, TorchSequenceEncoder
     from fewshot.evaluation import evaluate_embeddings
     from fewshot.evaluation.fusion import evaluate_sequences
-    from fewshot.sequence_training import SequenceTrainConfig, embed_prepared, train_sequence_episodic
+    from fewshot.train.export import mean_embedding
+    from fewshot.train.loop import SequenceTrainConfig
+    from fewshot.train.recipes import train_model
     from fewshot.sequences import SequencePreprocess, fit_series_stats
 
     torch.set_num_threads(a.threads)
@@ -91,8 +93,8 @@ def main() -> None:
                                   augment={"max_rotate": 0, "max_shear": 0, "scale_range": (0.9, 1.1),
                                            "jitter": 0.05, "stretch_range": (0.8, 1.25)})
         with tempfile.TemporaryDirectory() as tmp:
-            train_sequence_episodic(model, pre, train, tmp, cfg, progress=False)
-        centre = embed_prepared(model, [pre.apply(s) for s in train.items]).mean(0)
+            train_model(model, train, tmp, cfg, pre=pre, progress=False)
+        centre = mean_embedding(model, train, pre)
         trained = TorchSequenceEncoder(f"{a.dataset.lower()}-gru", model.eval(), 64, pre, "rnn", arch, centre=centre)
         return trained, untrained, pre
 

@@ -474,3 +474,27 @@ def test_fewshot_index_finetune_switches_the_index(tmp_path):
     assert after["count"] == 24 and (tmp_path / "ft.pt").exists()
     assert isinstance(idx.classify([imgs[0]])[0].label, str)
     assert np.isfinite(idx.embed([imgs[0], imgs[1]])).all()
+
+
+# --- few examples per class (issue 16 item 5) ---------------------------------------------------
+@pytest.mark.parametrize("per", [3, 1])
+def test_finetune_an_index_whose_classes_have_few_examples(tmp_path, base_path, cli, monkeypatch, per):
+    """6 classes x 3 examples, and x 1 example: the `--data index` example of the help works as is."""
+    monkeypatch.setenv("FEWSHOT_NO_PROGRESS", "1")
+    idx = make_index(tmp_path, base_path, synthetic(6, per), per=per)
+    out = tmp_path / "ft.pt"
+    r = CliRunner().invoke(cli, ["finetune", "--encoder", str(base_path), "--data", "index", "--into", str(idx),
+                                 "--out", str(out), "--steps", "4", "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout, parse_constant=lambda name: pytest.fail(f"not JSON: {name}"))
+    assert d["into"]["reembedded"] == 6 * per and d["queries"] == max(1, per - 1)
+    if per == 1:
+        assert d["val_classes"] == [] and d["val_acc"] is None
+        assert any("no validation" in n for n in d["notes"]) and any("two augmented views" in n for n in d["notes"])
+    else:
+        assert len(d["val_classes"]) == 2 and 0 <= d["best_val_acc"] <= 1
+        assert any("2 queries per class" in n for n in d["notes"])
+    text = CliRunner().invoke(cli, ["finetune", "--encoder", str(base_path), "--data", "index", "--into", str(idx),
+                                    "--out", str(tmp_path / "again.pt"), "--steps", "2"])
+    assert text.exit_code == 0, text.output
+    assert "note:" in text.stdout

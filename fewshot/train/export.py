@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import numpy as np
 import torch
 
 from fewshot.data.dataset import LabelledSet
@@ -22,17 +23,25 @@ def encoder_from_module(kind: str, name: str, module: torch.nn.Module, dim: int,
     return KINDS[kind](name, module, dim, preprocess, arch, arch_kwargs, **kwargs)
 
 
+def mean_embedding(module: torch.nn.Module, data: LabelledSet, pre: Any = None) -> np.ndarray:
+    """The mean embedding of ``data`` (unaugmented; sequences through ``pre``): an encoder's CL2N centre."""
+    from fewshot.train.batches import make_batcher
+
+    return make_batcher(data, _NoAugment(), **({"pre": pre} if data.kind == "sequence" else {})
+                        ).embed(module, data).mean(0)
+
+
 def export_encoder(kind: str, state_dict_path: str | os.PathLike, out_path: str | os.PathLike, preprocess: Any,
                    arch: str, arch_kwargs: dict, name: str, train: LabelledSet | None = None,
-                   scale: float | None = None, batcher: Any = None) -> Any:
+                   scale: float | None = None) -> Any:
     """Load ``best.pt`` into a fresh module of ``arch``, centre it on ``train`` and save an encoder file."""
     from fewshot.encoders.registry import KINDS
 
     module, dim = KINDS[kind].build_module(arch, **arch_kwargs)
     module.load_state_dict(torch.load(state_dict_path, map_location="cpu", weights_only=True))
     centre = None
-    if train is not None and batcher is not None:
-        centre = batcher.embed(module, train).mean(0)
+    if train is not None:
+        centre = mean_embedding(module, train, preprocess if kind == "sequence" else None)
     enc = encoder_from_module(kind, name, module, dim, preprocess, arch, arch_kwargs,
                               weights_source=str(out_path), centre=centre,
                               temperature=None if scale is None else round(1.0 / scale, 6))
@@ -45,22 +54,16 @@ def export_image_encoder(state_dict_path: str | os.PathLike, out_path: str | os.
                          scale: float | None = None, arch: str = "conv") -> Any:
     """An image encoder file from a checkpoint (inputs: ink-high grayscale at ``size``)."""
     from fewshot.encoders.preprocess import ImagePreprocess
-    from fewshot.train.batches import ImageBatcher
 
-    batcher = ImageBatcher(train, _NoAugment()) if train is not None else None
     return export_encoder("image", state_dict_path, out_path, ImagePreprocess(size=size), arch, arch_kwargs, name,
-                          train, scale, batcher)
+                          train, scale)
 
 
 def export_sequence_encoder(state_dict_path: str | os.PathLike, out_path: str | os.PathLike, pre: Any,
                             arch_kwargs: dict, name: str, train: LabelledSet | None = None,
                             scale: float | None = None) -> Any:
     """A sequence (RNN) encoder file from a checkpoint, with the preprocessing it was trained with."""
-    from fewshot.train.batches import SequenceBatcher
-
-    batcher = SequenceBatcher(train, _NoAugment(), pre) if train is not None else None
-    return export_encoder("sequence", state_dict_path, out_path, pre, "rnn", arch_kwargs, name, train, scale,
-                          batcher)
+    return export_encoder("sequence", state_dict_path, out_path, pre, "rnn", arch_kwargs, name, train, scale)
 
 
 class _NoAugment:
