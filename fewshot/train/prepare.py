@@ -47,7 +47,7 @@ def parse_classes(spec: str | Sequence[str] | None, available: Sequence[str]) ->
     return sorted(chosen)
 
 
-def _read_stored(index_dir: str | os.PathLike, kind: str, size: int, rgb: bool):
+def _read_stored(index_dir: str | os.PathLike, kind: str, size: int, rgb: bool) -> Any:
     """A reader of one stored copy: an image at ``size`` (ink-high or RGB), or a raw sequence."""
     from fewshot.inputs import InputItem
 
@@ -154,7 +154,7 @@ def split_classes(classes: Sequence[str], val_fraction: float, seed: int, min_tr
 
 
 # --- the model ----------------------------------------------------------------------------
-def encoder_blocks(module) -> list[list]:
+def encoder_blocks(module: Any) -> list[list]:
     """The encoder's blocks, input to output, each a list of sub-modules.
 
     Conv-N: its conv blocks; ResNets: stem, layer1..layer4; MobileNet and
@@ -170,7 +170,7 @@ def encoder_blocks(module) -> list[list]:
     return [[m] for m in module.children() if any(True for _ in m.parameters())]
 
 
-def freeze_blocks(module, train_last: int | None = None, freeze_until: int | None = None
+def freeze_blocks(module: Any, train_last: int | None = None, freeze_until: int | None = None
                   ) -> tuple[list, tuple, int, int]:
     """Freeze early blocks: (trainable parameters, frozen modules, blocks, frozen blocks).
 

@@ -56,7 +56,9 @@ class FinetuneResult:
 
 def check_trainable(encoder: Any) -> None:
     """A Torch encoder (module + preprocessing) can be fine-tuned; a fusion encoder through its parts."""
-    if hasattr(encoder, "sequence") and hasattr(encoder, "image") and not hasattr(encoder, "module"):
+    from fewshot.encoders.fusion import FusionEncoder
+
+    if isinstance(encoder, FusionEncoder):
         raise EncoderError(f"encoder {encoder.name!r} fuses two encoders; fine-tune its parts "
                            f"({encoder.sequence.name} on strokes, {encoder.image.name} on images) and fuse those")
     if getattr(encoder, "input_kind", None) not in ("image", "sequence") or not isinstance(
