@@ -309,6 +309,7 @@ def reindex_cmd(index_dir, encoder, weights, index_type, ef_search, nprobe, lock
 
     With --index-type / --ef-search / --nprobe only, the stored vectors are kept
     and just the index is rebuilt (queries keep using the old one meanwhile).
+    --weights alone keeps the index's encoder and re-embeds with those weights.
     """
     from fewshot.fewshot_index import FewShotIndex
     from index import open_store

@@ -230,6 +230,7 @@ class TorchImageEncoder(TorchEncoder):
     input_kind = "image"
     unit = "img"
     preprocess_type = ImagePreprocess
+    build_module = staticmethod(build_arch)
 
     def __init__(self, name: str, module: nn.Module, dim: int, preprocess: ImagePreprocess,
                  arch: str, arch_kwargs: dict | None = None, weights_source: str = "",
@@ -247,8 +248,6 @@ class TorchImageEncoder(TorchEncoder):
     @classmethod
     def _config_kwargs(cls, cfg: dict) -> dict:
         return {"tta_shift": int(cfg.get("tta_shift", 0))}
-
-    build_module = staticmethod(build_arch)
 
     def _items(self, inputs: Any) -> list[InputItem]:
         if isinstance(inputs, list) and all(isinstance(i, InputItem) for i in inputs):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -16,6 +16,10 @@ from fewshot.errors import EncoderError
 from fewshot.inputs import InputItem
 from fewshot.prototypes import l2_normalize
 from fewshot.sequences import load_sequence, render_strokes
+
+if TYPE_CHECKING:  # fewshot.encoders.sequence re-exports FusionEncoder, so it is not imported here at run time
+    from fewshot.encoders.base import TorchImageEncoder
+    from fewshot.encoders.sequence import TorchSequenceEncoder
 
 
 def fuse_embeddings(*parts: np.ndarray, weights: Sequence[float] | None = None) -> np.ndarray:
@@ -41,7 +45,7 @@ class FusionEncoder:
 
     input_kind = "sequence"
 
-    def __init__(self, name: str, sequence_encoder, image_encoder,
+    def __init__(self, name: str, sequence_encoder: TorchSequenceEncoder, image_encoder: TorchImageEncoder,
                  render_width: float = 5.0, sequence_weight: float = 0.5):
         if sequence_encoder.preprocess.kind != "strokes":
             raise EncoderError("fusion needs a stroke encoder (its inputs are rendered to images)")

@@ -43,7 +43,8 @@ class EncoderSpec:
 _REGISTRY: dict[str, EncoderSpec] = {}
 
 
-def register(name: str, *, input_kind: str, dim: int, weights: str, description: str):
+def register(name: str, *, input_kind: str, dim: int, weights: str,
+             description: str) -> Callable[[Callable[..., Encoder]], Callable[..., Encoder]]:
     """Decorator: register ``builder(weights=None, **kw) -> Encoder`` under ``name``."""
     def deco(builder: Callable[..., Encoder]) -> Callable[..., Encoder]:
         _REGISTRY[name] = EncoderSpec(name, input_kind, dim, weights, description, builder)

@@ -190,6 +190,7 @@ class TorchSequenceEncoder(TorchEncoder):
     input_kind = "sequence"
     unit = "seq"
     preprocess_type = SequencePreprocess
+    build_module = staticmethod(build_sequence_arch)
     default_arch = "rnn"
 
     def __init__(self, name: str, module: nn.Module, dim: int, preprocess: SequencePreprocess,
@@ -197,8 +198,6 @@ class TorchSequenceEncoder(TorchEncoder):
                  centre: np.ndarray | None = None, temperature: float | None = None, threads: int = 0):
         super().__init__(name, module, dim, preprocess, arch, arch_kwargs, weights_source, centre, temperature,
                          threads)
-
-    build_module = staticmethod(build_sequence_arch)
 
     def _items(self, inputs: Any) -> list[InputItem]:
         if isinstance(inputs, list) and all(isinstance(i, InputItem) for i in inputs):
