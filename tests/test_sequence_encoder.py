@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 from fewshot import encoders
 from fewshot.data.dataset import LabelledSet
-from fewshot.encoders.sequence import (FusionEncoder, SequenceRNN, TorchSequenceEncoder, new_sequence_encoder,
+from fewshot.encoders.fusion import FusionEncoder
+from fewshot.encoders.sequence import (SequenceRNN, TorchSequenceEncoder, new_sequence_encoder,
                                        pack_batch)
 from fewshot.errors import EncoderError, InputError
 from fewshot.sequences import SequencePreprocess, strokes_to_array
