@@ -397,7 +397,7 @@ class FewShotIndex:
         saved to ``out`` and every stored example is re-embedded with it in one atomic
         switch; if anything fails, the index stays on the old encoder.
         """
-        from fewshot.finetune import finetune
+        from fewshot.train.recipes import finetune
 
         res = finetune(self.encoder, data, index_dir=self.path, out=out, **kwargs)
         self.reindex(res.encoder)

@@ -147,16 +147,13 @@ def test_prefetched_keeps_order_and_raises_a_worker_error():
 
 
 def test_fusion_lives_with_the_encoders():
-    import fewshot.encoders.sequence as seq
-    import fewshot.sequence_training as st
-
-    assert st.fuse_embeddings is fuse_embeddings and seq.FusionEncoder is FusionEncoder
     assert isinstance(encoders.load("omniglot-strokes-fusion"), FusionEncoder)
 
 
-@pytest.mark.parametrize("module,not_loaded", [("fewshot.encoders.sequence", "fewshot.sequence_training"),
-                                               ("fewshot.encoders.fusion", "fewshot.sequence_training"),
-                                               ("fewshot.encoders.registry", "fewshot.training")])
+@pytest.mark.parametrize("module,not_loaded", [("fewshot.encoders.sequence", "fewshot.train"),
+                                               ("fewshot.encoders.fusion", "fewshot.train"),
+                                               ("fewshot.encoders.registry", "fewshot.train"),
+                                               ("fewshot.encoders", "fewshot.evaluation")])
 def test_encoders_do_not_import_the_training_code(module, not_loaded):
     code = f"import sys, {module}; print({not_loaded!r} in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=_env())

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fewshot.data.dataset import ImageDataset
+from fewshot.data.dataset import LabelledSet
 from fewshot.inputs import decode_image_bytes
 from fewshot.limits import read_file, read_zip_entry
 
@@ -39,7 +39,7 @@ def _parse_entry(name: str) -> tuple[str, str] | None:
 
 
 def load_omniglot(path: str | os.PathLike, size: int = 28, alphabets: list[str] | None = None,
-                  exclude_alphabets: list[str] | None = None) -> ImageDataset:
+                  exclude_alphabets: list[str] | None = None) -> LabelledSet:
     """Load Omniglot images into memory as a uint8 array [n, size, size], ink = 255.
 
     ``path`` is the zip or the extracted split folder. Labels are
@@ -83,7 +83,7 @@ def load_omniglot(path: str | os.PathLike, size: int = 28, alphabets: list[str] 
     labels = [f"{a}/{c}" for a, c, _ in entries]
     groups = [a for a, _, _ in entries]
     sources = [f"{path}:{n}" if path.is_file() else n for _, _, n in entries]
-    return ImageDataset(images=images, labels=labels, groups=groups, sources=sources)
+    return LabelledSet(images, labels, groups, sources, kind="image")
 
 
 def download_omniglot(root: str | os.PathLike, split: str = "images_background",

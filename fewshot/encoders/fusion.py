@@ -17,7 +17,7 @@ from fewshot.inputs import InputItem
 from fewshot.prototypes import l2_normalize
 from fewshot.sequences import load_sequence, render_strokes
 
-if TYPE_CHECKING:  # fewshot.encoders.sequence re-exports FusionEncoder, so it is not imported here at run time
+if TYPE_CHECKING:  # for annotations only: fusion composes the two kinds without importing their code
     from fewshot.encoders.base import TorchImageEncoder
     from fewshot.encoders.sequence import TorchSequenceEncoder
 

@@ -24,7 +24,6 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 from fewshot.encoders.base import ENCODER_FILE_FORMAT, TorchEncoder, fingerprint_module  # noqa: F401 (old import path)
-from fewshot.encoders.fusion import FusionEncoder  # noqa: F401  (its home is fusion.py; old import path)
 from fewshot.errors import EncoderError, InputError
 from fewshot.inputs import SEQUENCE_SUFFIXES, InputItem, expand_inputs
 from fewshot.sequences import SequencePreprocess, load_sequence, load_sequences
