@@ -34,7 +34,7 @@ import numpy as np
 
 from fewshot.errors import InputError
 from fewshot.inputs import SEQUENCE_SUFFIXES, InputItem
-from fewshot.limits import check_points, check_size, limit
+from fewshot.limits import check_points, check_size, limit, read_file
 
 SEQ_BYTES = "FEWSHOT_MAX_SEQUENCE_BYTES"  # see fewshot.limits: the size cap, checked before reading
 DEFAULT_MAX_LENGTH = 2000  # steps after preprocessing; documented option of SequencePreprocess
@@ -422,11 +422,7 @@ def read_npy(path: str | Path, name: str | None = None) -> np.ndarray:
     """A ``.npy`` array ``[T, F]`` -> float32; object (pickled) arrays are refused."""
     path = Path(path)
     name = name or str(path)
-    try:
-        check_size(path.stat().st_size, name, SEQ_BYTES)
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read {name}: {exc.strerror or exc}") from None
+    data = read_file(path, name, SEQ_BYTES)  # size checked before reading, the read capped
     if not data:
         raise InputError(f"{name}: file is empty")
     if not data.startswith(b"\x93NUMPY"):  # np.load would take anything else for a pickle

@@ -217,3 +217,17 @@ def test_warnings_reach_stderr_as_one_line(ix, monkeypatch):
     r = run("info", ix, "--json")
     assert r.exit_code == 0 and json.loads(r.stdout)["count"] == 6
     assert r.stderr == "warning: overflow encountered in cast\n"
+
+
+def test_npy_sequence_files_are_capped_before_reading(tmp_path, monkeypatch):
+    from fewshot.sequences import read_npy
+
+    p = tmp_path / "seq.npy"
+    np.save(p, np.zeros((100, 3), np.float32))
+    monkeypatch.setenv("FEWSHOT_MAX_SEQUENCE_BYTES", "500")
+    with pytest.raises(InputError, match="seq.npy: .* bytes, more than the limit of 500"):
+        read_npy(p)
+    monkeypatch.setenv("FEWSHOT_MAX_SEQUENCE_BYTES", "5000")
+    monkeypatch.setenv("FEWSHOT_MAX_SEQUENCE_POINTS", "50")
+    with pytest.raises(InputError, match="100 points"):
+        read_npy(p)
