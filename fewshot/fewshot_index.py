@@ -23,10 +23,15 @@ import numpy as np
 
 from fewshot.errors import EncoderError, FewShotError, InputError
 from fewshot.inputs import InputItem, expand_inputs
-from index import BlobStore, ValidationError, create_store, open_store
+from index import (BlobStore, ConflictError, MissingBlobError, RecordsChangedError, ValidationError, create_store,
+                   open_store)
 from index.validation import metadata_to_json, prepare_vectors, validate_label
 
 DEFAULT_TEMPERATURE = 0.1
+#: Metadata keys the index writes itself for every example; caller metadata may not set them.
+RESERVED_METADATA_KEYS = ("added", "blob", "source")
+#: How often a write is redone when the index changed under it (a concurrent reindex, add or remove).
+MAX_ATTEMPTS = 5
 
 
 @dataclass
@@ -121,24 +126,12 @@ class FewShotIndex:
         from fewshot import encoders as reg
 
         store = open_store(path, readonly=readonly, **store_kwargs)
-        extra = store.extra
         try:
-            if encoder is None:
-                enc = reg.load(extra["encoder"], weights=extra.get("encoder_weights"))
-            else:
-                enc = encoder if hasattr(encoder, "embed") else reg.load(encoder)
-        except KeyError:
-            store.close()
-            raise EncoderError(f"index {path} records no encoder; it was not made by fewshot") from None
+            enc = _encoder_of(path, store.extra, None if encoder is None
+                              else encoder if hasattr(encoder, "embed") else reg.load(encoder))
         except Exception:
             store.close()
             raise
-        if enc.fingerprint != extra.get("fingerprint"):
-            store.close()
-            raise EncoderError(
-                f"index {path} was built with encoder {extra.get('encoder_name', extra.get('encoder'))!r} "
-                f"(fingerprint {extra.get('fingerprint')}), but encoder {enc.name!r} has fingerprint "
-                f"{enc.fingerprint}; use the same encoder, or run `fewshot reindex {path} --encoder ...`")
         return cls(store, enc)
 
     def close(self) -> None:
@@ -207,7 +200,13 @@ class FewShotIndex:
 
     def add_many(self, pairs: Sequence[tuple[str, Any]], metadata: dict | None = None,
                  progress: bool = False) -> list[int]:
-        """Add several (label, inputs) pairs in one atomic write: all or nothing."""
+        """Add several (label, inputs) pairs in one atomic write: all or nothing.
+
+        The vectors are committed only if the index is still on the encoder
+        that embedded them (checked under the writer lock): after a concurrent
+        reindex the examples are re-embedded with the new encoder and the
+        write is retried, so a re-encoded index never holds old vectors.
+        """
         items, labels = [], []
         for label, inputs in pairs:
             if not isinstance(label, str) or not label.strip():
@@ -219,26 +218,46 @@ class FewShotIndex:
             its = self._items(inputs)
             items += its
             labels += [label] * len(its)
-        try:
-            metadata_to_json(metadata or {})
-        except ValidationError as exc:
-            raise InputError(str(exc)) from None
+        _check_metadata(metadata)
+        vecs = self._embed_for_store(items, progress)
+        now = time.time()
+        metas = self._store_copies(items, metadata, now)
+        for _ in range(MAX_ATTEMPTS):
+            try:
+                ids = self.store.add(vecs, labels, metas, expect={"fingerprint": self.encoder.fingerprint})
+                return [int(i) for i in ids]
+            except MissingBlobError:  # a concurrent remove deleted a copy this add shares
+                metas = self._store_copies(items, metadata, now)
+            except ConflictError:  # a concurrent reindex switched the encoder
+                self._reload_encoder(self.store.extra)
+                vecs = self._embed_for_store(items, progress)
+            except ValidationError as exc:
+                raise InputError(str(exc)) from None
+        raise FewShotError(f"index {self.path} kept changing while adding (a reindex or remove in a loop?); "
+                           "nothing was added: try again")
+
+    def _embed_for_store(self, items: list[InputItem], progress: bool) -> np.ndarray:
+        """Embeddings the store will accept; NaN/inf/zero or wrong-width output fails before any write."""
         vecs = self.encoder.embed(items, progress=progress)
-        try:  # NaN/inf/zero or wrong-width output: fail before anything is written
+        try:
             prepare_vectors(vecs, self.store.dim, self.store.metric)
         except ValidationError as exc:
             raise InputError(f"encoder {self.encoder.name} produced unusable vectors: {exc}") from None
-        now = time.time()
+        return vecs
+
+    def _store_copies(self, items: list[InputItem], metadata: dict | None, now: float) -> list[dict]:
+        """Copy each example into the index; the metadata of each record (index keys + caller's)."""
         metas = []
         for it in items:
             key = self._store_copy(it)
             src = str(it.path.resolve()) if it.path is not None else it.name
-            metas.append({"source": src, "blob": key, "added": now, **(metadata or {})})
-        try:
-            ids = self.store.add(vecs, labels, metas)
-        except ValidationError as exc:
-            raise InputError(str(exc)) from None
-        return [int(i) for i in ids]
+            metas.append({**(metadata or {}), "source": src, "blob": key, "added": now})
+        return metas
+
+    def _reload_encoder(self, extra: dict) -> Any:
+        """Switch to the encoder the index now records (another process reindexed it)."""
+        self.encoder = _encoder_of(self.path, extra, None)
+        return self.encoder
 
     def add_folder(self, root: str | os.PathLike, progress: bool = False) -> dict[str, int]:
         """Add every sub-folder of ``root`` as a class named after it."""
@@ -276,7 +295,10 @@ class FewShotIndex:
         items = self._items(inputs)
         vecs = self.encoder.embed(items, progress=progress)
         # One snapshot of every class: the probability is a softmax over all of them.
-        m = self.store.top_classes(vecs, top_k, temperature=self.temperature)
+        with self.store.snapshot() as snap:
+            vecs = self._embedded_for(snap.extra, items, vecs, progress)
+            temperature = float(snap.extra.get("temperature", DEFAULT_TEMPERATURE))
+            m = snap.top_classes(vecs, top_k, temperature=temperature)
         if m.n_classes == 0:
             raise FewShotError(f"index {self.path} has no classes yet; add examples first")
         out = []
@@ -296,9 +318,22 @@ class FewShotIndex:
             raise InputError("k must be >= 1")
         items = self._items(inputs)
         vecs = self.encoder.embed(items, progress=progress)
-        hits = self.store.search(vecs, k, labels=labels, **search_params)
+        with self.store.snapshot() as snap:
+            vecs = self._embedded_for(snap.extra, items, vecs, progress)
+            hits = snap.search(vecs, k, labels=labels, **search_params)
         return [SearchResult(it.name, [Neighbor(int(h.id), h.label, float(h.score), h.metadata.get("source", ""))
                                        for h in hs]) for it, hs in zip(items, hits)]
+
+    def _embedded_for(self, extra: dict, items: list[InputItem], vecs: np.ndarray, progress: bool) -> np.ndarray:
+        """``vecs`` if the encoder that embedded them is the one of the state ``extra`` belongs to.
+
+        Otherwise another process reindexed since this index was opened (or
+        since ``vecs`` were embedded): load the encoder that state records and
+        embed again, so queries and stored vectors always come from one encoder.
+        """
+        if extra.get("fingerprint") in (None, self.encoder.fingerprint):
+            return vecs
+        return self._reload_encoder(extra).embed(items, progress=progress)
 
     def info(self) -> dict:
         extra = self.store.extra
@@ -337,17 +372,27 @@ class FewShotIndex:
         from fewshot import encoders as reg
 
         enc = self.encoder if encoder is None else (encoder if hasattr(encoder, "embed") else reg.load(encoder))
-        records = list(self.store.records())
-        ids = [r.id for r in records]
-        items = []
-        for r in records:
-            key = r.metadata.get("blob")
-            if not key or not self.blobs.exists(key):
-                raise FewShotError(f"stored copy of example {r.id} ({r.metadata.get('source')}) is missing; "
-                                   "run `fewshot check --repair`")
-            items.append(InputItem(self.blobs.path(key), r.metadata.get("source", key)))
-        vecs = enc.embed(items, progress=progress, batch_size=batch_size) if items \
-            else np.zeros((0, enc.dim), np.float32)
+        done: dict[int, np.ndarray] = {}  # id -> new vector; a record's stored copy never changes
+        for _ in range(MAX_ATTEMPTS):
+            records = list(self.store.records())
+            todo = [r for r in records if r.id not in done]
+            if todo:
+                done.update(zip([r.id for r in todo], self._embed_copies(enc, todo, progress, batch_size)))
+            ids = [r.id for r in records]
+            vecs = np.stack([done[i] for i in ids]) if ids else np.zeros((0, enc.dim), np.float32)
+            try:  # fails, writing nothing, if a record was added or removed since the listing
+                self.store.rewrite_vectors(ids, vecs, dim=enc.dim, extra=self._encoder_extra(enc))
+                break
+            except RecordsChangedError:
+                continue
+        else:
+            raise FewShotError(f"records of {self.path} kept changing during the reindex; the index is unchanged: "
+                               "try again")
+        self.encoder = enc
+        return {"reembedded": len(ids), "encoder": enc.name, "fingerprint": enc.fingerprint}
+
+    def _encoder_extra(self, enc: Any) -> dict:
+        """The extra fields that bind the index to ``enc`` (written in the reindex's commit)."""
         same = enc.fingerprint == self.store.extra.get("fingerprint")
         extra = {"encoder": _encoder_ref(enc), "encoder_name": enc.name, "fingerprint": enc.fingerprint,
                  "input_kind": enc.input_kind,
@@ -355,9 +400,54 @@ class FewShotIndex:
                  "encoder_weights": self.store.extra.get("encoder_weights") if same else None}
         if getattr(enc, "temperature", None):
             extra["temperature"] = float(enc.temperature)
-        self.store.rewrite_vectors(ids, vecs, dim=enc.dim, extra=extra)
-        self.encoder = enc
-        return {"reembedded": len(ids), "encoder": enc.name, "fingerprint": enc.fingerprint}
+        return extra
+
+    def _embed_copies(self, enc: Any, records: list, progress: bool, batch_size: int) -> np.ndarray:
+        """Embed the stored copies of ``records`` after checking each one is the file the index wrote.
+
+        A copy swapped for other content, or replaced by a link (to a system
+        file, say), would otherwise be embedded under the record's label.
+        """
+        items = []
+        for r in records:
+            key = r.metadata.get("blob")
+            try:
+                if not key:
+                    raise ValidationError("it has no stored copy")
+                path = self.blobs.verified_path(key)
+            except ValidationError as exc:
+                raise FewShotError(f"cannot re-embed record {r.id} (label {r.label!r}): {exc}; the index is "
+                                   "unchanged: run `fewshot check`, then re-add or remove that example") from None
+            items.append(InputItem(path, f"stored copy {key} of record {r.id} (label {r.label!r})"))
+        return enc.embed(items, progress=progress, batch_size=batch_size)
+
+
+def _encoder_of(path: Any, extra: dict, given: Any) -> Any:
+    """The encoder ``extra`` records (or ``given``), refused unless its fingerprint is the recorded one."""
+    from fewshot import encoders as reg
+
+    try:
+        enc = given if given is not None else reg.load(extra["encoder"], weights=extra.get("encoder_weights"))
+    except KeyError:
+        raise EncoderError(f"index {path} records no encoder; it was not made by fewshot") from None
+    if enc.fingerprint != extra.get("fingerprint"):
+        raise EncoderError(
+            f"index {path} was built with encoder {extra.get('encoder_name', extra.get('encoder'))!r} "
+            f"(fingerprint {extra.get('fingerprint')}), but encoder {enc.name!r} has fingerprint "
+            f"{enc.fingerprint}; use the same encoder, or run `fewshot reindex {path} --encoder ...`")
+    return enc
+
+
+def _check_metadata(metadata: Any) -> None:
+    """Caller metadata must be a JSON-able dict that does not set the index's own keys."""
+    try:
+        metadata_to_json(metadata or {})
+    except ValidationError as exc:
+        raise InputError(str(exc)) from None
+    reserved = sorted(set(metadata or {}) & set(RESERVED_METADATA_KEYS))
+    if reserved:
+        raise InputError(f"metadata key(s) {', '.join(map(repr, reserved))} are reserved: the index records "
+                         "each example's stored copy, original path and time under them; use other names")
 
 
 def info_json(info: dict) -> str:
