@@ -23,8 +23,8 @@ import numpy as np
 
 from fewshot.errors import EncoderError, FewShotError, InputError
 from fewshot.inputs import InputItem, expand_inputs
-from index import (BlobStore, ConflictError, MissingBlobError, RecordsChangedError, ValidationError, create_store,
-                   open_store)
+from index import (BlobStore, ConflictError, MissingBlobError, RecordNotFoundError, RecordsChangedError,
+                   ValidationError, create_store, open_store)
 from index.validation import metadata_to_json, prepare_vectors, validate_label
 
 DEFAULT_TEMPERATURE = 0.1
@@ -376,11 +376,11 @@ class FewShotIndex:
         for _ in range(MAX_ATTEMPTS):
             records = list(self.store.records())
             todo = [r for r in records if r.id not in done]
-            if todo:
-                done.update(zip([r.id for r in todo], self._embed_copies(enc, todo, progress, batch_size)))
             ids = [r.id for r in records]
-            vecs = np.stack([done[i] for i in ids]) if ids else np.zeros((0, enc.dim), np.float32)
             try:  # fails, writing nothing, if a record was added or removed since the listing
+                if todo:
+                    done.update(zip([r.id for r in todo], self._embed_copies(enc, todo, progress, batch_size)))
+                vecs = np.stack([done[i] for i in ids]) if ids else np.zeros((0, enc.dim), np.float32)
                 self.store.rewrite_vectors(ids, vecs, dim=enc.dim, extra=self._encoder_extra(enc))
                 break
             except RecordsChangedError:
@@ -416,10 +416,21 @@ class FewShotIndex:
                     raise ValidationError("it has no stored copy")
                 path = self.blobs.verified_path(key)
             except ValidationError as exc:
+                if self._gone(r.id):  # removed (copy and all) since the listing: list again
+                    raise RecordsChangedError(f"record {r.id} was removed during the reindex") from None
                 raise FewShotError(f"cannot re-embed record {r.id} (label {r.label!r}): {exc}; the index is "
                                    "unchanged: run `fewshot check`, then re-add or remove that example") from None
             items.append(InputItem(path, f"stored copy {key} of record {r.id} (label {r.label!r})"))
         return enc.embed(items, progress=progress, batch_size=batch_size)
+
+
+    def _gone(self, record_id: int) -> bool:
+        """True if the record no longer exists (a concurrent remove)."""
+        try:
+            self.store.get([record_id])
+            return False
+        except RecordNotFoundError:
+            return True
 
 
 def _encoder_of(path: Any, extra: dict, given: Any) -> Any:

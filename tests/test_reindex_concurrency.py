@@ -136,6 +136,29 @@ def test_reindex_covers_records_added_while_it_embedded(tmp_path, encoder_a, enc
     assert_vectors_match_the_encoder(ix)
 
 
+def test_reindex_lists_again_when_a_class_is_removed_while_it_runs(tmp_path, encoder_a, encoder_b_file):
+    """A remove deletes copies the reindex listed: it lists the records again instead of failing."""
+    ix = tmp_path / "idx"
+    make_index(ix, encoder_a, images(tmp_path / "base", range(9)))
+    enc_b = encoders.load(encoder_b_file)
+    with FewShotIndex(FaissStore.open(ix), enc_b) as idx:
+        real_records = idx.store.records
+        calls = []
+
+        def records_then_remove(*args, **kwargs):
+            out = list(real_records(*args, **kwargs))
+            if not calls:
+                with FewShotIndex.open(ix) as other:
+                    other.remove("c1")
+            calls.append(1)
+            return iter(out)
+
+        idx.store.records = records_then_remove
+        out = idx.reindex(enc_b)
+    assert out["reembedded"] == 6 and len(calls) == 2
+    assert_vectors_match_the_encoder(ix)
+
+
 # --------------------------------------------------------------------------- item 2: classify during reindex
 
 
