@@ -180,6 +180,28 @@ def test_reader_opened_before_a_reindex_answers_from_the_new_state(tmp_path, enc
     assert [h.to_dict() for h in hits] == [h.to_dict() for h in after_hits]
 
 
+def test_reader_follows_a_reindex_to_another_dimension(tmp_path, encoder_a):
+    """Before the fix: a raw ValidationError (queries of the old width); now the new encoder's answer."""
+    from fewshot.encoders.archs import build_arch
+
+    torch.manual_seed(0)
+    module, dim = build_arch(encoder_a.arch, **{**encoder_a.arch_kwargs, "width": 32})
+    narrow = type(encoder_a)("narrow-conv4", module, dim, encoder_a.preprocess, encoder_a.arch,
+                             {**encoder_a.arch_kwargs, "width": 32})
+    narrow_file = narrow.save(tmp_path / "narrow.pt")
+    ix = tmp_path / "idx"
+    make_index(ix, encoder_a, images(tmp_path / "base", range(9)))
+    probes = images(tmp_path / "probes", range(400, 402))
+    with FewShotIndex.open(ix, readonly=True) as reader:
+        reader.classify(probes)
+        with FewShotIndex(FaissStore.open(ix), encoders.load(narrow_file)) as other:
+            other.reindex(other.encoder)
+        got = [p.to_dict() for p in reader.classify(probes, top_k=2)]
+        assert reader.encoder.dim == 32
+    with FewShotIndex.open(ix, readonly=True) as fresh:
+        assert fresh.store.dim == 32 and got == [p.to_dict() for p in fresh.classify(probes, top_k=2)]
+
+
 def test_classify_searches_the_state_whose_encoder_embedded_the_queries(tmp_path, encoder_a, encoder_b_file):
     """A reindex committed while classify embeds: the queries are re-embedded for the new state."""
     ix = tmp_path / "idx"
