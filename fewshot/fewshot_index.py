@@ -373,23 +373,27 @@ class FewShotIndex:
 
         enc = self.encoder if encoder is None else (encoder if hasattr(encoder, "embed") else reg.load(encoder))
         done: dict[int, np.ndarray] = {}  # id -> new vector; a record's stored copy never changes
+
+        def fill(added: list) -> np.ndarray:  # under the lock: records added since the listing
+            return self._embed_copies(enc, added, False, batch_size)
+
         for _ in range(MAX_ATTEMPTS):
             records = list(self.store.records())
             todo = [r for r in records if r.id not in done]
             ids = [r.id for r in records]
-            try:  # fails, writing nothing, if a record was added or removed since the listing
+            try:  # a copy listed but deleted by a concurrent remove: list again
                 if todo:
                     done.update(zip([r.id for r in todo], self._embed_copies(enc, todo, progress, batch_size)))
-                vecs = np.stack([done[i] for i in ids]) if ids else np.zeros((0, enc.dim), np.float32)
-                self.store.rewrite_vectors(ids, vecs, dim=enc.dim, extra=self._encoder_extra(enc))
-                break
             except RecordsChangedError:
                 continue
+            vecs = np.stack([done[i] for i in ids]) if ids else np.zeros((0, enc.dim), np.float32)
+            n = self.store.rewrite_vectors(ids, vecs, dim=enc.dim, extra=self._encoder_extra(enc), fill=fill)
+            break
         else:
             raise FewShotError(f"records of {self.path} kept changing during the reindex; the index is unchanged: "
                                "try again")
         self.encoder = enc
-        return {"reembedded": len(ids), "encoder": enc.name, "fingerprint": enc.fingerprint}
+        return {"reembedded": len(ids) if n is None else int(n), "encoder": enc.name, "fingerprint": enc.fingerprint}
 
     def _encoder_extra(self, enc: Any) -> dict:
         """The extra fields that bind the index to ``enc`` (written in the reindex's commit)."""
@@ -422,7 +426,6 @@ class FewShotIndex:
                                    "unchanged: run `fewshot check`, then re-add or remove that example") from None
             items.append(InputItem(path, f"stored copy {key} of record {r.id} (label {r.label!r})"))
         return enc.embed(items, progress=progress, batch_size=batch_size)
-
 
     def _gone(self, record_id: int) -> bool:
         """True if the record no longer exists (a concurrent remove)."""

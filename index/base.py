@@ -93,6 +93,36 @@ def check_expect(extra: dict[str, Any], expect: dict[str, Any] | None, where: ob
                 field=key, expected=value, found=found)
 
 
+def cover_records(existing: np.ndarray, wanted: np.ndarray, vecs: np.ndarray, records_of: Any,
+                  fill: Any, dim: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """The (ids, vectors) of a ``rewrite_vectors`` that cover exactly the ``existing`` records.
+
+    Called under the writer lock. Ids removed since the caller listed them are
+    dropped; records added since are passed (``records_of(ids)``, as
+    :class:`Record`) to ``fill``, which returns their new vectors. Without
+    ``fill`` any difference raises :class:`RecordsChangedError`.
+    """
+    from .errors import RecordsChangedError, ValidationError
+    from .validation import prepare_vectors
+
+    missing, unknown = np.setdiff1d(existing, wanted), np.setdiff1d(wanted, existing)
+    if not len(missing) and not len(unknown):
+        return wanted, vecs
+    if fill is None:
+        raise RecordsChangedError(
+            f"rewrite_vectors must cover every record exactly once: {len(missing)} record(s) missing "
+            f"(e.g. {missing[:3].tolist()}), {len(unknown)} unknown id(s) (e.g. {unknown[:3].tolist()}); "
+            "re-read records() and retry")
+    keep = np.isin(wanted, existing)
+    wanted, vecs = wanted[keep], vecs[keep]
+    if len(missing):
+        more = prepare_vectors(fill(records_of(missing)), dim, metric)
+        if len(more) != len(missing):
+            raise ValidationError(f"fill returned {len(more)} vectors for {len(missing)} records")
+        wanted, vecs = np.concatenate([wanted, missing]), np.concatenate([vecs, more])
+    return wanted, vecs
+
+
 class StoreSnapshot:
     """Reads against one committed state of a store (see :meth:`VectorStore.snapshot`).
 
@@ -247,8 +277,15 @@ class VectorStore(abc.ABC):
         *,
         dim: int | None = None,
         extra: dict[str, Any] | None = None,
-    ) -> None:
-        """Replace the vectors of all records at once (re-encoding after an encoder change)."""
+        fill: Any = None,
+    ) -> int:
+        """Replace the vectors of all records at once (re-encoding after an encoder change).
+
+        ``fill(records) -> vectors`` embeds, under the writer lock, records
+        added since the caller listed them (see :func:`cover_records`), so a
+        reindex completes while other processes keep adding. Returns how
+        many records were rewritten.
+        """
 
     @abc.abstractmethod
     def set_extra(self, **fields: Any) -> None:

@@ -24,7 +24,7 @@ import faiss
 import numpy as np
 
 from . import records_sql
-from .base import METRICS, ClassMatches, Hit, Record, StoreSnapshot, VectorStore, check_expect
+from .base import METRICS, ClassMatches, Hit, Record, StoreSnapshot, VectorStore, check_expect, cover_records
 from .blobs import BlobStore, blob_keys, require_blobs
 from .cache_files import remove_stale
 from .checkpoint import load_checkpoint, needs_checkpoint, sync as sync_dir, write_checkpoint
@@ -36,7 +36,6 @@ from .errors import (
     LockTimeoutError,
     NotAnIndexError,
     RecordNotFoundError,
-    RecordsChangedError,
     StoreError,
     ValidationError,
 )
@@ -456,13 +455,17 @@ class FaissStore(VectorStore):
         *,
         dim: int | None = None,
         extra: dict[str, Any] | None = None,
-    ) -> None:
+        fill: Any = None,
+    ) -> int:
         """Replace the vectors of *all* records in one transaction (reindexing).
 
         ``ids`` must list every record exactly once, so a reindex can never
-        leave a mix of old- and new-encoder vectors. ``dim`` changes the
-        dimension; ``extra`` is merged into the stored extra fields (like
-        :meth:`set_extra`). Class sums are recomputed.
+        leave a mix of old- and new-encoder vectors: records added or removed
+        since the caller listed them are reconciled under the lock with
+        ``fill`` (see :func:`cover_records`), or raise RecordsChangedError.
+        ``dim`` changes the dimension; ``extra`` is merged into the stored
+        extra fields (like :meth:`set_extra`). Class sums are recomputed.
+        Returns how many records were rewritten.
         """
         wanted = validate_ids(ids)
         extra_update = validate_extra(extra)
@@ -474,15 +477,11 @@ class FaissStore(VectorStore):
             if len(np.unique(wanted)) != len(wanted):
                 raise ValidationError("ids passed to rewrite_vectors contain duplicates; pass each record once")
             with self._db.write():
-                existing = self._db.all_ids()
-                missing = np.setdiff1d(existing, wanted)
-                unknown = np.setdiff1d(wanted, existing)
-                if len(missing) or len(unknown):
-                    raise RecordsChangedError(
-                        f"rewrite_vectors must cover every record exactly once: {len(missing)} record(s) "
-                        f"missing (e.g. {missing[:3].tolist()}), {len(unknown)} unknown id(s) "
-                        f"(e.g. {unknown[:3].tolist()}); re-read records() and retry"
-                    )
+                def records_of(missing: np.ndarray) -> list[Record]:
+                    rows = self._db.fetch_records(missing.tolist(), st.dim)
+                    return [_to_record(rows[int(i)]) for i in missing]
+
+                wanted, vecs = cover_records(self._db.all_ids(), wanted, vecs, records_of, fill, new_dim, st.metric)
                 self._db.update_vectors(wanted, vecs)
                 if new_dim != st.dim:
                     self._db.set_meta("dim", str(new_dim))
@@ -497,6 +496,7 @@ class FaissStore(VectorStore):
                 self._state = self._load_state(use_files=False, sync_build=True)
                 self._state.pending = max(1, self._state.count)
             self._after_commit()
+            return len(wanted)
 
     def set_extra(self, **fields: Any) -> None:
         """Merge ``fields`` into the extra fields (encoder name, fingerprint, ...) and commit."""
@@ -595,11 +595,11 @@ class FaissStore(VectorStore):
     def snapshot(self) -> Iterator[StoreSnapshot]:
         """One committed state: its extra fields, and searches answered from it alone.
 
-        Holds this object's mutex and a SQLite read transaction for the
-        ``with`` block, so neither another thread nor another process's commit
-        can change what it reads (writers are not blocked: WAL).
+        The in-memory state of the latest generation (reloaded first if another
+        process committed), held under this object's mutex for the ``with``
+        block: no reload can replace it meanwhile. Costs what a search costs.
         """
-        with self._read() as st:
+        with self._fresh() as st:
             yield _FaissSnapshot(self, st)
 
     def prototype_scores(self, queries: np.ndarray) -> tuple[list[str], np.ndarray]:

@@ -68,13 +68,12 @@ from typing import Any
 import numpy as np
 
 from .atomic import temp_path_for
-from .base import Hit, Record, StoreSnapshot, VectorStore, check_expect
+from .base import Hit, Record, StoreSnapshot, VectorStore, check_expect, cover_records
 from .blobs import BlobStore, blob_keys, require_blobs
 from .errors import (
     LockTimeoutError,
     NotAnIndexError,
     RecordNotFoundError,
-    RecordsChangedError,
     StoreError,
     ValidationError,
 )
@@ -459,8 +458,11 @@ class MilvusStore(VectorStore):
         *,
         dim: int | None = None,
         extra: dict[str, Any] | None = None,
-    ) -> None:
+        fill: Any = None,
+    ) -> int:
         """Replace the vectors of all records at once (reindexing), keeping ids, labels and metadata.
+
+        Records added or removed since the caller listed them: see :func:`cover_records` (``fill``).
 
         New collections are filled first and the manifest is switched to them
         in one atomic rename, so a failure midway leaves the old index intact.
@@ -476,15 +478,11 @@ class MilvusStore(VectorStore):
             raise ValidationError("ids passed to rewrite_vectors contain duplicates; pass each record once")
         with self._writing():
             existing = self._ids("id >= 0")
-            missing, unknown = np.setdiff1d(existing, wanted), np.setdiff1d(wanted, existing)
-            if len(missing) or len(unknown):
-                raise RecordsChangedError(
-                    f"rewrite_vectors must cover every record exactly once: {len(missing)} record(s) missing "
-                    f"(e.g. {missing[:3].tolist()}), {len(unknown)} unknown id(s) (e.g. {unknown[:3].tolist()}); "
-                    "re-read records() and retry"
-                )
+            wanted, vecs = cover_records(existing, wanted, vecs, lambda missing: self.get(missing.tolist()), fill,
+                                         new_dim, self.metric)
             order = {int(i): j for j, i in enumerate(wanted.tolist())}
             self._migrate(self._config, new_dim, existing, lambda rid: vecs[order[rid]], extra_update)
+            return len(wanted)
 
     def _migrate(self, config: IndexConfig, dim: int, ids: np.ndarray, vector_of: Any,
                  extra_update: dict[str, Any]) -> None:

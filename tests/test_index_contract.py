@@ -292,3 +292,20 @@ def test_remove_deletes_stored_copies_no_record_names(stores) -> None:
     with pytest.raises(MissingBlobError):
         store.add(np.eye(DIM)[:1], ["again"], [{"blob": mine}])
     assert store.labels() == {"kept": 1}
+
+
+def test_rewrite_vectors_fills_records_added_since_the_listing(stores) -> None:
+    """A reindex racing with adds and removes: ``fill`` embeds the new records under the lock."""
+    store, ids, _vecs, _labels, _metas = filled(stores, n=6)
+    other = stores.open(store.path)
+    [late] = other.add(np.ones((1, DIM)), ["late"])
+    other.remove([int(ids[0])])
+    seen = []
+
+    def fill(records):
+        seen.extend(r.id for r in records)
+        return np.full((len(records), 4), 2.0)
+
+    assert store.rewrite_vectors(ids, np.ones((6, 4)), dim=4, fill=fill) == 6
+    assert seen == [int(late)] and store.count() == 6 and store.dim == 4
+    assert store.verify() == []
