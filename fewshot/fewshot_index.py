@@ -272,7 +272,11 @@ class FewShotIndex:
         return {c.name: len(self._items(c)) for c in classes}
 
     def remove(self, label: str) -> int:
-        """Remove a class and all its examples; returns how many examples went."""
+        """Remove a class and all its examples; returns how many examples went.
+
+        Their stored copies are deleted too, unless another record shares one:
+        removing a class for privacy reasons removes its images.
+        """
         n = self.store.remove_label(label)
         if n == 0:
             raise InputError(f"no class named {label!r} in {self.path}")

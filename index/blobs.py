@@ -199,12 +199,12 @@ class BlobStore:
         if self.root.is_symlink():
             return 0
         for key in dict.fromkeys(keys):
-            path = self.path(key)
             try:
+                path = self.path(key)
                 path.unlink()
                 removed += 1
                 dirs.add(path.parent)
-            except FileNotFoundError:
+            except (FileNotFoundError, ValidationError):  # gone, or a malformed key: not a file of ours
                 continue
             except OSError as exc:
                 warnings.warn(f"could not delete stored copy {key} ({exc}); `fewshot check --repair` "
