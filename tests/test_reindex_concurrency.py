@@ -222,6 +222,33 @@ def test_classify_searches_the_state_whose_encoder_embedded_the_queries(tmp_path
         assert got == [p.to_dict() for p in fresh.classify(probes, top_k=3)]
 
 
+def test_cli_reindex_add_and_classify_at_once(tmp_path, encoder_a, encoder_b_file):
+    """The issue's repro, scaled down: `fewshot reindex --encoder` with `add` and `classify --json` running."""
+    exe = Path(sys.executable).with_name("fewshot")
+    if not exe.exists():
+        pytest.skip("the fewshot console script is not installed (pip install -e .)")
+    ix = tmp_path / "idx"
+    base = images(tmp_path / "base", range(30))
+    make_index(ix, encoder_a, base)
+    late = images(tmp_path / "late", range(600, 615))
+    probes = images(tmp_path / "probes", range(700, 703))
+    env = child_env()
+    run = [[str(exe), "reindex", str(ix), "--encoder", str(encoder_b_file), "--json"],
+           [str(exe), "add", str(ix), "--label", "late", *map(str, late), "--lock-timeout", "120", "--json"],
+           [str(exe), "classify", str(ix), *map(str, probes), "--top-k", "2", "--json"]]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for cmd in run]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (_out, err) in zip(procs, outs):
+        assert p.returncode == 0 and "Traceback" not in err, err
+    assert_vectors_match_the_encoder(ix)
+    files = {f"c{c}": base[c::3] for c in range(3)} | {"late": late}
+    want = [expected_scores(e, files, probes) for e in (encoder_a, encoders.load(encoder_b_file))]
+    rows = json.loads(outs[2][0])
+    assert any(all(np.allclose([c["score"] for c in row["candidates"]],
+                               [w[c["label"]][i] for c in row["candidates"]], atol=1e-4)
+                   for i, row in enumerate(rows)) for w in want), rows
+
+
 # --------------------------------------------------------------------------- stress
 
 ADDER = """
