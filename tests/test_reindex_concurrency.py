@@ -13,6 +13,7 @@
 """
 from __future__ import annotations
 
+import inspect
 import json
 import subprocess
 import sys
@@ -66,6 +67,29 @@ def make_index(ix: Path, encoder, files: list[Path], classes: int = 3) -> None:
             idx.add(f"c{c}", files[c::classes])
 
 
+def reindex_with(ix: Path, encoder_file: Path) -> None:
+    """What `fewshot reindex IX --encoder FILE` does, from another process's point of view."""
+    with FewShotIndex(FaissStore.open(ix), encoders.load(encoder_file)) as other:
+        other.reindex(other.encoder)
+
+
+def after_first_call(obj, name: str, action) -> list:
+    """Patch ``obj.name`` to run ``action`` (another writer) right after its first call; returns the calls."""
+    real, calls = getattr(obj, name), []
+
+    def wrapped(*args, **kwargs):
+        out = real(*args, **kwargs)
+        if inspect.isgenerator(out):
+            out = iter(list(out))  # what the caller will read was read before the action
+        if not calls:
+            action()
+        calls.append(1)
+        return out
+
+    setattr(obj, name, wrapped)
+    return calls
+
+
 def assert_vectors_match_the_encoder(ix: Path) -> None:
     report = check(ix, sample=None)
     assert report["healthy"], report["remaining"]
@@ -80,18 +104,8 @@ def test_add_that_embedded_before_a_reindex_re_embeds_with_the_new_encoder(tmp_p
     make_index(ix, encoder_a, images(tmp_path / "base", range(9)))
     late = images(tmp_path / "late", range(100, 106))
     with FewShotIndex.open(ix) as adder:
-        real_embed = adder.encoder.embed
-        calls = []
-
-        def embed_then_reindex(*args, **kwargs):
-            out = real_embed(*args, **kwargs)
-            if not calls:  # another process reindexes while this add holds old-encoder vectors
-                with FewShotIndex(FaissStore.open(ix), encoders.load(encoder_b_file)) as other:
-                    other.reindex(other.encoder)
-            calls.append(1)
-            return out
-
-        adder.encoder.embed = embed_then_reindex
+        # another process reindexes while this add holds old-encoder vectors
+        after_first_call(adder.encoder, "embed", lambda: reindex_with(ix, encoder_b_file))
         ids = adder.add("late", late)
         assert adder.encoder.fingerprint == encoders.load(encoder_b_file).fingerprint
     assert len(ids) == len(late)
@@ -114,22 +128,16 @@ def test_store_add_refuses_vectors_prepared_for_another_encoder(tmp_path):
 
 
 def test_reindex_covers_records_added_while_it_embedded(tmp_path, encoder_a, encoder_b_file):
-    """An add committed between the reindex's listing and its commit is re-embedded too (retry)."""
+    """An add committed between the reindex's listing and its commit is embedded in that commit (fill)."""
     ix = tmp_path / "idx"
     make_index(ix, encoder_a, images(tmp_path / "base", range(6)))
     enc_b = encoders.load(encoder_b_file)
-    real_embed = enc_b.embed
-    calls = []
 
-    def embed_then_add(*args, **kwargs):
-        out = real_embed(*args, **kwargs)
-        if not calls:
-            with FewShotIndex.open(ix) as other:
-                other.add("during", images(tmp_path / "during", range(50, 53)))
-        calls.append(1)
-        return out
+    def add_during():
+        with FewShotIndex.open(ix) as other:
+            other.add("during", images(tmp_path / "during", range(50, 53)))
 
-    enc_b.embed = embed_then_add
+    calls = after_first_call(enc_b, "embed", add_during)
     with FewShotIndex(FaissStore.open(ix), enc_b) as idx:
         out = idx.reindex(enc_b)
     assert out["reembedded"] == 9 and len(calls) == 2
@@ -142,18 +150,11 @@ def test_reindex_lists_again_when_a_class_is_removed_while_it_runs(tmp_path, enc
     make_index(ix, encoder_a, images(tmp_path / "base", range(9)))
     enc_b = encoders.load(encoder_b_file)
     with FewShotIndex(FaissStore.open(ix), enc_b) as idx:
-        real_records = idx.store.records
-        calls = []
+        def remove_during():
+            with FewShotIndex.open(ix) as other:
+                other.remove("c1")
 
-        def records_then_remove(*args, **kwargs):
-            out = list(real_records(*args, **kwargs))
-            if not calls:
-                with FewShotIndex.open(ix) as other:
-                    other.remove("c1")
-            calls.append(1)
-            return iter(out)
-
-        idx.store.records = records_then_remove
+        calls = after_first_call(idx.store, "records", remove_during)
         out = idx.reindex(enc_b)
     assert out["reembedded"] == 6 and len(calls) == 2
     assert_vectors_match_the_encoder(ix)
@@ -168,8 +169,7 @@ def test_reader_opened_before_a_reindex_answers_from_the_new_state(tmp_path, enc
     probes = images(tmp_path / "probes", range(200, 204))
     reader = FewShotIndex.open(ix, readonly=True)
     before = [p.to_dict() for p in reader.classify(probes, top_k=2)]
-    with FewShotIndex(FaissStore.open(ix), encoders.load(encoder_b_file)) as other:
-        other.reindex(other.encoder)
+    reindex_with(ix, encoder_b_file)
     got = [p.to_dict() for p in reader.classify(probes, top_k=2)]
     hits = reader.search(probes[:1], k=3)
     reader.close()
@@ -194,8 +194,7 @@ def test_reader_follows_a_reindex_to_another_dimension(tmp_path, encoder_a):
     probes = images(tmp_path / "probes", range(400, 402))
     with FewShotIndex.open(ix, readonly=True) as reader:
         reader.classify(probes)
-        with FewShotIndex(FaissStore.open(ix), encoders.load(narrow_file)) as other:
-            other.reindex(other.encoder)
+        reindex_with(ix, narrow_file)
         got = [p.to_dict() for p in reader.classify(probes, top_k=2)]
         assert reader.encoder.dim == 32
     with FewShotIndex.open(ix, readonly=True) as fresh:
@@ -208,15 +207,7 @@ def test_classify_searches_the_state_whose_encoder_embedded_the_queries(tmp_path
     make_index(ix, encoder_a, images(tmp_path / "base", range(12)))
     probes = images(tmp_path / "probes", range(300, 303))
     with FewShotIndex.open(ix, readonly=True) as reader:
-        real_embed = reader.encoder.embed
-
-        def embed_then_reindex(*args, **kwargs):
-            out = real_embed(*args, **kwargs)
-            with FewShotIndex(FaissStore.open(ix), encoders.load(encoder_b_file)) as other:
-                other.reindex(other.encoder)
-            return out
-
-        reader.encoder.embed = embed_then_reindex
+        after_first_call(reader.encoder, "embed", lambda: reindex_with(ix, encoder_b_file))
         got = [p.to_dict() for p in reader.classify(probes, top_k=3)]
     with FewShotIndex.open(ix, readonly=True) as fresh:
         assert got == [p.to_dict() for p in fresh.classify(probes, top_k=3)]
