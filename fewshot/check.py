@@ -248,7 +248,7 @@ def _blob_problems(index_dir: Path, rows: dict[str, Any]) -> tuple[list[str], se
                         "re-add those examples (or remove them) so the index can be re-embedded")
     if damaged:
         problems.append(f"the stored copy of {len(damaged)} example(s) is damaged: its content no longer matches "
-                        f"its checksum (e.g. id {damaged[:_SHOW]}); re-add those examples")
+                        f"its checksum, or it is a link, not a file (e.g. id {damaged[:_SHOW]}); re-add those examples")
     return problems, good
 
 

@@ -376,6 +376,10 @@ class FewShotIndex:
         from fewshot import encoders as reg
 
         enc = self.encoder if encoder is None else (encoder if hasattr(encoder, "embed") else reg.load(encoder))
+        try:
+            self.blobs.refuse_linked_root()
+        except ValidationError as exc:
+            raise FewShotError(f"{exc}; the index is unchanged") from None
         done: dict[int, np.ndarray] = {}  # id -> new vector; a record's stored copy never changes
 
         def fill(added: list) -> np.ndarray:  # under the lock: records added since the listing
