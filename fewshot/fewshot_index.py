@@ -237,13 +237,22 @@ class FewShotIndex:
                            "nothing was added: try again")
 
     def _embed_for_store(self, items: list[InputItem], progress: bool) -> np.ndarray:
-        """Embeddings the store will accept; NaN/inf/zero or wrong-width output fails before any write."""
-        vecs = self.encoder.embed(items, progress=progress)
-        try:
-            prepare_vectors(vecs, self.store.dim, self.store.metric)
-        except ValidationError as exc:
-            raise InputError(f"encoder {self.encoder.name} produced unusable vectors: {exc}") from None
-        return vecs
+        """Embeddings the store will accept; NaN/inf/zero or wrong-width output fails before any write.
+
+        Vectors of the wrong width because another process reindexed to an
+        encoder of another dimension are made again with that encoder.
+        """
+        for _ in range(MAX_ATTEMPTS):
+            vecs = self.encoder.embed(items, progress=progress)
+            try:
+                prepare_vectors(vecs, self.store.dim, self.store.metric)
+                return vecs
+            except ValidationError as exc:
+                extra = self.store.extra
+                if extra.get("fingerprint") in (None, self.encoder.fingerprint):
+                    raise InputError(f"encoder {self.encoder.name} produced unusable vectors: {exc}") from None
+                self._reload_encoder(extra)
+        raise FewShotError(f"index {self.path} kept changing encoder while adding; nothing was added: try again")
 
     def _store_copies(self, items: list[InputItem], metadata: dict | None, now: float) -> list[dict]:
         """Copy each example into the index; the metadata of each record (index keys + caller's)."""

@@ -180,15 +180,30 @@ def test_reader_opened_before_a_reindex_answers_from_the_new_state(tmp_path, enc
     assert [h.to_dict() for h in hits] == [h.to_dict() for h in after_hits]
 
 
-def test_reader_follows_a_reindex_to_another_dimension(tmp_path, encoder_a):
-    """Before the fix: a raw ValidationError (queries of the old width); now the new encoder's answer."""
+@pytest.fixture(scope="module")
+def narrow_file(tmp_path_factory, encoder_a) -> Path:
+    """An encoder of another dimension (32): the conv4 architecture, narrower, random weights."""
     from fewshot.encoders.archs import build_arch
 
     torch.manual_seed(0)
     module, dim = build_arch(encoder_a.arch, **{**encoder_a.arch_kwargs, "width": 32})
     narrow = type(encoder_a)("narrow-conv4", module, dim, encoder_a.preprocess, encoder_a.arch,
                              {**encoder_a.arch_kwargs, "width": 32})
-    narrow_file = narrow.save(tmp_path / "narrow.pt")
+    return narrow.save(tmp_path_factory.mktemp("enc") / "narrow.pt")
+
+
+def test_add_during_a_reindex_to_another_dimension(tmp_path, encoder_a, narrow_file):
+    ix = tmp_path / "idx"
+    make_index(ix, encoder_a, images(tmp_path / "base", range(6)))
+    with FewShotIndex.open(ix) as adder:
+        after_first_call(adder.encoder, "embed", lambda: reindex_with(ix, narrow_file))
+        adder.add("late", images(tmp_path / "late", range(100, 103)))
+        assert adder.encoder.dim == 32
+    assert_vectors_match_the_encoder(ix)
+
+
+def test_reader_follows_a_reindex_to_another_dimension(tmp_path, encoder_a, narrow_file):
+    """Before the fix: a raw ValidationError (queries of the old width); now the new encoder's answer."""
     ix = tmp_path / "idx"
     make_index(ix, encoder_a, images(tmp_path / "base", range(9)))
     probes = images(tmp_path / "probes", range(400, 402))
