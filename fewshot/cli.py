@@ -341,9 +341,9 @@ def reindex_cmd(index_dir, encoder, index_type, ef_search, nprobe, lock_timeout,
 
 def _register_commands() -> None:
     """Commands that live in their own modules (each imports torch only when it runs)."""
-    from fewshot.commands import check, evaluate, finetune, train
+    from fewshot.commands import check, evaluate, finetune, serve, train
 
-    for module in (train, finetune, evaluate, check):
+    for module in (train, finetune, evaluate, check, serve):
         cli.add_command(module.command)
 
 
