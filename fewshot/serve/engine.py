@@ -58,8 +58,10 @@ class IndexEngine:
         self.window_s = window_s
         self.timeout_s = timeout_s
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"fewshot-{name}")
+        self.stats = {"batches": 0, "requests": 0, "inputs": 0}  # micro-batching at work (tests, benchmarks)
         self._queue: asyncio.Queue[_Job] | None = None
         self._batcher: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def input_kind(self) -> str:
@@ -81,10 +83,11 @@ class IndexEngine:
 
         if top_k < 1:
             raise InputError("top_k must be >= 1")
-        if self._queue is None:
-            self._queue = asyncio.Queue()
-            self._batcher = asyncio.create_task(self._batch_loop())
-        fut = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # the batcher belongs to one event loop (a test may run several)
+            self._loop, self._queue = loop, asyncio.Queue()
+            self._batcher = loop.create_task(self._batch_loop())
+        fut = loop.create_future()
         await self._queue.put(_Job(values, names, top_k, threshold, fut))
         try:
             return await asyncio.wait_for(asyncio.shield(fut), self.timeout_s)
@@ -148,6 +151,9 @@ class IndexEngine:
 
     def _classify_jobs(self, jobs: list[_Job]) -> list[list[dict]]:
         values = [v for job in jobs for v in job.values]
+        self.stats["batches"] += 1
+        self.stats["requests"] += len(jobs)
+        self.stats["inputs"] += len(values)
         top_k = max(job.top_k for job in jobs)
         preds = [p.to_dict() for p in self.index.classify(values, top_k=top_k)]
         out, start = [], 0
@@ -159,7 +165,7 @@ class IndexEngine:
 
     async def close(self) -> None:
         """Stop batching, let the worker finish what it runs (no partial write), close the index."""
-        if self._batcher is not None:
+        if self._batcher is not None and self._loop is asyncio.get_running_loop():
             self._batcher.cancel()
             try:
                 await self._batcher
