@@ -177,6 +177,7 @@ async function selectIndex(name) {
   if (!name) return;
   const ix = state.byName[name];
   state.kind = ix.input_kind;
+  $("upload").parentElement.hidden = state.kind === "sequence";  // a stroke index takes drawings only
   $("kind").textContent = `${ix.encoder}: ${ix.input_kind === "sequence" ? "strokes are sent as pen trajectories"
                                                                           : "drawings are sent as images"}`;
   await loadClasses();
