@@ -38,10 +38,13 @@ def _token(token_file: str | None) -> str | None:
 def _bind(host: str, port: int) -> socket.socket:
     """Bind before the app loads, so a busy port fails fast and ``--port 0`` reports the port it got."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted connections only then (without it
+    # Nagle and delayed ACKs add ~40 ms to every keep-alive response)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        sock.listen(2048)  # connections queue from now on: a client told the URL is never refused
     except OSError as exc:
         sock.close()
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
