@@ -23,7 +23,6 @@ import base64
 import http.client
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from scale_common import machine, table, write_json
+
+from fewshot.serve.process import repo_env, serve_process
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "omniglot" / "images_background.zip"
@@ -49,17 +50,6 @@ def korean_pngs(n_chars: int) -> list[list[bytes]]:
         for n in names:
             by_char.setdefault(n.split("/")[2], []).append(zf.read(n))
     return [by_char[c] for c in sorted(by_char)[:n_chars]]
-
-
-def start_server(index_dir: Path) -> tuple[subprocess.Popen, str]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), FEWSHOT_NO_PROGRESS="1")
-    env.pop("FEWSHOT_TOKEN", None)
-    proc = subprocess.Popen([sys.executable, "-m", "fewshot.cli", "serve", str(index_dir), "--host", "127.0.0.1",
-                             "--port", "0", "--json"], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
-    line = proc.stdout.readline()
-    if not line:
-        raise SystemExit("the server did not start")
-    return proc, json.loads(line)["url"]
 
 
 def rss_mb(pid: int) -> float:
@@ -209,8 +199,7 @@ def main() -> None:
                            "top_k": 5}).encode()
         lib = in_process(index_dir, query, 200 if not args.smoke else 20)
         cli = cli_call(index_dir, query, 3 if not args.smoke else 1)
-        proc, url = start_server(index_dir)
-        try:
+        with serve_process([index_dir], env=repo_env(ROOT), cwd=ROOT) as (proc, url):
             load(url, body, 4, 40)  # warm-up
             rows = [load(url, body, c, args.requests * (1 if c == 1 else 2)) for c in (1, 8, 32)]
             rss_before = rss_mb(proc.pid)
@@ -218,9 +207,6 @@ def main() -> None:
             rss_after = rss_mb(proc.pid)
             mix = mixed(url, pngs, {f"c{i}" for i in range(len(pngs))}, 8, 25 if not args.smoke else 3,
                         40 if not args.smoke else 5)
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=60)
     rps1 = rows[0]["req/s"]
     result = {
         "machine_start": start, "machine_end": machine(), "classes": len(pngs),

@@ -345,6 +345,7 @@ def _register_commands() -> None:
 
     for module in (train, finetune, evaluate, check, serve):
         cli.add_command(module.command)
+    serve.add_server_option(cli)  # classify/search/add/info --server URL
 
 
 _register_commands()

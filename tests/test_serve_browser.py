@@ -8,13 +8,9 @@ $FEWSHOT_SCREENSHOT when set: that is how docs/serve.png is made).
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -43,28 +39,16 @@ def server(tmp_path_factory):
     """`fewshot serve` on a stroke index, on a free loopback port; SIGTERM at the end."""
     from fewshot.encoders.sequence_builtin import DEFAULT_SEQUENCE_ENCODER
     from fewshot.fewshot_index import FewShotIndex
+    from fewshot.serve.process import repo_env, serve_process
 
     path = tmp_path_factory.mktemp("browser") / "greek-strokes"
     FewShotIndex.create(path, encoder=DEFAULT_SEQUENCE_ENCODER).close()
-    env = dict(os.environ, PYTHONPATH=str(ROOT), FEWSHOT_NO_PROGRESS="1")
-    env.pop("FEWSHOT_TOKEN", None)
-    proc = subprocess.Popen([sys.executable, "-m", "fewshot.cli", "serve", str(path), "--port", "0", "--json"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = proc.stdout.readline()  # printed once the index and its encoder are loaded
-        if not line:
-            pytest.fail(f"server did not start: {proc.stderr.read()[-2000:]}")
-        yield json.loads(line)["url"]
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            # uvicorn finishes in-flight requests, runs the shutdown (indexes closed), then re-raises SIGTERM
-            assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
-            err = proc.stderr.read()
-            assert "Traceback" not in err and "ERROR" not in err, err[-2000:]
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+    with serve_process([path], env=repo_env(ROOT), cwd=ROOT) as (proc, url):
+        yield url
+    # uvicorn finishes in-flight requests, runs the shutdown (indexes closed), then re-raises SIGTERM
+    assert proc.returncode in (0, -signal.SIGTERM)
+    err = proc.stderr.read()
+    assert "Traceback" not in err and "ERROR" not in err, err[-2000:]
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,10 @@ import socket
 
 import click
 
+from fewshot.serve.client import add_server_option
+
+__all__ = ["command", "add_server_option"]
+
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 

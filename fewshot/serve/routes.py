@@ -135,7 +135,7 @@ def _example(engine: IndexEngine, label: str, fmt: str) -> Response:
 def _summary(engine: IndexEngine) -> dict:
     labels = engine.index.labels()
     return {"name": engine.name, "input_kind": engine.input_kind, "encoder": engine.index.encoder.name,
-            "count": sum(labels.values()), "n_labels": len(labels)}
+            "count": sum(labels.values()), "n_labels": len(labels), "classify_batches": dict(engine.stats)}
 
 
 def build_router(engines: dict[str, IndexEngine], max_batch: int) -> APIRouter:
