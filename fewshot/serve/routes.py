@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import io
 from collections import defaultdict
-from typing import Any
+from typing import Any, Callable
 
 from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import JSONResponse, Response
@@ -79,9 +79,7 @@ async def _read_uploads(files: list[UploadFile], input_kind: str, max_batch: int
 def _add(engine: IndexEngine, examples: list[tuple[str, Any]]) -> dict:
     """Worker thread: one atomic ``add_many``; the answer of ``add --json``."""
     groups: dict[str, list[Any]] = defaultdict(list)
-    for label, value in examples:
-        if not isinstance(label, str) or not label.strip():
-            raise InputError("label must be a non-empty string")
+    for label, value in examples:  # the library checks the labels before anything is written
         groups[label].append(value)
     ids = engine.index.add_many(list(groups.items()))
     per_label = {lab: len(vals) for lab, vals in groups.items()}
@@ -164,6 +162,18 @@ def build_router(engines: dict[str, IndexEngine], max_batch: int) -> APIRouter:
         e = get(name)
         return await e.call(e.index.labels)
 
+    @router.get("/indexes/{name}/labels/{label:path}/example", tags=["indexes"])
+    async def example(name: str, label: str, format: str = Query("raw", pattern="^(raw|png)$")) -> Response:
+        """A stored example of ``label``: its image, or its strokes (JSON, or ``format=png`` rendered)."""
+        e = get(name)
+        return await e.call(_example, e, label, format)
+
+    _write_routes(router, get, max_batch)
+    _read_routes(router, get, max_batch)
+    return router
+
+
+def _write_routes(router: APIRouter, get: Callable[[str], IndexEngine], max_batch: int) -> None:
     @router.post("/indexes/{name}/examples", tags=["write"])
     async def add(name: str, body: AddRequest) -> dict:
         """Add labelled examples (base64 images, strokes, arrays) in one atomic write: ``add --json``."""
@@ -184,12 +194,8 @@ def build_router(engines: dict[str, IndexEngine], max_batch: int) -> APIRouter:
         e = get(name)
         return await e.call(_remove, e, label)
 
-    @router.get("/indexes/{name}/labels/{label:path}/example", tags=["indexes"])
-    async def example(name: str, label: str, format: str = Query("raw", pattern="^(raw|png)$")) -> Response:
-        """A stored example of ``label``: its image, or its strokes (JSON, or ``format=png`` rendered)."""
-        e = get(name)
-        return await e.call(_example, e, label, format)
 
+def _read_routes(router: APIRouter, get: Callable[[str], IndexEngine], max_batch: int) -> None:
     @router.post("/indexes/{name}/classify", tags=["read"])
     async def classify(name: str, body: ClassifyRequest) -> list[dict]:
         """``classify --json``: per input, the label (null when under the threshold) and top-k candidates."""
@@ -224,5 +230,3 @@ def build_router(engines: dict[str, IndexEngine], max_batch: int) -> APIRouter:
         """``embed --json`` with this index's encoder."""
         e = get(name)
         return await e.call(_embed, e, decode_many(body.inputs, e.input_kind, max_batch))
-
-    return router
