@@ -177,14 +177,14 @@ def test_add_json_and_files_then_remove(client, chars):
     assert r.json()["labels"] == {"Greek/new b": 1}
     q = {"inputs": [{"image_base64": _b64(chars[5][2])}], "top_k": 1}
     assert client.post("/v1/indexes/korean/classify", json=q).json()[0]["label"] == "Greek/new b"
-    ex = client.get("/v1/indexes/korean/labels/Greek/new%20b/example")
+    ex = client.get("/v1/indexes/korean/example", params={"label": "Greek/new b"})
     assert ex.status_code == 200 and ex.headers["content-type"] == "image/png"
     from PIL import Image
 
     stored, sent = Image.open(io.BytesIO(ex.content)).convert("L"), Image.open(chars[5][0]).convert("L")
     assert np.array_equal(np.asarray(stored), np.asarray(sent))  # the library's copy: the same pixels
     for label, n in (("new-a", 2), ("Greek/new b", 1)):
-        r = client.delete("/v1/indexes/korean/labels/" + label)
+        r = client.delete("/v1/indexes/korean/labels", params={"label": label})
         assert r.json() == {"removed": n, "label": label, "count": r.json()["count"]}
     assert "new-a" not in client.get("/v1/indexes/korean/labels").json()
 
@@ -213,10 +213,10 @@ def test_strokes_teach_and_recognise_on_a_stroke_index(client, greek):
     q = {"inputs": [{"name": "again", "strokes": _strokes_json(drawings[1])}], "top_k": 3}
     ans = client.post("/v1/indexes/greek/classify", json=q).json()
     assert ans[0]["input"] == "again" and ans[0]["label"] == char
-    ex = client.get(f"/v1/indexes/greek/labels/{char}/example").json()
+    ex = client.get("/v1/indexes/greek/example", params={"label": char}).json()
     assert ex["label"] == char
     np.testing.assert_allclose(np.concatenate(ex["strokes"]), drawings[0][:, :2], atol=1e-5)
-    png = client.get(f"/v1/indexes/greek/labels/{char}/example?format=png")
+    png = client.get("/v1/indexes/greek/example", params={"label": char, "format": "png"})
     assert png.headers["content-type"] == "image/png" and png.content.startswith(b"\x89PNG")
     upload = "START\n" + "".join("".join(f"{x},{y},{t}\n" for x, y, t in s) + "BREAK\n"
                                  for s in _strokes_json(drawings[2]))
@@ -264,8 +264,10 @@ BAD_REQUESTS = [
     ("post", "/v1/indexes/korean/classify", {"json": {"inputs": [{"array": [1, 2]}], "top_k": 0}}, 422, "top_k"),
     ("post", "/v1/indexes/korean/search", {"json": {"inputs": [{"array": [[1, 2], [3, 4]]}], "labels": ["a\x00"]}},
      400, ""),
-    ("delete", "/v1/indexes/korean/labels/no-such-label", {}, 404, "no-such-label"),
-    ("get", "/v1/indexes/korean/labels/no-such-label/example", {}, 404, "no-such-label"),
+    ("delete", "/v1/indexes/korean/labels?label=no-such-label", {}, 404, "no-such-label"),
+    ("delete", "/v1/indexes/korean/labels", {}, 422, "label"),
+    ("get", "/v1/indexes/korean/example?label=no-such-label", {}, 404, "no-such-label"),
+    ("get", "/v1/indexes/korean/example?label=k0&format=svg", {}, 422, "format"),
     ("get", "/v1/indexes/nope/labels", {}, 404, "nope"),
 ]
 
@@ -325,3 +327,88 @@ def test_help_imports_no_torch_nor_fastapi():
     code = "import sys, fewshot.cli; print('torch' in sys.modules, 'fastapi' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == ["False", "False"], out.stderr
+
+
+# --- the CLI's bad-input matrix (tests/test_bad_inputs.py), sent over HTTP ----------------------------------
+def _png(im) -> bytes:
+    from PIL import Image  # noqa: F401 - im is a PIL image
+
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _half_png() -> bytes:
+    from PIL import Image
+
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    data = _png(Image.fromarray(noise))
+    return data[: len(data) // 2]
+
+
+def _bomb() -> bytes:
+    from PIL import Image
+
+    return _png(Image.new("1", (9000, 9000), 1))  # 81 Mpixels in a small file
+
+
+def _pickle_npy() -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    return buf.getvalue()
+
+
+def _npy(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, a)
+    return buf.getvalue()
+
+
+UPLOADS = [  # (index, file name, bytes (or a function making them), words in the error)
+    ("korean", "truncated.png", lambda chars: _half_png(), "cannot decode image"),
+    ("korean", "notes.png", b"this is not an image\n", "not an image file"),
+    ("korean", "empty.png", b"", "empty"),
+    ("korean", "bomb.png", lambda chars: _bomb(), "decompression bomb"),
+    ("greek", "bad_row.txt", b"START\n10,10,0\n20,abc,1\nBREAK\n", "line 3"),
+    ("greek", "short_row.txt", b"START\n10,10,0\n20,15\nBREAK\n", "line 3"),
+    ("greek", "nan_row.txt", b"START\n10,10,0\nnan,15,1\nBREAK\n", "line 3"),
+    ("greek", "no_start.txt", b"10,10,0\n20,15,1\nBREAK\n", "START"),
+    ("greek", "only_breaks.txt", b"START\nBREAK\nBREAK\n", "no points"),
+    ("greek", "empty.txt", b"", "empty"),
+    ("greek", "binary.txt", b"\xff\xfe\x00garbage", "binary.txt"),
+    ("greek", "ragged.csv", b"x,y,p\n1,2,0\n3,4\n", ".csv"),
+    ("greek", "evil.npy", lambda chars: _pickle_npy(), "object arrays are refused"),
+    ("greek", "cube.npy", lambda chars: _npy(np.zeros((4, 4, 4), np.float32)), "shape"),
+    ("greek", "junk.npy", b"\x93NUMPY garbage", ".npy"),
+]
+
+
+@pytest.mark.parametrize("index,name,content,words", UPLOADS, ids=[f"{u[0]}-{u[1]}" for u in UPLOADS])
+def test_the_cli_bad_file_matrix_over_http(client, image_index, stroke_index, chars, index, name, content, words):
+    data = content(chars) if callable(content) else content
+    before = (_tree(image_index), _tree(stroke_index))
+    for url, form in ((f"/v1/indexes/{index}/examples/files", {"label": "x"}),
+                      (f"/v1/indexes/{index}/classify/files", {})):
+        r = client.post(url, files=[("files", (name, data, "application/octet-stream"))], data=form)
+        assert 400 <= r.status_code < 500 and set(r.json()) == {"error"}, r.text
+        assert words.lower() in r.json()["error"].lower() and "\n" not in r.json()["error"]
+    assert (_tree(image_index), _tree(stroke_index)) == before
+
+
+@pytest.mark.parametrize("label,words", [("x" * 10_000, "at most 200 characters"), ("a\nb", "control characters"),
+                                         ("tab\there", "control characters"), ("\t\n", "empty")])
+def test_bad_labels_over_http(client, image_index, chars, label, words):
+    before = _tree(image_index)
+    r = client.post("/v1/indexes/korean/examples", json={"examples": [{"label": label, "image_base64": _b64(chars[0][1])}]})
+    assert r.status_code == 400 and words in r.json()["error"]
+    assert _tree(image_index) == before
+
+
+def test_path_like_labels_are_data(client, image_index, chars):
+    outside = image_index.parent / "x"
+    for label in ("../x", "/etc/passwd", "日本語/クラス"):
+        r = client.post("/v1/indexes/korean/examples", json={"examples": [{"label": label, "image_base64": _b64(chars[5][6])}]})
+        assert r.status_code == 200 and r.json()["labels"] == {label: 1}
+        assert client.get("/v1/indexes/korean/example", params={"label": label}).status_code == 200
+        assert client.delete("/v1/indexes/korean/labels", params={"label": label}).json()["removed"] == 1
+    assert not outside.exists()

@@ -55,9 +55,10 @@ def _decode_upload(data: bytes, name: str, input_kind: str) -> Any:
         if not data.startswith(b"\x93NUMPY"):
             raise InputError(f"{name}: not a valid .npy file (no NUMPY header)")
         try:
-            return check_array(np.load(io.BytesIO(data), allow_pickle=False), name)
+            arr = np.load(io.BytesIO(data), allow_pickle=False)
         except (ValueError, OSError, EOFError):
             raise InputError(f"{name}: not a valid .npy file (object arrays are refused)") from None
+        return check_array(arr, name)
     if not low.endswith(".txt"):
         raise InputError(f"{name}: upload an Omniglot stroke file (.txt) or a .npy array to a sequence index")
     strokes = parse_strokes(data.decode("utf-8-sig", errors="replace"), name)
@@ -162,8 +163,10 @@ def build_router(engines: dict[str, IndexEngine], max_batch: int) -> APIRouter:
         e = get(name)
         return await e.call(e.index.labels)
 
-    @router.get("/indexes/{name}/labels/{label:path}/example", tags=["indexes"])
-    async def example(name: str, label: str, format: str = Query("raw", pattern="^(raw|png)$")) -> Response:
+    @router.get("/indexes/{name}/example", tags=["indexes"])
+    async def example(name: str, label: str = Query(..., description="The class (any string: a query "
+                                                    "parameter, so '/' and '..' are just characters)."),
+                      format: str = Query("raw", pattern="^(raw|png)$")) -> Response:
         """A stored example of ``label``: its image, or its strokes (JSON, or ``format=png`` rendered)."""
         e = get(name)
         return await e.call(_example, e, label, format)
@@ -188,8 +191,8 @@ def _write_routes(router: APIRouter, get: Callable[[str], IndexEngine], max_batc
         decoded = await _read_uploads(files, e.input_kind, max_batch)
         return await e.call(_add, e, [(label, d.value) for d in decoded])
 
-    @router.delete("/indexes/{name}/labels/{label:path}", tags=["write"])
-    async def remove(name: str, label: str) -> dict:
+    @router.delete("/indexes/{name}/labels", tags=["write"])
+    async def remove(name: str, label: str = Query(..., description="The class to remove.")) -> dict:
         """Remove a class and all its examples: ``remove --json``."""
         e = get(name)
         return await e.call(_remove, e, label)

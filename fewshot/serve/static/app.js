@@ -27,7 +27,8 @@ async function api(method, path, body) {
 
 function say(msg, isError) { $("status").textContent = msg; $("status").className = isError ? "error" : "muted"; }
 const indexPath = () => "/indexes/" + encodeURIComponent(state.index);
-const labelPath = (label) => indexPath() + "/labels/" + label.split("/").map(encodeURIComponent).join("/");
+// labels are any strings ("a/b", ".."): always sent as a query parameter, never as a path
+const labelQuery = (label) => "?label=" + encodeURIComponent(label);
 
 // --- drawing -------------------------------------------------------------------------------
 const pad = $("pad"), ctx = pad.getContext("2d");
@@ -97,7 +98,7 @@ function currentInput() {  // what is on the pad (or the uploaded image), as one
 // --- answers -------------------------------------------------------------------------------
 async function thumb(label) {  // a stored example of the class, as an <img> source (token-aware)
   if (!state.thumbs[label]) {
-    state.thumbs[label] = api("GET", labelPath(label) + "/example?format=png")
+    state.thumbs[label] = api("GET", indexPath() + "/example" + labelQuery(label) + "&format=png")
       .then((r) => r.blob()).then((b) => URL.createObjectURL(b)).catch(() => "");
   }
   return state.thumbs[label];
@@ -146,7 +147,7 @@ async function teach() {
 
 async function remove(label) {
   try {
-    await api("DELETE", labelPath(label));
+    await api("DELETE", indexPath() + "/labels" + labelQuery(label));
     delete state.thumbs[label];
     say(`removed ${label}`); await loadClasses();
   } catch (e) { say(e.message, true); }
