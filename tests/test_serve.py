@@ -412,3 +412,11 @@ def test_path_like_labels_are_data(client, image_index, chars):
         assert client.get("/v1/indexes/korean/example", params={"label": label}).status_code == 200
         assert client.delete("/v1/indexes/korean/labels", params={"label": label}).json()["removed"] == 1
     assert not outside.exists()
+
+
+def test_a_request_over_the_per_request_timeout_is_a_503(image_index, chars):
+    app = create_app([image_index], timeout_s=1e-6)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        r = c.post("/v1/indexes/korean/classify", json={"inputs": [{"image_base64": _b64(chars[0][2])}]})
+        assert r.status_code == 503 and "within" in r.json()["error"]
+        assert c.get("/v1/indexes/korean/labels").status_code in (200, 503)

@@ -34,17 +34,22 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 pytestmark = pytest.mark.timeout(300)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """`fewshot serve` on a stroke index, on a free loopback port; SIGTERM at the end."""
+@pytest.fixture(scope="module", params=["sequence", "image"])
+def server(request, tmp_path_factory):
+    """`fewshot serve` on a stroke index (strokes sent as trajectories) or an image index (the page renders
+    the drawing to a PNG), on a free loopback port; SIGTERM at the end. Yields (url, index name, alphabet)."""
     from fewshot.encoders.sequence_builtin import DEFAULT_SEQUENCE_ENCODER
     from fewshot.fewshot_index import FewShotIndex
     from fewshot.serve.process import repo_env, serve_process
 
-    path = tmp_path_factory.mktemp("browser") / "greek-strokes"
-    FewShotIndex.create(path, encoder=DEFAULT_SEQUENCE_ENCODER).close()
+    kind = request.param
+    # Greek is held out from the stroke encoder's training, Korean from the image encoder's
+    name, alphabet, encoder = (("greek-strokes", "Greek", DEFAULT_SEQUENCE_ENCODER) if kind == "sequence"
+                               else ("korean-images", "Korean", None))
+    path = tmp_path_factory.mktemp("browser") / name
+    FewShotIndex.create(path, encoder=encoder).close()
     with serve_process([path], env=repo_env(ROOT), cwd=ROOT) as (proc, url):
-        yield url
+        yield url, name, alphabet
     # uvicorn finishes in-flight requests, runs the shutdown (indexes closed), then re-raises SIGTERM
     assert proc.returncode in (0, -signal.SIGTERM)
     err = proc.stderr.read()
@@ -67,10 +72,10 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def greek(strokes_zip):
+def strokes(strokes_zip):
     from fewshot.data.strokes import load_omniglot_strokes
 
-    return load_omniglot_strokes(strokes_zip, alphabets=["Greek"])
+    return load_omniglot_strokes(strokes_zip, alphabets=["Greek", "Korean"])
 
 
 def draw(driver, raw: np.ndarray) -> None:
@@ -100,13 +105,16 @@ def teach(driver, raw: np.ndarray, label: str) -> None:
     WebDriverWait(driver, 30).until(lambda d: label in d.find_element(By.ID, "classes").text)
 
 
-def test_draw_teach_and_recognise_in_chromium(server, browser, greek, tmp_path):
+def test_draw_teach_and_recognise_in_chromium(server, browser, strokes, tmp_path):
+    url, name, alphabet = server
     by_char: dict[str, list[np.ndarray]] = {}
-    for seq, lab in zip(greek.sequences, greek.labels):
-        by_char.setdefault(lab, []).append(seq)
+    for seq, lab, group in zip(strokes.sequences, strokes.labels, strokes.groups):
+        if group == alphabet:
+            by_char.setdefault(lab, []).append(seq)
     chars = sorted(by_char)[:5]
-    browser.get(server + "/")
-    WebDriverWait(browser, 30).until(lambda d: "greek-strokes" in d.find_element(By.ID, "index").text)
+    browser.set_window_size(412, 915)
+    browser.get(url + "/")
+    WebDriverWait(browser, 30).until(lambda d: name in d.find_element(By.ID, "index").text)
     paint = browser.execute_script(
         "const p = performance.getEntriesByName('first-contentful-paint')[0]; return p ? p.startTime : null;")
     print(f"first contentful paint: {paint} ms")
@@ -124,7 +132,7 @@ def test_draw_teach_and_recognise_in_chromium(server, browser, greek, tmp_path):
     browser.save_screenshot(str(shot))
     browser.set_window_size(960, 720)  # and as on a laptop, both columns in view
     browser.save_screenshot(str(wide))
-    if os.environ.get("FEWSHOT_SCREENSHOT"):
+    if os.environ.get("FEWSHOT_SCREENSHOT") and alphabet == "Greek":
         shutil.copy(wide, os.environ["FEWSHOT_SCREENSHOT"])
     print(f"screenshots: {shot} {wide}")
     assert answer.get_attribute("data-label") == target.split("/")[-1], browser.find_element(By.ID, "status").text

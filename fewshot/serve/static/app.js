@@ -127,8 +127,8 @@ async function classify() {
     ans.dataset.label = p.label === null ? "" : p.label;
     $("candidates").replaceChildren(...p.candidates.map((c) =>
       item(c.label, "score " + c.score.toFixed(3))));
-    say(p.label === null ? `best score ${p.score.toFixed(3)} is under the threshold ${thr}: unknown`
-                         : `probability ${p.probability.toFixed(3)}`);
+    say(p.label === null ? `unknown: best score ${p.score.toFixed(3)} is under the threshold ${thr}`
+                         : `answer: ${p.label} (score ${p.score.toFixed(3)}, probability ${p.probability.toFixed(3)})`);
   } catch (e) { say(e.message, true); }
 }
 
