@@ -71,6 +71,9 @@ class RemoteIndex:
 
     def _files(self, inputs: Any) -> list[Path]:
         """The files the local command would read (folders expanded the same way), for this index's kind."""
+        paths = [Path(p) for p in inputs]
+        if all(p.is_file() for p in paths):  # the common case, without numpy's import (a third of the call)
+            return paths
         from fewshot.inputs import IMAGE_SUFFIXES, SEQUENCE_SUFFIXES, expand_inputs
 
         kind = self._call("GET", "")["input_kind"]
