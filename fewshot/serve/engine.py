@@ -134,11 +134,9 @@ class IndexEngine:
 
     def _run_batch(self, jobs: list[_Job]) -> list[Any]:
         """Worker thread: one library call for the whole batch; a failing batch is retried job by job."""
-        from fewshot.errors import FewShotError
-
         try:
             return self._classify_jobs(jobs)
-        except FewShotError as exc:
+        except Exception as exc:  # noqa: BLE001 - delivered to the request (mapped to its status there)
             if len(jobs) == 1:
                 return [exc]
         out: list[Any] = []

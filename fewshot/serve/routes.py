@@ -1,6 +1,7 @@
 """The ``/v1`` endpoints. Each answers with the CLI's ``--json`` object for the same command."""
 from __future__ import annotations
 
+import asyncio
 import io
 from collections import defaultdict
 from typing import Any, Callable
@@ -65,16 +66,18 @@ def _decode_upload(data: bytes, name: str, input_kind: str) -> Any:
     return strokes_array([s.tolist() for s in strokes], name)
 
 
+async def _decode(items: list[InputModel], input_kind: str, max_batch: int) -> list[Decoded]:
+    """Decode on a helper thread: a large image must not stall the event loop (and every other request)."""
+    return await asyncio.to_thread(decode_many, items, input_kind, max_batch)
+
+
 async def _read_uploads(files: list[UploadFile], input_kind: str, max_batch: int) -> list[Decoded]:
     if not files:
         raise InputError("no files uploaded")
     if len(files) > max_batch:
         raise TooLarge(f"{len(files)} files in one request; at most {max_batch}")
-    out = []
-    for i, f in enumerate(files):
-        name = f.filename or f"#{i}"
-        out.append(Decoded(name, _decode_upload(await f.read(), name, input_kind)))
-    return out
+    raw = [(f.filename or f"#{i}", await f.read()) for i, f in enumerate(files)]
+    return await asyncio.to_thread(lambda: [Decoded(n, _decode_upload(data, n, input_kind)) for n, data in raw])
 
 
 def _add(engine: IndexEngine, examples: list[tuple[str, Any]]) -> dict:
@@ -181,7 +184,7 @@ def _write_routes(router: APIRouter, get: Callable[[str], IndexEngine], max_batc
     async def add(name: str, body: AddRequest) -> dict:
         """Add labelled examples (base64 images, strokes, arrays) in one atomic write: ``add --json``."""
         e = get(name)
-        decoded = decode_many(body.examples, e.input_kind, max_batch)
+        decoded = await _decode(body.examples, e.input_kind, max_batch)
         return await e.call(_add, e, [(ex.label, d.value) for ex, d in zip(body.examples, decoded)])
 
     @router.post("/indexes/{name}/examples/files", tags=["write"])
@@ -203,7 +206,7 @@ def _read_routes(router: APIRouter, get: Callable[[str], IndexEngine], max_batch
     async def classify(name: str, body: ClassifyRequest) -> list[dict]:
         """``classify --json``: per input, the label (null when under the threshold) and top-k candidates."""
         e = get(name)
-        decoded = decode_many(body.inputs, e.input_kind, max_batch)
+        decoded = await _decode(body.inputs, e.input_kind, max_batch)
         return await e.classify([d.value for d in decoded], [d.name for d in decoded], body.top_k, body.threshold)
 
     @router.post("/indexes/{name}/classify/files", tags=["read"])
@@ -218,7 +221,7 @@ def _read_routes(router: APIRouter, get: Callable[[str], IndexEngine], max_batch
     async def search(name: str, body: SearchRequest) -> list[dict]:
         """``search --json``: the k nearest stored examples of each input."""
         e = get(name)
-        decoded = decode_many(body.inputs, e.input_kind, max_batch)
+        decoded = await _decode(body.inputs, e.input_kind, max_batch)
         return await e.call(_search, e, decoded, body.k, body.labels)
 
     @router.post("/indexes/{name}/search/files", tags=["read"])
@@ -232,4 +235,4 @@ def _read_routes(router: APIRouter, get: Callable[[str], IndexEngine], max_batch
     async def embed(name: str, body: EmbedRequest) -> dict:
         """``embed --json`` with this index's encoder."""
         e = get(name)
-        return await e.call(_embed, e, decode_many(body.inputs, e.input_kind, max_batch))
+        return await e.call(_embed, e, await _decode(body.inputs, e.input_kind, max_batch))
