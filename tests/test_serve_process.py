@@ -59,3 +59,21 @@ def test_sigkill_during_writes_leaves_a_healthy_index_with_whole_additions(tmp_p
         labels = idx.labels()
     assert set(acked) <= set(labels)  # every acknowledged addition survived
     assert all(n == 2 for n in labels.values())  # and none is half there
+
+
+def test_sigterm_lets_the_request_in_flight_finish(tmp_path, omniglot_alphabet):
+    path = tmp_path / "graceful"
+    with FewShotIndex.create(path) as idx:
+        idx.add("a", sorted((omniglot_alphabet / "character01").glob("*.png"))[0])
+    pngs = sorted(omniglot_alphabet.rglob("*.png"))[:64]
+    body = {"inputs": [{"image_base64": base64.b64encode(p.read_bytes()).decode()} for p in pngs]}
+    status: list[int] = []
+    with serve_process([path], env=repo_env(ROOT), cwd=ROOT) as (proc, url):
+        t = threading.Thread(target=lambda: status.append(_post(f"{url}/v1/indexes/graceful/classify", body)))
+        t.start()
+        time.sleep(0.2)  # the 64-image batch is running (or done) when the signal comes
+        proc.send_signal(signal.SIGTERM)
+        t.join(timeout=60)
+        assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
+    assert status == [200]
+    assert "Traceback" not in proc.stderr.read()
