@@ -59,24 +59,27 @@ def main() -> None:
     import torch
 
     from fewshot import FewShotIndex
-    from fewshot.data.strokes import SequenceDataset
+    from fewshot.data.dataset import LabelledSet
     from fewshot.encoders.sequence import SequenceRNN, TorchSequenceEncoder
-    from fewshot.sequence_training import (SequenceTrainConfig, embed_prepared, evaluate_embeddings,
-                                           evaluate_sequences, train_sequence_episodic)
+    from fewshot.evaluation import evaluate_embeddings
+    from fewshot.evaluation.fusion import evaluate_sequences
+    from fewshot.train.export import mean_embedding
+    from fewshot.train.loop import SequenceTrainConfig
+    from fewshot.train.recipes import train_model
     from fewshot.sequences import SequencePreprocess, fit_series_stats
 
     torch.set_num_threads(a.threads)
     t0 = time.time()
     seqs, labels, splits = load(a.dataset)
     classes = sorted(set(labels), key=lambda c: (len(c), c))
-    ds = SequenceDataset(seqs, labels, groups=splits)
+    ds = LabelledSet(seqs, labels, groups=splits)
     lengths = [len(s) for s in seqs]
     print(f"{a.dataset}: {len(seqs)} series, {seqs[0].shape[1]} feature(s), lengths {min(lengths)}-{max(lengths)}, "
           f"{len(classes)} classes", file=sys.stderr)
 
-    def fit(train: SequenceDataset) -> tuple[TorchSequenceEncoder, TorchSequenceEncoder, SequencePreprocess]:
+    def fit(train: LabelledSet) -> tuple[TorchSequenceEncoder, TorchSequenceEncoder, SequencePreprocess]:
         """(trained, untrained) encoders; standardisation statistics from ``train`` only."""
-        mean, std = fit_series_stats(train.sequences)
+        mean, std = fit_series_stats(train.items)
         pre = SequencePreprocess(kind="series", n_features=seqs[0].shape[1], mean=mean, std=std,
                                  max_length=max(lengths) * 2)
         arch = {"in_features": pre.in_features, "hidden": 64, "layers": 1, "cell": "gru", "bidirectional": True,
@@ -90,21 +93,21 @@ def main() -> None:
                                   augment={"max_rotate": 0, "max_shear": 0, "scale_range": (0.9, 1.1),
                                            "jitter": 0.05, "stretch_range": (0.8, 1.25)})
         with tempfile.TemporaryDirectory() as tmp:
-            train_sequence_episodic(model, pre, train, tmp, cfg, progress=False)
-        centre = embed_prepared(model, [pre.apply(s) for s in train.sequences]).mean(0)
+            train_model(model, train, tmp, cfg, pre=pre, progress=False)
+        centre = mean_embedding(model, train, pre)
         trained = TorchSequenceEncoder(f"{a.dataset.lower()}-gru", model.eval(), 64, pre, "rnn", arch, centre=centre)
         return trained, untrained, pre
 
-    def score(encs, pre, test: SequenceDataset) -> dict:
+    def score(encs, pre, test: LabelledSet) -> dict:
         n_way = len(test.classes)
         q = max(1, min(5, min(test.labels.count(c) for c in test.classes) - 1))  # small classes: fewer queries
         out = {"ways": n_way, "queries": q}
         for name, enc in zip(("trained_rnn", "random_rnn"), encs):
             r = evaluate_sequences(enc, test, ways=n_way, shots=1, queries=q, episodes=a.episodes, seed=a.seed)
             out[name] = {"accuracy": round(r["accuracy"], 4), "ci95": round(r["ci95"], 4)}
-        avg = np.stack([pre.apply(s).mean(0) for s in test.sequences])
+        avg = np.stack([pre.apply(s).mean(0) for s in test.items])
         r = evaluate_embeddings(avg, test, n_way, 1, q, a.episodes, a.seed)
-        out["time_averaged_features"] = {"accuracy": round(r["accuracy"], 4), "ci95": round(r["ci95"], 4)}
+        out["time_averaged_features"] = {"accuracy": round(r.accuracy, 4), "ci95": round(r.ci95, 4)}
         return out
 
     results = {"dataset": a.dataset, "shots": 1, "episodes": a.episodes}
@@ -119,9 +122,9 @@ def main() -> None:
         with FewShotIndex.create(f"{tmp}/idx", encoder=trained) as idx:
             shown = {c: int(rng.choice([i for i, lab in enumerate(test_split.labels) if lab == c]))
                      for c in test_split.classes}
-            idx.add_many([(c, test_split.sequences[i]) for c, i in shown.items()])
+            idx.add_many([(c, test_split.items[i]) for c, i in shown.items()])
             rest = [i for i in range(len(test_split)) if i not in set(shown.values())]
-            preds = idx.classify([test_split.sequences[i] for i in rest])
+            preds = idx.classify([test_split.items[i] for i in rest])
             acc = float(np.mean([p.label == test_split.labels[i] for p, i in zip(preds, rest)]))
     results["index_one_example_per_class"] = {"accuracy": round(acc, 4), "queries": len(rest)}
     # 2. classes never seen in training: train on half of the classes, one-shot on the others

@@ -17,7 +17,10 @@ import time
 
 from fewshot.data import load_omniglot
 from fewshot.encoders.conv import ConvNet
-from fewshot.training import TrainConfig, export_image_encoder, train_episodic
+from fewshot.metrics import json_safe
+from fewshot.train.export import export_image_encoder
+from fewshot.train.loop import TrainConfig
+from fewshot.train.recipes import train_model
 
 HELD_OUT = ["Bengali", "Futurama", "Greek", "Korean", "Tifinagh"]
 
@@ -50,7 +53,7 @@ def main() -> None:
                       within_group_fraction=a.within_group, threads=a.threads,
                       extra={"data": a.data, "held_out": a.held_out, "width": a.width, "size": a.size})
     model = ConvNet(1, a.width, 4)
-    summary = train_episodic(model, train, a.out, cfg, val=val, log=print)
+    summary = train_model(model, train, a.out, cfg, val=val, log=print)
     enc = export_image_encoder(f"{a.out}/best.pt", f"{a.out}/encoder.pt", train if a.centre else None,
                                name="omniglot-conv4", arch_kwargs={"in_channels": 1, "width": a.width, "depth": 4},
                                size=a.size, scale=summary["scale"])
@@ -59,7 +62,7 @@ def main() -> None:
     enc.save(f"{a.out}/encoder.pt")
     summary["encoder"] = f"{a.out}/encoder.pt"
     summary["fingerprint"] = enc.fingerprint
-    print(json.dumps(summary), flush=True)
+    print(json.dumps(json_safe(summary)), flush=True)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ def protocols(episodes: int) -> list[dict]:
 def fusion_weight(spec: str | None, enc, image, val, embedded) -> tuple[float, dict | None]:
     """(weight, how it was chosen) for --fusion-weight: a number, 'auto', or the shipped default."""
     from fewshot.encoders.sequence_builtin import FUSION_SEQUENCE_WEIGHT
-    from fewshot.sequence_training import choose_fusion_weight
+    from fewshot.evaluation.fusion import choose_fusion_weight
 
     if spec == "auto":
         choice = choose_fusion_weight(enc, image, val, embedded=embedded)
@@ -83,10 +83,13 @@ def main() -> None:
     import torch
 
     from fewshot import encoders
+    from fewshot.metrics import json_safe
     from fewshot.data.strokes import load_omniglot_strokes
     from fewshot.encoders.sequence import SequenceRNN
-    from fewshot.sequence_training import (SequenceTrainConfig, evaluate_fusion, export_sequence_encoder,
-                                           fusion_parts, train_sequence_episodic)
+    from fewshot.evaluation.fusion import evaluate_fusion, fusion_parts
+    from fewshot.train.export import export_sequence_encoder
+    from fewshot.train.loop import SequenceTrainConfig
+    from fewshot.train.recipes import train_model
     from fewshot.sequences import SequencePreprocess
 
     torch.set_num_threads(a.threads)
@@ -124,8 +127,8 @@ def main() -> None:
                               extra={"data": a.data, "held_out": a.held_out, "arch": arch, "init": a.init,
                                      "teacher": a.teacher, "teacher_tta": a.teacher_tta,
                                      "teacher_fingerprint": teacher.fingerprint if teacher else None})
-    summary = train_sequence_episodic(model, pre, train, a.out, cfg, val=val, teacher=teacher,
-                                      log=lambda s: print(s, flush=True))
+    summary = train_model(model, train, a.out, cfg, val=val, pre=pre, teacher=teacher,
+                          log=lambda s: print(s, flush=True))
     enc = export_sequence_encoder(f"{a.out}/best.pt", f"{a.out}/encoder.pt", pre, arch,
                                   "omniglot-strokes-gru", train, summary["scale"])
     summary.update(encoder=f"{a.out}/encoder.pt", fingerprint=enc.fingerprint,
@@ -136,7 +139,7 @@ def main() -> None:
         weight, summary["fusion_weight_choice"] = fusion_weight(a.fusion_weight, enc, image, val, embedded)
         summary["held_out_eval"] = evaluate_fusion(enc, image, val, protocols(a.eval_episodes), seed=a.seed,
                                                    sequence_weight=weight, embedded=embedded)
-    print(json.dumps(summary), flush=True)
+    print(json.dumps(json_safe(summary)), flush=True)
 
 
 if __name__ == "__main__":

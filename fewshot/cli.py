@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -26,7 +27,9 @@ class FewshotGroup(click.Group):
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         try:
-            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            with warnings.catch_warnings():  # restores showwarning for library callers afterwards
+                warnings.showwarning = _warning_line
+                rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.UsageError as exc:
             click.echo(f"error: {_one_line(exc.format_message())} (see --help)", err=True)
             code = EXIT_USAGE
@@ -48,6 +51,11 @@ class FewshotGroup(click.Group):
         return code
 
 
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning from numpy, PIL or the store: one ``warning:`` line, never Python's raw source excerpt."""
+    click.echo(f"warning: {_one_line(str(message))}", err=True)
+
+
 def _describe(exc: BaseException) -> str:
     """Known errors speak for themselves; anything else is named with its type."""
     from fewshot.errors import FewShotError
@@ -59,8 +67,8 @@ def _describe(exc: BaseException) -> str:
         known = known + (StoreError,)
     except Exception:  # noqa: BLE001
         pass
-    if isinstance(exc, known):
-        return _one_line(str(exc))
+    if isinstance(exc, known):  # some say what to do in the command line's spelling
+        return _one_line(getattr(exc, "cli_message", None) or str(exc))
     if isinstance(exc, OSError):
         return _one_line(f"{exc.strerror or exc}: {exc.filename or ''}")
     if isinstance(exc, MemoryError):
@@ -73,6 +81,13 @@ def _emit(obj, as_json: bool, text: str | None = None) -> None:
         click.echo(json.dumps(obj, ensure_ascii=False))
     elif text is not None:
         click.echo(text)
+
+
+def _shown(text) -> str:
+    """A label, input or source name for the human (tab-separated) output: one field, one line."""
+    from index.validation import escape_for_display
+
+    return escape_for_display(str(text))
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
@@ -155,18 +170,20 @@ def init_cmd(index_dir, encoder, weights, metric, temperature, kind, index_type,
              token, as_json) -> None:
     """Create an index in INDEX_DIR bound to an encoder."""
     from fewshot.fewshot_index import FewShotIndex
+    from index import is_index_dir
 
-    if encoder is None and kind == "sequence":
-        from fewshot.encoders.sequence_builtin import DEFAULT_SEQUENCE_ENCODER
-
-        encoder = DEFAULT_SEQUENCE_ENCODER
+    if is_index_dir(index_dir):  # the library's message would say exist_ok=True; say the CLI's way
+        raise click.ClickException(
+            f"{index_dir} already holds a fewshot index; use it as it is (`fewshot add {index_dir} --label ...`, "
+            f"`fewshot info {index_dir}`), switch its encoder with `fewshot reindex {index_dir} --encoder ...`, "
+            "or delete the directory to start over")
     if backend == "faiss" and uri is not None:
         raise click.UsageError("--uri is only for --backend milvus")
     store_kw = {"index_type": index_type, "index_params": _index_params(ef_search, nprobe)}
     if backend == "milvus":
         store_kw.update(uri=uri, token=token)
     with FewShotIndex.create(index_dir, encoder=encoder, metric=metric, temperature=temperature,
-                             weights=weights, backend=backend, **store_kw) as idx:
+                             weights=weights, backend=backend, kind=kind, **store_kw) as idx:
         info = idx.info()
     _emit(info, as_json, f"created {index_dir} (encoder {info['encoder']}, dim {info['dim']}, {metric}, "
                          f"{backend}, index {index_type})")
@@ -177,10 +194,12 @@ def init_cmd(index_dir, encoder, weights, metric, temperature, kind, index_type,
 @click.argument("files", nargs=-1, type=click.Path())
 @click.option("--label", default=None, help="Class label for FILE... (one example is enough).")
 @click.option("--from-folder", "from_folder", type=click.Path(), default=None,
-              help="Add each sub-folder of DIR as a class named after it.")
+              help="Add each sub-folder of DIR as a class named after it (nested folders join it).")
+@click.option("--skip-duplicates", is_flag=True,
+              help="Leave out files whose bytes equal a stored example's (or an earlier file's).")
 @lock_timeout_option
 @json_option
-def add_cmd(index_dir, files, label, from_folder, lock_timeout, as_json) -> None:
+def add_cmd(index_dir, files, label, from_folder, skip_duplicates, lock_timeout, as_json) -> None:
     """Add examples: FILE... under --label, or a folder of class folders."""
     if (from_folder is None) == (label is None):
         raise click.UsageError("give either --label LABEL FILE... or --from-folder DIR")
@@ -188,17 +207,20 @@ def add_cmd(index_dir, files, label, from_folder, lock_timeout, as_json) -> None
         raise click.UsageError("--label needs at least one FILE")
     if from_folder is not None and files:
         raise click.UsageError("--from-folder takes no FILE arguments")
+    from fewshot.folder_add import add_files_report
+
     with _open(index_dir, lock_timeout=lock_timeout) as idx:
         if from_folder is not None:
-            per_label = idx.add_folder(from_folder, progress=_progress())
-            ids = None
+            rep = idx.add_folder_report(from_folder, progress=_progress(), skip_duplicates=skip_duplicates)
         else:
-            ids = idx.add(label, list(files), progress=_progress())
-            per_label = {label: len(ids)}
+            rep = add_files_report(idx, label, list(files), skip_duplicates, progress=_progress())
         total = idx.store.count()
-    n = sum(per_label.values())
-    _emit({"added": n, "labels": per_label, "ids": ids, "count": total}, as_json,
-          f"added {n} example(s) to {len(per_label)} class(es); index holds {total}")
+    for notice in rep.notices:
+        click.echo(f"warning: {_shown(notice)}", err=True)
+    n = sum(rep.labels.values())
+    _emit({"added": n, "labels": rep.labels, "ids": rep.ids, "count": total, "skipped": rep.skipped,
+           "warnings": rep.notices}, as_json,
+          f"added {n} example(s) to {len(rep.labels)} class(es); index holds {total}")
 
 
 @cli.command("classify")
@@ -211,7 +233,7 @@ def classify_cmd(index_dir, files, top_k, threshold, as_json) -> None:
     """Classify FILE... by the nearest class prototype."""
     with _open(index_dir, readonly=True) as idx:
         preds = idx.classify(list(files), top_k=top_k, threshold=threshold, progress=_progress())
-    text = "\n".join(f"{p.input}\t{p.label if p.label is not None else '<unknown>'}\t"
+    text = "\n".join(f"{_shown(p.input)}\t{_shown(p.label) if p.label is not None else '<unknown>'}\t"
                      f"score={p.score:.4f}\tp={p.probability:.4f}" for p in preds)
     _emit([p.to_dict() for p in preds], as_json, text)
 
@@ -231,8 +253,8 @@ def search_cmd(index_dir, files, k, labels, ef_search, nprobe, as_json) -> None:
                              **_index_params(ef_search, nprobe))
     lines = []
     for r in results:
-        lines.append(r.input)
-        lines += [f"  {n.score:.4f}  {n.label}  #{n.id}  {n.source}" for n in r.neighbors]
+        lines.append(_shown(r.input))
+        lines += [f"  {n.score:.4f}  {_shown(n.label)}  #{n.id}  {_shown(n.source)}" for n in r.neighbors]
     _emit([r.to_dict() for r in results], as_json, "\n".join(lines))
 
 
@@ -250,11 +272,9 @@ def embed_cmd(files, encoder, weights, output, batch_size, as_json) -> None:
     from fewshot import encoders
     from fewshot.inputs import SEQUENCE_SUFFIXES, IMAGE_SUFFIXES, expand_inputs
 
-    if encoder is None and all(Path(f).suffix.lower() in SEQUENCE_SUFFIXES for f in files):
-        from fewshot.encoders.sequence_builtin import DEFAULT_SEQUENCE_ENCODER
-
-        encoder = DEFAULT_SEQUENCE_ENCODER  # stroke / series files get the sequence encoder
-    enc = encoders.load(encoder or encoders.DEFAULT_IMAGE_ENCODER, weights=weights)
+    # stroke / series files get the sequence encoder
+    kind = "sequence" if all(Path(f).suffix.lower() in SEQUENCE_SUFFIXES for f in files) else "image"
+    enc = encoders.resolve(encoder, weights=weights, kind=kind)
     items = expand_inputs(list(files), SEQUENCE_SUFFIXES if enc.input_kind == "sequence" else IMAGE_SUFFIXES)
     vecs = enc.embed(items, batch_size=batch_size, progress=_progress())
     if output:
@@ -269,7 +289,7 @@ def embed_cmd(files, encoder, weights, output, batch_size, as_json) -> None:
         click.echo(f"wrote {len(items)} x {enc.dim} embeddings to {output}")
     else:
         for it, row in zip(items, vecs):
-            click.echo(it.name + "\t" + " ".join(f"{v:.6g}" for v in row))
+            click.echo(_shown(it.name) + "\t" + " ".join(f"{v:.6g}" for v in row))
 
 
 @cli.command("remove")
@@ -282,20 +302,26 @@ def remove_cmd(index_dir, label, lock_timeout, as_json) -> None:
     with _open(index_dir, lock_timeout=lock_timeout) as idx:
         n = idx.remove(label)
         total = idx.store.count()
-    _emit({"removed": n, "label": label, "count": total}, as_json, f"removed {n} example(s) of {label!r}")
+    _emit({"removed": n, "label": label, "count": total}, as_json, f"removed {n} example(s) of '{_shown(label)}'")
 
 
 @cli.command("info")
 @click.argument("index_dir", type=click.Path(file_okay=False))
 @json_option
 def info_cmd(index_dir, as_json) -> None:
-    """Describe an index: encoder, metric, classes and counts."""
-    with _open(index_dir, readonly=True) as idx:
+    """Describe an index: encoder, metric, classes and counts.
+
+    Reads the index only: it works when the encoder cannot be loaded (and says which it is).
+    """
+    from fewshot.fewshot_index import FewShotIndex
+    from index import open_store
+
+    with FewShotIndex(open_store(index_dir, readonly=True), encoder=None) as idx:
         info = idx.info()
-    text = "\n".join([f"index      {info['path']}", f"encoder    {info['encoder']} ({info['fingerprint']})",
+    text = "\n".join([f"index      {_shown(info['path'])}", f"encoder    {info['encoder']} ({info['fingerprint']})",
                       f"input      {info['input_kind']}, dim {info['dim']}, metric {info['metric']}",
                       f"examples   {info['count']} in {info['n_labels']} classes"]
-                     + [f"  {lab}: {n}" for lab, n in list(info["labels"].items())[:50]]
+                     + [f"  {_shown(lab)}: {n}" for lab, n in list(info["labels"].items())[:50]]
                      + ([f"  ... {info['n_labels'] - 50} more"] if info["n_labels"] > 50 else []))
     _emit(info, as_json, text)
 
@@ -303,40 +329,75 @@ def info_cmd(index_dir, as_json) -> None:
 @cli.command("reindex")
 @click.argument("index_dir", type=click.Path(file_okay=False))
 @encoder_option
+@weights_option
 @click.option("--index-type", type=click.Choice(INDEX_TYPES), default=None,
               help="Switch the vector index type (no re-embedding unless --encoder is given).")
 @ef_search_option
 @nprobe_option
 @lock_timeout_option
 @json_option
-def reindex_cmd(index_dir, encoder, index_type, ef_search, nprobe, lock_timeout, as_json) -> None:
+def reindex_cmd(index_dir, encoder, weights, index_type, ef_search, nprobe, lock_timeout, as_json) -> None:
     """Re-embed every stored example (optionally with another encoder), atomically.
 
     With --index-type / --ef-search / --nprobe only, the stored vectors are kept
     and just the index is rebuilt (queries keep using the old one meanwhile).
+    --weights alone keeps the index's encoder and re-embeds with those weights.
     """
     from fewshot.fewshot_index import FewShotIndex
     from index import open_store
 
     params = _index_params(ef_search, nprobe)
-    if encoder is None and (index_type is not None or params):
+    if encoder is None and weights is None and (index_type is not None or params):
         with open_store(index_dir, lock_timeout=lock_timeout) as store:
             store.set_index_type(index_type, **params)
             info = store.index_info()
         _emit({"index": info}, as_json, f"index of {index_dir} is now {info['index_type']} ({info['kind']})")
         return
-    if encoder is None:
+    if encoder is None and weights is None:
         with _open(index_dir, lock_timeout=lock_timeout) as idx:
             out = idx.reindex(progress=_progress())
     else:  # the old encoder need not load: only the stored examples matter
         from fewshot import encoders
 
-        enc = encoders.load(encoder)  # a bad encoder file fails before the index is opened
+        if encoder is None:  # --weights alone: the index's own encoder, with other weights
+            with open_store(index_dir, readonly=True) as store:
+                encoder = store.extra.get("encoder")
+        enc = encoders.resolve(encoder, weights=weights)  # a bad encoder file fails before the index is opened
         with FewShotIndex(open_store(index_dir, lock_timeout=lock_timeout), enc) as idx:
             out = idx.reindex(idx.encoder, progress=_progress())
             if index_type is not None or params:
                 idx.store.set_index_type(index_type, **params)
     _emit(out, as_json, f"re-embedded {out['reembedded']} example(s) with {out['encoder']} ({out['fingerprint']})")
+
+
+EXAMPLES = {  # two per command, shown at the end of its --help
+    "encoders": ["fewshot encoders", "fewshot encoders --json"],
+    "init": ["fewshot init my_index", "fewshot init strokes_index --kind sequence --index-type hnsw"],
+    "add": ["fewshot add my_index --label alpha alpha1.png alpha2.png",
+            "fewshot add my_index --from-folder photos/ --skip-duplicates --json"],
+    "classify": ["fewshot classify my_index query.png",
+                 "fewshot classify my_index queries/ --top-k 3 --threshold 0.6 --json"],
+    "search": ["fewshot search my_index query.png -k 10",
+               "fewshot search my_index query.png --label alpha --label beta --json"],
+    "embed": ["fewshot embed a.png b.png -o vectors.npy",
+              "fewshot embed strokes/ --encoder omniglot-strokes-gru --json"],
+    "remove": ["fewshot remove my_index --label alpha", "fewshot remove my_index --label alpha --json"],
+    "info": ["fewshot info my_index", "fewshot info my_index --json"],
+    "reindex": ["fewshot reindex my_index --encoder my_encoder.pt",
+                "fewshot reindex my_index --index-type hnsw --ef-search 128"],
+    "train": ["fewshot train --data images_background.zip --out runs/conv --steps 2000",
+              "fewshot train --data strokes_background_small1.zip --arch rnn-gru --out runs/gru"],
+    "evaluate": ["fewshot evaluate --data images_evaluation.zip --ways 20 --shots 1",
+                 "fewshot evaluate --data my_classes/ --encoder mine.pt --ways 5 --episodes 200 --json"],
+    "check": ["fewshot check my_index", "fewshot check my_index --repair --sample all"],
+}
+
+
+def _add_examples() -> None:
+    """Every command's --help ends with two examples (unless its docstring already shows some)."""
+    for name, cmd in cli.commands.items():
+        if name in EXAMPLES and "Examples:" not in (cmd.help or "") + (cmd.epilog or ""):
+            cmd.epilog = "\b\nExamples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[name])
 
 
 def _register_commands() -> None:
@@ -349,6 +410,7 @@ def _register_commands() -> None:
 
 
 _register_commands()
+_add_examples()
 
 
 def main() -> None:

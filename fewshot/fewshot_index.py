@@ -22,11 +22,17 @@ from typing import Any, Sequence
 import numpy as np
 
 from fewshot.errors import EncoderError, FewShotError, InputError
-from fewshot.inputs import InputItem, expand_inputs
-from index import BlobStore, ValidationError, create_store, open_store
-from index.validation import metadata_to_json, prepare_vectors, validate_label
+from fewshot.folder_add import FolderAdd, FolderNoticeWarning, add_folder_report, split_duplicates
+from fewshot.inputs import InputItem, display_path, expand_inputs
+from index import (BlobStore, ConflictError, MissingBlobError, RecordNotFoundError, RecordsChangedError,
+                   ValidationError, create_store, open_store)
+from index.validation import label_for_display, metadata_to_json, normalize_label, prepare_vectors, resolve_label
 
 DEFAULT_TEMPERATURE = 0.1
+#: Metadata keys the index writes itself for every example; caller metadata may not set them.
+RESERVED_METADATA_KEYS = ("added", "blob", "source")
+#: How often a write is redone when the index changed under it (a concurrent reindex, add or remove).
+MAX_ATTEMPTS = 5
 
 
 @dataclass
@@ -69,16 +75,59 @@ class SearchResult:
         return {"input": self.input, "neighbors": [n.to_dict() for n in self.neighbors]}
 
 
-def _encoder_ref(encoder) -> str:
-    """What to store in the manifest to load the encoder again: a registered name or a file path.
+def _local_encoder_name(ref: str) -> bool:
+    """Whether a manifest reference names an encoder copy inside the index (``encoder-<fp>.pt``)."""
+    return ref.startswith("encoder-") and ref.endswith(".pt") and "/" not in ref and os.sep not in ref
 
-    Encoders read from a user's encoder file are recorded by absolute path; the
-    shipped ones and torchvision backbones by name (their weights by ``encoder_weights``).
+
+def _bind_encoder(index_dir: Path, entry: str, fingerprint: str) -> str:
+    """The manifest's reference for an encoder recorded as ``entry``: a name stays a name, a
+    user's encoder file (an absolute path) becomes a copy inside the index.
+
+    The copy, ``INDEX/encoder-<fingerprint>.pt``, is referenced relatively, so the
+    index keeps working when the original moves and moves with its directory. It
+    is written atomically *before* the manifest points at it, and named by
+    content, so a reindex never overwrites the file the committed state uses.
     """
-    path = getattr(encoder, "encoder_file", None)
-    if path and "encoders/weights" not in str(path).replace(os.sep, "/"):
-        return str(Path(path).resolve())
-    return encoder.name
+    from index.atomic import atomic_write_bytes
+
+    if not (os.path.isabs(entry) and Path(entry).is_file()):
+        return entry
+    name = f"encoder-{''.join(c for c in str(fingerprint) if c.isalnum())[:32]}.pt"
+    target = index_dir / name
+    if not target.is_file():
+        try:
+            atomic_write_bytes(target, Path(entry).read_bytes())  # encoder files are small
+        except OSError as exc:
+            raise EncoderError(f"cannot copy encoder file {entry} into {index_dir}: {exc.strerror or exc}") from None
+    return name
+
+
+def _drop_encoder_copies(index_dir: Path, keep: set[str]) -> None:
+    """Encoder copies not in ``keep``: after a reindex, those the manifest no longer names;
+    after a failed one, the copy made for it (the index is left as it was)."""
+    for f in index_dir.glob("encoder-*.pt"):
+        if f.name not in keep:
+            f.unlink(missing_ok=True)
+
+
+def _load_index_encoder(path: Path, extra: dict):
+    """The encoder an index's manifest names; a missing file gets a message that says how to recover."""
+    from fewshot import encoders as reg
+
+    ref = extra["encoder"]
+    if _local_encoder_name(ref):
+        f = path / ref
+        if not f.is_file():
+            raise EncoderError(f"index {path}: its copy of the encoder file ({f}) is missing; restore the index "
+                               f"directory from a backup, or run `fewshot reindex {path} --encoder NAME|PATH` "
+                               "to re-embed its examples with an encoder you have")
+        return reg.from_file(f, name=extra.get("encoder_name"))
+    if os.path.isabs(ref) and not Path(ref).exists():
+        raise EncoderError(f"index {path} was built with the encoder file {ref}, which is gone (moved or deleted); "
+                           f"put it back, or run `fewshot reindex {path} --encoder NEW/PATH.pt` with its new path "
+                           "(the index then keeps its own copy)")
+    return reg.resolve(ref, weights=extra.get("encoder_weights"))
 
 
 class FewShotIndex:
@@ -93,21 +142,27 @@ class FewShotIndex:
     @classmethod
     def create(cls, path: str | os.PathLike, encoder: Any = None, metric: str = "cosine",
                temperature: float | None = None, weights: str | None = None, exist_ok: bool = False,
-               backend: str = "faiss", **store_kwargs) -> "FewShotIndex":
-        """Create an index directory bound to ``encoder`` (name, path or Encoder object)."""
+               backend: str = "faiss", kind: str | None = None, **store_kwargs) -> "FewShotIndex":
+        """Create an index directory bound to ``encoder`` (name, path or Encoder object; None: the
+        default encoder for input ``kind``, images when not given)."""
         from fewshot import encoders as reg
 
-        enc = reg.load(encoder or reg.DEFAULT_IMAGE_ENCODER, weights=weights) if not hasattr(encoder, "embed") \
-            else encoder
+        enc = reg.resolve(encoder, weights=weights, kind=kind)
         temp = temperature if temperature is not None else (getattr(enc, "temperature", None) or DEFAULT_TEMPERATURE)
         if not temp > 0:
             raise InputError("temperature must be > 0")
-        extra = {"encoder": _encoder_ref(enc), "encoder_name": enc.name, "fingerprint": enc.fingerprint,
+        extra = {**reg.manifest_entries(enc), "encoder_name": enc.name, "fingerprint": enc.fingerprint,
                  "input_kind": enc.input_kind, "temperature": float(temp)}
-        if weights is not None:
-            extra["encoder_weights"] = str(Path(weights).resolve()) if weights not in ("imagenet", "none") else weights
         store = create_store(path, enc.dim, metric=metric, extra=extra, backend=backend, exist_ok=exist_ok,
                              **store_kwargs)
+        try:  # (an existing index, exist_ok=True, keeps its own encoder reference)
+            ref = _bind_encoder(Path(store.path), extra["encoder"], enc.fingerprint) \
+                if store.extra.get("fingerprint") == enc.fingerprint else store.extra.get("encoder")
+            if ref != store.extra.get("encoder"):
+                store.set_extra(encoder=ref)  # from now on the index uses its own copy
+        except BaseException:
+            store.close()
+            raise
         return cls(store, enc)
 
     @classmethod
@@ -121,24 +176,11 @@ class FewShotIndex:
         from fewshot import encoders as reg
 
         store = open_store(path, readonly=readonly, **store_kwargs)
-        extra = store.extra
         try:
-            if encoder is None:
-                enc = reg.load(extra["encoder"], weights=extra.get("encoder_weights"))
-            else:
-                enc = encoder if hasattr(encoder, "embed") else reg.load(encoder)
-        except KeyError:
-            store.close()
-            raise EncoderError(f"index {path} records no encoder; it was not made by fewshot") from None
+            enc = _encoder_of(path, store.extra, None if encoder is None else reg.resolve(encoder))
         except Exception:
             store.close()
             raise
-        if enc.fingerprint != extra.get("fingerprint"):
-            store.close()
-            raise EncoderError(
-                f"index {path} was built with encoder {extra.get('encoder_name', extra.get('encoder'))!r} "
-                f"(fingerprint {extra.get('fingerprint')}), but encoder {enc.name!r} has fingerprint "
-                f"{enc.fingerprint}; use the same encoder, or run `fewshot reindex {path} --encoder ...`")
         return cls(store, enc)
 
     def close(self) -> None:
@@ -207,57 +249,121 @@ class FewShotIndex:
 
     def add_many(self, pairs: Sequence[tuple[str, Any]], metadata: dict | None = None,
                  progress: bool = False) -> list[int]:
-        """Add several (label, inputs) pairs in one atomic write: all or nothing."""
-        items, labels = [], []
+        """Add several (label, inputs) pairs in one atomic write: all or nothing.
+
+        The vectors are committed only if the index is still on the encoder
+        that embedded them (checked under the writer lock): after a concurrent
+        reindex the examples are re-embedded with the new encoder and the
+        write is retried, so a re-encoded index never holds old vectors.
+        """
+        items, labels, stored = [], [], None
         for label, inputs in pairs:
-            if not isinstance(label, str) or not label.strip():
-                raise InputError("label must be a non-empty string")
-            try:
-                validate_label(label)  # the store's rules, checked before any file is copied
-            except ValidationError as exc:
-                raise InputError(str(exc)) from None
+            stored = self.store.labels() if stored is None else stored
+            label = self.stored_label(label, must_exist=False, stored=stored)  # checked before any file is copied
             its = self._items(inputs)
             items += its
             labels += [label] * len(its)
-        try:
-            metadata_to_json(metadata or {})
-        except ValidationError as exc:
-            raise InputError(str(exc)) from None
-        vecs = self.encoder.embed(items, progress=progress)
-        try:  # NaN/inf/zero or wrong-width output: fail before anything is written
-            prepare_vectors(vecs, self.store.dim, self.store.metric)
-        except ValidationError as exc:
-            raise InputError(f"encoder {self.encoder.name} produced unusable vectors: {exc}") from None
+        _check_metadata(metadata)
+        vecs = self._embed_for_store(items, progress)
         now = time.time()
+        metas = self._store_copies(items, metadata, now)
+        for _ in range(MAX_ATTEMPTS):
+            try:
+                ids = self.store.add(vecs, labels, metas, expect={"fingerprint": self.encoder.fingerprint})
+                return [int(i) for i in ids]
+            except MissingBlobError:  # a concurrent remove deleted a copy this add shares
+                metas = self._store_copies(items, metadata, now)
+            except ConflictError:  # a concurrent reindex switched the encoder
+                self._reload_encoder(self.store.extra)
+                vecs = self._embed_for_store(items, progress)
+            except ValidationError as exc:
+                raise InputError(str(exc)) from None
+        raise FewShotError(f"index {self.path} kept changing while adding (a reindex or remove in a loop?); "
+                           "nothing was added: try again")
+
+    def _embed_for_store(self, items: list[InputItem], progress: bool) -> np.ndarray:
+        """Embeddings the store will accept; NaN/inf/zero or wrong-width output fails before any write.
+
+        Vectors of the wrong width because another process reindexed to an
+        encoder of another dimension are made again with that encoder.
+        """
+        for _ in range(MAX_ATTEMPTS):
+            vecs = self.encoder.embed(items, progress=progress)
+            try:
+                prepare_vectors(vecs, self.store.dim, self.store.metric)
+                return vecs
+            except ValidationError as exc:
+                extra = self.store.extra
+                if extra.get("fingerprint") in (None, self.encoder.fingerprint):
+                    raise InputError(f"encoder {self.encoder.name} produced unusable vectors: {exc}") from None
+                self._reload_encoder(extra)
+        raise FewShotError(f"index {self.path} kept changing encoder while adding; nothing was added: try again")
+
+    def _store_copies(self, items: list[InputItem], metadata: dict | None, now: float) -> list[dict]:
+        """Copy each example into the index; the metadata of each record (index keys + caller's)."""
         metas = []
         for it in items:
             key = self._store_copy(it)
-            src = str(it.path.resolve()) if it.path is not None else it.name
-            metas.append({"source": src, "blob": key, "added": now, **(metadata or {})})
-        try:
-            ids = self.store.add(vecs, labels, metas)
-        except ValidationError as exc:
-            raise InputError(str(exc)) from None
-        return [int(i) for i in ids]
+            src = display_path(it.path.resolve()) if it.path is not None else it.name
+            metas.append({**(metadata or {}), "source": src, "blob": key, "added": now})
+        return metas
 
-    def add_folder(self, root: str | os.PathLike, progress: bool = False) -> dict[str, int]:
-        """Add every sub-folder of ``root`` as a class named after it."""
-        root = Path(root)
-        if not root.is_dir():
-            raise InputError(f"not a folder: {root}")
-        classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-        if not classes:
-            raise InputError(f"{root} has no sub-folders; expected one sub-folder per class")
-        pairs = [(c.name, c) for c in classes]
-        self.add_many(pairs, progress=progress)
-        return {c.name: len(self._items(c)) for c in classes}
+    def _reload_encoder(self, extra: dict) -> Any:
+        """Switch to the encoder the index now records (another process reindexed it)."""
+        self.encoder = _encoder_of(self.path, extra, None)
+        return self.encoder
+
+    def add_folder(self, root: str | os.PathLike, progress: bool = False,
+                   skip_duplicates: bool = False) -> dict[str, int]:
+        """Add every sub-folder of ``root`` as a class named after it; returns examples per label.
+
+        Skipped empty folders, merged nested folders, followed links and duplicates
+        are reported as :class:`FolderNoticeWarning` (see :meth:`add_folder_report`).
+        """
+        import warnings
+
+        report = self.add_folder_report(root, progress=progress, skip_duplicates=skip_duplicates)
+        for notice in report.notices:
+            warnings.warn(notice, FolderNoticeWarning, stacklevel=2)
+        return report.labels
+
+    def add_folder_report(self, root: str | os.PathLike, progress: bool = False,
+                          skip_duplicates: bool = False) -> FolderAdd:
+        """:meth:`add_folder`, returning the new ids and the notices instead of warning."""
+        return add_folder_report(self, root, progress=progress, skip_duplicates=skip_duplicates)
+
+    def split_duplicates(self, inputs: Any) -> tuple[list[InputItem], list[InputItem]]:
+        """(new, duplicates) among ``inputs``: files whose bytes equal a stored example's or an earlier input's."""
+        return split_duplicates(self, inputs)
 
     def remove(self, label: str) -> int:
-        """Remove a class and all its examples; returns how many examples went."""
-        n = self.store.remove_label(label)
+        """Remove a class and all its examples; returns how many examples went.
+
+        Their stored copies are deleted too, unless another record shares one:
+        removing a class for privacy reasons removes its images.
+        """
+        n = self.store.remove_label(self.stored_label(label))
         if n == 0:
-            raise InputError(f"no class named {label!r} in {self.path}")
+            raise InputError(f"no class named '{label_for_display(label)}' in {self.path}")
         return n
+
+    def stored_label(self, label: Any, must_exist: bool = True, stored: dict | None = None) -> str:
+        """The label as this index stores it: NFC, or the stored class it equals after NFC.
+
+        Validated first (InputError, never a UnicodeEncodeError later). With
+        ``must_exist`` a label naming no class is an error, so a typo in
+        ``remove`` or a search filter is not silently an empty answer.
+        """
+        try:
+            found = resolve_label(label, self.store.labels() if stored is None else stored)
+            if found is None and not must_exist:
+                return normalize_label(label)
+        except ValidationError as exc:
+            raise InputError(str(exc)) from None
+        if found is None:
+            raise InputError(f"no class named '{label_for_display(label)}' in {self.path}; "
+                             "see `fewshot info` for the labels it holds")
+        return found
 
     # --- reading ------------------------------------------------------------------------
     def labels(self) -> dict[str, int]:
@@ -276,7 +382,10 @@ class FewShotIndex:
         items = self._items(inputs)
         vecs = self.encoder.embed(items, progress=progress)
         # One snapshot of every class: the probability is a softmax over all of them.
-        m = self.store.top_classes(vecs, top_k, temperature=self.temperature)
+        with self.store.snapshot() as snap:
+            vecs = self._embedded_for(snap.extra, items, vecs, progress)
+            temperature = float(snap.extra.get("temperature", DEFAULT_TEMPERATURE))
+            m = snap.top_classes(vecs, top_k, temperature=temperature)
         if m.n_classes == 0:
             raise FewShotError(f"index {self.path} has no classes yet; add examples first")
         out = []
@@ -294,11 +403,26 @@ class FewShotIndex:
         """
         if k < 1:
             raise InputError("k must be >= 1")
+        if labels is not None and not isinstance(labels, str):  # a typo is an error, not an empty answer
+            labels = [self.stored_label(lab) for lab in labels]
         items = self._items(inputs)
         vecs = self.encoder.embed(items, progress=progress)
-        hits = self.store.search(vecs, k, labels=labels, **search_params)
+        with self.store.snapshot() as snap:
+            vecs = self._embedded_for(snap.extra, items, vecs, progress)
+            hits = snap.search(vecs, k, labels=labels, **search_params)
         return [SearchResult(it.name, [Neighbor(int(h.id), h.label, float(h.score), h.metadata.get("source", ""))
                                        for h in hs]) for it, hs in zip(items, hits)]
+
+    def _embedded_for(self, extra: dict, items: list[InputItem], vecs: np.ndarray, progress: bool) -> np.ndarray:
+        """``vecs`` if the encoder that embedded them is the one of the state ``extra`` belongs to.
+
+        Otherwise another process reindexed since this index was opened (or
+        since ``vecs`` were embedded): load the encoder that state records and
+        embed again, so queries and stored vectors always come from one encoder.
+        """
+        if extra.get("fingerprint") in (None, self.encoder.fingerprint):
+            return vecs
+        return self._reload_encoder(extra).embed(items, progress=progress)
 
     def info(self) -> dict:
         extra = self.store.extra
@@ -320,7 +444,7 @@ class FewShotIndex:
         saved to ``out`` and every stored example is re-embedded with it in one atomic
         switch; if anything fails, the index stays on the old encoder.
         """
-        from fewshot.finetune import finetune
+        from fewshot.train.recipes import finetune
 
         res = finetune(self.encoder, data, index_dir=self.path, out=out, **kwargs)
         self.reindex(res.encoder)
@@ -330,34 +454,126 @@ class FewShotIndex:
     def reindex(self, encoder: Any = None, progress: bool = False, batch_size: int = 256) -> dict:
         """Re-embed every stored example (with ``encoder`` if given) in one atomic switch.
 
-        Examples are read from the index's own copies, so nothing depends on the
-        original files. Until the final commit the index stays on the old encoder;
-        a failure or a kill midway leaves it intact.
+        Examples are read from the index's own copies (each checked against its
+        SHA-256 first), so nothing depends on the original files. Until the final
+        commit the index stays on the old encoder; a failure or a kill midway
+        leaves it intact. Examples added by other processes meanwhile are
+        embedded under the lock in the same commit.
         """
         from fewshot import encoders as reg
 
-        enc = self.encoder if encoder is None else (encoder if hasattr(encoder, "embed") else reg.load(encoder))
-        records = list(self.store.records())
-        ids = [r.id for r in records]
+        enc = self.encoder if encoder is None else reg.resolve(encoder)
+        try:
+            self.blobs.refuse_linked_root()
+        except ValidationError as exc:
+            raise FewShotError(f"{exc}; the index is unchanged") from None
+        had = {f.name for f in self.path.glob("encoder-*.pt")}
+        extra = self._encoder_extra(enc)
+        try:
+            n = self._rewrite_all(enc, extra, progress, batch_size)
+        except BaseException:
+            _drop_encoder_copies(self.path, keep=had)
+            raise
+        _drop_encoder_copies(self.path, keep={extra["encoder"]})
+        self.encoder = enc
+        return {"reembedded": n, "encoder": enc.name, "fingerprint": enc.fingerprint}
+
+    def _rewrite_all(self, enc: Any, extra: dict, progress: bool, batch_size: int) -> int:
+        """Embed every record's copy with ``enc`` and commit them with ``extra``; the number rewritten.
+
+        A record removed while its copy was being read makes the listing start
+        again; the vectors already computed are kept (a stored copy never changes).
+        """
+        done: dict[int, np.ndarray] = {}
+
+        def fill(added: list) -> np.ndarray:  # under the lock: records added since the listing
+            return self._embed_copies(enc, added, False, batch_size)
+
+        for _ in range(MAX_ATTEMPTS):
+            records = list(self.store.records())
+            todo = [r for r in records if r.id not in done]
+            ids = [r.id for r in records]
+            try:
+                if todo:
+                    done.update(zip([r.id for r in todo], self._embed_copies(enc, todo, progress, batch_size)))
+            except RecordsChangedError:
+                continue
+            vecs = np.stack([done[i] for i in ids]) if ids else np.zeros((0, enc.dim), np.float32)
+            n = self.store.rewrite_vectors(ids, vecs, dim=enc.dim, extra=extra, fill=fill)
+            return len(ids) if n is None else int(n)
+        raise FewShotError(f"records of {self.path} kept changing during the reindex; the index is unchanged: "
+                           "try again")
+
+    def _encoder_extra(self, enc: Any) -> dict:
+        """The extra fields that bind the index to ``enc`` (written in the reindex's commit).
+
+        A user's encoder file is copied into the index first; another encoder's
+        scores get that encoder's own temperature, never the old one's.
+        """
+        from fewshot import encoders as reg
+
+        same = enc.fingerprint == self.store.extra.get("fingerprint")
+        extra = {**reg.manifest_entries(enc, previous=self.store.extra), "encoder_name": enc.name,
+                 "fingerprint": enc.fingerprint, "input_kind": enc.input_kind}
+        extra["encoder"] = _bind_encoder(self.path, extra["encoder"], enc.fingerprint)
+        if not same:
+            extra["temperature"] = float(getattr(enc, "temperature", None) or DEFAULT_TEMPERATURE)
+        return extra
+
+    def _embed_copies(self, enc: Any, records: list, progress: bool, batch_size: int) -> np.ndarray:
+        """Embed the stored copies of ``records`` after checking each one is the file the index wrote.
+
+        A copy swapped for other content, or replaced by a link (to a system
+        file, say), would otherwise be embedded under the record's label.
+        """
         items = []
         for r in records:
             key = r.metadata.get("blob")
-            if not key or not self.blobs.exists(key):
-                raise FewShotError(f"stored copy of example {r.id} ({r.metadata.get('source')}) is missing; "
-                                   "run `fewshot check --repair`")
-            items.append(InputItem(self.blobs.path(key), r.metadata.get("source", key)))
-        vecs = enc.embed(items, progress=progress, batch_size=batch_size) if items \
-            else np.zeros((0, enc.dim), np.float32)
-        same = enc.fingerprint == self.store.extra.get("fingerprint")
-        extra = {"encoder": _encoder_ref(enc), "encoder_name": enc.name, "fingerprint": enc.fingerprint,
-                 "input_kind": enc.input_kind,
-                 # the same encoder keeps its weights reference (e.g. resnet18 + --weights PATH)
-                 "encoder_weights": self.store.extra.get("encoder_weights") if same else None}
-        if getattr(enc, "temperature", None):
-            extra["temperature"] = float(enc.temperature)
-        self.store.rewrite_vectors(ids, vecs, dim=enc.dim, extra=extra)
-        self.encoder = enc
-        return {"reembedded": len(ids), "encoder": enc.name, "fingerprint": enc.fingerprint}
+            try:
+                if not key:
+                    raise ValidationError("it has no stored copy")
+                path = self.blobs.verified_path(key)
+            except ValidationError as exc:
+                if self._gone(r.id):  # removed (copy and all) since the listing: list again
+                    raise RecordsChangedError(f"record {r.id} was removed during the reindex") from None
+                raise FewShotError(f"cannot re-embed record {r.id} (label {r.label!r}): {exc}; the index is "
+                                   "unchanged: run `fewshot check`, then re-add or remove that example") from None
+            items.append(InputItem(path, f"stored copy {key} of record {r.id} (label {r.label!r})"))
+        return enc.embed(items, progress=progress, batch_size=batch_size)
+
+    def _gone(self, record_id: int) -> bool:
+        """True if the record no longer exists (a concurrent remove)."""
+        try:
+            self.store.get([record_id])
+            return False
+        except RecordNotFoundError:
+            return True
+
+
+def _encoder_of(path: Any, extra: dict, given: Any) -> Any:
+    """The encoder ``extra`` records (or ``given``), refused unless its fingerprint is the recorded one."""
+    try:
+        enc = given if given is not None else _load_index_encoder(Path(path), extra)
+    except KeyError:
+        raise EncoderError(f"index {path} records no encoder; it was not made by fewshot") from None
+    if enc.fingerprint != extra.get("fingerprint"):
+        raise EncoderError(
+            f"index {path} was built with encoder {extra.get('encoder_name', extra.get('encoder'))!r} "
+            f"(fingerprint {extra.get('fingerprint')}), but encoder {enc.name!r} has fingerprint "
+            f"{enc.fingerprint}; use the same encoder, or run `fewshot reindex {path} --encoder ...`")
+    return enc
+
+
+def _check_metadata(metadata: Any) -> None:
+    """Caller metadata must be a JSON-able dict that does not set the index's own keys."""
+    try:
+        metadata_to_json(metadata or {})
+    except ValidationError as exc:
+        raise InputError(str(exc)) from None
+    reserved = sorted(set(metadata or {}) & set(RESERVED_METADATA_KEYS))
+    if reserved:
+        raise InputError(f"metadata key(s) {', '.join(map(repr, reserved))} are reserved: the index records "
+                         "each example's stored copy, original path and time under them; use other names")
 
 
 def info_json(info: dict) -> str:

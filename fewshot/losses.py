@@ -1,6 +1,6 @@
 """Metric-learning losses for training and fine-tuning encoders, with the maths in view.
 
-Three losses, one calling convention: ``loss(embeddings, labels, n_support)``
+Three metric losses, one calling convention: ``loss(embeddings, labels, n_support)``
 where ``embeddings`` is ``[n, dim]`` (the raw encoder output), ``labels`` are
 class indices ``0..C-1`` (``[n]`` int64) and the first ``n_support`` rows are an
 episode's support set (the prototypical loss needs the split; the other two use
@@ -18,6 +18,11 @@ batch that batch-hard triplet mining and supervised contrastive learning want.
   soft-margin ``softplus`` version with ``margin=None``).
 * :class:`SupConLoss` (Khosla et al., 2020, the "L_out" form): for anchor ``i``
   with positives ``P(i)``, ``-1/|P(i)| sum_p log(exp(z_i.z_p/t) / sum_{a != i} exp(z_i.z_a/t))``.
+
+A fourth term, :class:`DistillationLoss`, pulls a linear projection of each
+embedding towards a teacher's embedding of the same example (cosine); the stroke
+GRU learns from the image CNN this way. The training loop calls every term as
+``term.batch_loss(embeddings, batch)``, so a term reads what it needs from the batch.
 
 Why written here rather than taken from pytorch-metric-learning: each is a dozen
 lines of tensor code, the episode layout is ours, the prototypical loss (the
@@ -136,6 +141,10 @@ class MetricLoss(nn.Module):
     def forward(self, emb: torch.Tensor, labels: torch.Tensor, n_support: int) -> torch.Tensor:
         raise NotImplementedError
 
+    def batch_loss(self, emb: torch.Tensor, batch) -> torch.Tensor:
+        """The loss of one training batch (an object with ``labels`` and ``n_support``)."""
+        return self(emb, batch.labels, batch.n_support)
+
     def temperature(self) -> float | None:
         return None
 
@@ -143,7 +152,7 @@ class MetricLoss(nn.Module):
 class PrototypicalLoss(MetricLoss):
     """Episodic prototypical loss with a learnable scale (its ``log_scale`` is the only parameter).
 
-    Its state dict ``{"log_scale"}`` is the "head" of :func:`fewshot.training.train_episodic`
+    Its state dict ``{"log_scale"}`` is the "head" of :func:`fewshot.train.loop.fit`
     checkpoints, so those resume unchanged.
     """
 
@@ -198,6 +207,35 @@ class SupConLoss(MetricLoss):
 
     def temperature(self) -> float | None:
         return self.tau
+
+
+def distillation_loss(projected: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cosine distance ``1 - cos(projected_i, target_i)`` between student and teacher rows."""
+    if projected.shape != targets.shape:
+        raise ValueError(f"student {tuple(projected.shape)} and teacher {tuple(targets.shape)} rows differ in shape")
+    return (1 - F.cosine_similarity(projected, targets, dim=-1)).mean()
+
+
+class DistillationLoss(MetricLoss):
+    """Distillation from a teacher: a linear head maps the student embedding to the teacher's space.
+
+    The teacher's targets come with the batch (``batch.targets``, one row per
+    example); the head is trained with the student and dropped afterwards.
+    """
+
+    name = "distill"
+
+    def __init__(self, student_dim: int, teacher_dim: int):
+        super().__init__()
+        self.head = nn.Linear(student_dim, teacher_dim)
+
+    def forward(self, emb: torch.Tensor, targets: torch.Tensor, n_support: int = 0) -> torch.Tensor:  # type: ignore[override]
+        return distillation_loss(self.head(emb), targets)
+
+    def batch_loss(self, emb: torch.Tensor, batch) -> torch.Tensor:
+        if batch.targets is None:
+            raise ValueError("distillation needs teacher targets in the batch")
+        return self(emb, batch.targets)
 
 
 def make_loss(name: str, **kwargs) -> MetricLoss:

@@ -34,8 +34,9 @@ import numpy as np
 
 from fewshot.errors import InputError
 from fewshot.inputs import SEQUENCE_SUFFIXES, InputItem
+from fewshot.limits import check_points, check_size, limit, read_file
 
-MAX_FILE_BYTES = 64 * 1024 * 1024  # a sequence file larger than this is refused (not read)
+SEQ_BYTES = "FEWSHOT_MAX_SEQUENCE_BYTES"  # see fewshot.limits: the size cap, checked before reading
 DEFAULT_MAX_LENGTH = 2000  # steps after preprocessing; documented option of SequencePreprocess
 
 
@@ -52,20 +53,22 @@ def _read_bytes(path: Path, name: str) -> bytes:
         fd = os.open(path, os.O_RDONLY)
         try:
             size = os.fstat(fd).st_size
-            if size > MAX_FILE_BYTES:
-                raise InputError(f"{name}: file is {size} bytes, more than the {MAX_FILE_BYTES} a sequence file may have")
+            check_size(size, name, SEQ_BYTES)
             data = os.read(fd, size + 1)
             if len(data) > size:  # more than fstat said (it grew, or a pseudo-file): read to the end
-                parts = [data]
-                while chunk := os.read(fd, 1 << 20):
+                parts, total, cap = [data], len(data), limit(SEQ_BYTES)
+                while total <= cap and (chunk := os.read(fd, 1 << 20)):  # never more than the cap
                     parts.append(chunk)
+                    total += len(chunk)
                 data = b"".join(parts)
+                check_size(len(data), name, SEQ_BYTES)
         finally:
             os.close(fd)
     except OSError as exc:
         raise InputError(f"cannot read {name}: {exc.strerror or exc}") from None
     if not data.strip():
         raise InputError(f"{name}: file is empty")
+    check_size(data.count(b"\n"), name, "FEWSHOT_MAX_SEQUENCE_POINTS", "lines")  # a point per line at most
     return data
 
 
@@ -406,6 +409,7 @@ def check_array(a: Any, name: str) -> np.ndarray:
         raise InputError(f"{name}: expected a sequence array of shape [T, F], got shape {tuple(a.shape)}")
     if a.shape[0] == 0 or a.shape[1] == 0:
         raise InputError(f"{name}: sequence is empty (shape {tuple(a.shape)})")
+    check_points(a.shape[0], name)
     a = a.astype(np.float32, copy=False)
     bad = ~np.isfinite(a)
     if bad.any():
@@ -418,12 +422,7 @@ def read_npy(path: str | Path, name: str | None = None) -> np.ndarray:
     """A ``.npy`` array ``[T, F]`` -> float32; object (pickled) arrays are refused."""
     path = Path(path)
     name = name or str(path)
-    try:
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise InputError(f"{name}: file is larger than {MAX_FILE_BYTES} bytes")
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read {name}: {exc.strerror or exc}") from None
+    data = read_file(path, name, SEQ_BYTES)  # size checked before reading, the read capped
     if not data:
         raise InputError(f"{name}: file is empty")
     if not data.startswith(b"\x93NUMPY"):  # np.load would take anything else for a pickle
@@ -646,6 +645,7 @@ class SequencePreprocess:
         return cls(**d)
 
     def check_input(self, a: np.ndarray, name: str) -> np.ndarray:
+        check_points(len(a), name)  # before resampling, which costs memory per point
         if self.kind == "strokes":
             if a.shape[1] not in (2, 3):
                 raise InputError(f"{name}: a stroke encoder reads [T, 3] (x, y, end_of_stroke) or [T, 2] "
@@ -659,6 +659,8 @@ class SequencePreprocess:
         """Raw ``[T, F]`` -> float32 ``[T', in_features]``; raises InputError past ``max_length``."""
         if strokes is None:
             a = self.check_input(a, name)
+        else:
+            check_points(sum(len(s) for s in strokes), name)
         if self.kind == "strokes":
             raw = strokes_to_array(strokes) if strokes is not None else a
             out = stroke_features(raw, self.resample, self.with_position)

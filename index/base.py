@@ -12,6 +12,7 @@ the score is the *negative squared* L2 distance.
 from __future__ import annotations
 
 import abc
+import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +80,70 @@ class Record:
     __hash__ = None  # type: ignore[assignment]  # mutable payload; not hashable
 
 
+def check_expect(extra: dict[str, Any], expect: dict[str, Any] | None, where: object) -> None:
+    """Raise :class:`ConflictError` when a stored ``extra`` field differs from the caller's expectation."""
+    from .errors import ConflictError
+
+    for key, value in (expect or {}).items():
+        found = extra.get(key)
+        if found != value:
+            raise ConflictError(
+                f"{where}: {key} is now {found!r}, not {value!r}: the index changed (e.g. it was reindexed) "
+                "since this write was prepared; prepare it again against the current index",
+                field=key, expected=value, found=found)
+
+
+def cover_records(existing: np.ndarray, wanted: np.ndarray, vecs: np.ndarray, records_of: Any,
+                  fill: Any, dim: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """The (ids, vectors) of a ``rewrite_vectors`` that cover exactly the ``existing`` records.
+
+    Called under the writer lock. Ids removed since the caller listed them are
+    dropped; records added since are passed (``records_of(ids)``, as
+    :class:`Record`) to ``fill``, which returns their new vectors. Without
+    ``fill`` any difference raises :class:`RecordsChangedError`.
+    """
+    from .errors import RecordsChangedError, ValidationError
+    from .validation import prepare_vectors
+
+    missing, unknown = np.setdiff1d(existing, wanted), np.setdiff1d(wanted, existing)
+    if not len(missing) and not len(unknown):
+        return wanted, vecs
+    if fill is None:
+        raise RecordsChangedError(
+            f"rewrite_vectors must cover every record exactly once: {len(missing)} record(s) missing "
+            f"(e.g. {missing[:3].tolist()}), {len(unknown)} unknown id(s) (e.g. {unknown[:3].tolist()}); "
+            "re-read records() and retry")
+    keep = np.isin(wanted, existing)
+    wanted, vecs = wanted[keep], vecs[keep]
+    if len(missing):
+        more = prepare_vectors(fill(records_of(missing)), dim, metric)
+        if len(more) != len(missing):
+            raise ValidationError(f"fill returned {len(more)} vectors for {len(missing)} records")
+        wanted, vecs = np.concatenate([wanted, missing]), np.concatenate([vecs, more])
+    return wanted, vecs
+
+
+class StoreSnapshot:
+    """Reads against one committed state of a store (see :meth:`VectorStore.snapshot`).
+
+    ``extra`` is the ``extra`` fields of that state; ``top_classes`` and
+    ``search`` answer from it. Valid only inside the ``with`` block.
+    """
+
+    def __init__(self, store: "VectorStore", extra: dict[str, Any]) -> None:
+        self._store = store
+        self.extra = extra
+
+    def top_classes(self, queries: np.ndarray, k: int = 5, *, temperature: float | None = None) -> ClassMatches:
+        """The k best class prototypes per query (see :meth:`VectorStore.top_classes`)."""
+        return self._store.top_classes(queries, k, temperature=temperature)
+
+    def search(self, queries: np.ndarray, k: int, labels: Sequence[str] | None = None,
+               **params: Any) -> list[list[Hit]]:
+        """k nearest records per query (see :meth:`VectorStore.search`)."""
+        return self._store.search(queries, k, labels, **params)
+
+
 class VectorStore(abc.ABC):
     """Abstract labelled vector store with exact search and class prototypes."""
 
@@ -110,8 +175,20 @@ class VectorStore(abc.ABC):
         vectors: np.ndarray,
         labels: Sequence[str],
         metadata: Sequence[dict[str, Any]] | None = None,
+        *,
+        expect: dict[str, Any] | None = None,
     ) -> np.ndarray:
-        """Store labelled vectors; returns their new int64 ids."""
+        """Store labelled vectors; returns their new int64 ids.
+
+        ``expect`` maps ``extra`` fields to the values the caller prepared the
+        vectors for (e.g. ``{"fingerprint": fp}`` of the encoder that embedded
+        them). They are compared with the stored fields under the writer lock,
+        in the same write, and a mismatch raises :class:`ConflictError` with
+        nothing written: vectors of the encoder an index had before a
+        concurrent reindex never land in the re-encoded index. A ``"blob"``
+        key in a metadata dict names a stored example copy, which must still
+        exist at commit (else :class:`MissingBlobError`).
+        """
 
     @abc.abstractmethod
     def remove(self, ids: Sequence[int]) -> int:
@@ -160,6 +237,18 @@ class VectorStore(abc.ABC):
         scores = exact_scores(q, protos, self.metric) if len(labels) else np.zeros((len(q), 0), np.float32)
         return rank_classes(scores, np.asarray(labels, dtype=object), k, temperature)
 
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator["StoreSnapshot"]:
+        """One committed state to read from: its ``extra`` fields and searches against it.
+
+        What a reader needs to answer from one state when the encoder may
+        change under it: compare ``snapshot.extra["fingerprint"]`` with the
+        encoder that embedded the queries, re-embed if they differ, and search
+        the same snapshot. This default (backends without snapshots) reads
+        the store's current state for each call.
+        """
+        yield StoreSnapshot(self, self.extra)
+
     @abc.abstractmethod
     def prototypes(self) -> tuple[list[str], np.ndarray]:
         """(labels sorted, float32 array [n_labels, dim]) of class prototypes."""
@@ -188,8 +277,15 @@ class VectorStore(abc.ABC):
         *,
         dim: int | None = None,
         extra: dict[str, Any] | None = None,
-    ) -> None:
-        """Replace the vectors of all records at once (re-encoding after an encoder change)."""
+        fill: Any = None,
+    ) -> int:
+        """Replace the vectors of all records at once (re-encoding after an encoder change).
+
+        ``fill(records) -> vectors`` embeds, under the writer lock, records
+        added since the caller listed them (see :func:`cover_records`), so a
+        reindex completes while other processes keep adding. Returns how
+        many records were rewritten.
+        """
 
     @abc.abstractmethod
     def set_extra(self, **fields: Any) -> None:

@@ -24,7 +24,8 @@ import faiss
 import numpy as np
 
 from . import records_sql
-from .base import METRICS, ClassMatches, Hit, Record, VectorStore
+from .base import METRICS, ClassMatches, Hit, Record, StoreSnapshot, VectorStore, check_expect, cover_records
+from .blobs import BlobStore, blob_keys, require_blobs
 from .cache_files import remove_stale
 from .checkpoint import load_checkpoint, needs_checkpoint, sync as sync_dir, write_checkpoint
 from .index_config import COMPACT_FRACTION, IndexConfig
@@ -362,14 +363,23 @@ class FaissStore(VectorStore):
         vectors: np.ndarray,
         labels: Sequence[str],
         metadata: Sequence[dict[str, Any]] | None = None,
+        *,
+        expect: dict[str, Any] | None = None,
     ) -> np.ndarray:
-        """Store vectors with their labels (and optional metadata dicts); returns int64 ids."""
+        """Store vectors with their labels (and optional metadata dicts); returns int64 ids.
+
+        ``expect``: extra fields that must still hold at commit (see
+        :meth:`VectorStore.add`); checked under the lock before anything else.
+        """
+        expect = validate_extra(expect)
         with self._write() as st:
+            check_expect(st.extra, expect, self.path)
             vecs = prepare_vectors(vectors, st.dim, st.metric)
             labs = validate_labels(labels, len(vecs))
             metas = validate_metadata(metadata, len(vecs))
             if len(vecs) == 0:
                 return np.zeros(0, dtype=np.int64)
+            require_blobs(self.path, metadata or ())
             deltas = _class_deltas(labs, vecs, st.dim)
             with self._db.write():
                 changed = self._db.apply_class_deltas(deltas, st.dim)
@@ -422,7 +432,21 @@ class FaissStore(VectorStore):
             st.generation = generation
             st.pending += len(found)
         self._after_commit(force=self._maybe_rebuild(st))
+        self._delete_unreferenced(blob_keys(json.loads(rows[i].metadata) for i in found))
         return len(found)
+
+    def _delete_unreferenced(self, keys: list[str]) -> None:
+        """After a committed remove, under the lock: delete the removed records' copies nobody names now.
+
+        A kill before this leaves unreferenced copies, which ``check --repair``
+        deletes; an add cannot commit a reference meanwhile (it needs the lock
+        and checks its copies exist).
+        """
+        if not keys:
+            return
+        with self._db.read():
+            keep = records_sql.referenced_blobs(self._db, keys)
+        BlobStore(self.path).delete(k for k in keys if k not in keep)
 
     def rewrite_vectors(
         self,
@@ -431,13 +455,17 @@ class FaissStore(VectorStore):
         *,
         dim: int | None = None,
         extra: dict[str, Any] | None = None,
-    ) -> None:
+        fill: Any = None,
+    ) -> int:
         """Replace the vectors of *all* records in one transaction (reindexing).
 
         ``ids`` must list every record exactly once, so a reindex can never
-        leave a mix of old- and new-encoder vectors. ``dim`` changes the
-        dimension; ``extra`` is merged into the stored extra fields (like
-        :meth:`set_extra`). Class sums are recomputed.
+        leave a mix of old- and new-encoder vectors: records added or removed
+        since the caller listed them are reconciled under the lock with
+        ``fill`` (see :func:`cover_records`), or raise RecordsChangedError.
+        ``dim`` changes the dimension; ``extra`` is merged into the stored
+        extra fields (like :meth:`set_extra`). Class sums are recomputed.
+        Returns how many records were rewritten.
         """
         wanted = validate_ids(ids)
         extra_update = validate_extra(extra)
@@ -449,15 +477,11 @@ class FaissStore(VectorStore):
             if len(np.unique(wanted)) != len(wanted):
                 raise ValidationError("ids passed to rewrite_vectors contain duplicates; pass each record once")
             with self._db.write():
-                existing = self._db.all_ids()
-                missing = np.setdiff1d(existing, wanted)
-                unknown = np.setdiff1d(wanted, existing)
-                if len(missing) or len(unknown):
-                    raise ValidationError(
-                        f"rewrite_vectors must cover every record exactly once: {len(missing)} record(s) "
-                        f"missing (e.g. {missing[:3].tolist()}), {len(unknown)} unknown id(s) "
-                        f"(e.g. {unknown[:3].tolist()}); re-read records() and retry"
-                    )
+                def records_of(missing: np.ndarray) -> list[Record]:
+                    rows = self._db.fetch_records(missing.tolist(), st.dim)
+                    return [_to_record(rows[int(i)]) for i in missing]
+
+                wanted, vecs = cover_records(self._db.all_ids(), wanted, vecs, records_of, fill, new_dim, st.metric)
                 self._db.update_vectors(wanted, vecs)
                 if new_dim != st.dim:
                     self._db.set_meta("dim", str(new_dim))
@@ -472,6 +496,7 @@ class FaissStore(VectorStore):
                 self._state = self._load_state(use_files=False, sync_build=True)
                 self._state.pending = max(1, self._state.count)
             self._after_commit()
+            return len(wanted)
 
     def set_extra(self, **fields: Any) -> None:
         """Merge ``fields`` into the extra fields (encoder name, fingerprint, ...) and commit."""
@@ -507,21 +532,26 @@ class FaissStore(VectorStore):
         for this call. Scores: cosine similarity for ``cosine``; negative
         squared L2 distance for ``l2`` (so higher is always better).
         """
+        with self._fresh() as st:
+            return self._search_in(st, queries, k, labels, ef_search, nprobe)
+
+    def _search_in(self, st: _State, queries: np.ndarray, k: int, labels: Sequence[str] | None,
+                   ef_search: int | None, nprobe: int | None) -> list[list[Hit]]:
+        """:meth:`search` against the state ``st`` (caller holds the mutex)."""
         k = validate_k(k)
         wanted = None if labels is None else _label_filter(labels)
         ef_search = None if ef_search is None else validate_k(ef_search)
         nprobe = None if nprobe is None else validate_k(nprobe)
-        with self._fresh() as st:
-            q = prepare_vectors(queries, st.dim, st.metric, what="queries")
-            if len(q) == 0:
-                return []
-            subset = None
-            if wanted is not None:
-                subset = self._db.ids_for_labels(wanted)
-                if len(subset) == 0:
-                    return [[] for _ in range(len(q))]
-            scores, ids = self._vector_search(st, q, k, subset, ef_search, nprobe)
-            info = self._db.fetch_hit_info(ids[ids >= 0].tolist())
+        q = prepare_vectors(queries, st.dim, st.metric, what="queries")
+        if len(q) == 0:
+            return []
+        subset = None
+        if wanted is not None:
+            subset = self._db.ids_for_labels(wanted)
+            if len(subset) == 0:
+                return [[] for _ in range(len(q))]
+        scores, ids = self._vector_search(st, q, k, subset, ef_search, nprobe)
+        info = self._db.fetch_hit_info(ids[ids >= 0].tolist())
         out: list[list[Hit]] = []
         for row_scores, row_ids in zip(scores, ids):
             hits = []
@@ -560,6 +590,17 @@ class FaissStore(VectorStore):
         with self._mutex:
             st = self._current()
             return st.protos.top(prepare_queries(queries, st.dim, st.metric), k, temperature), st.protos.by_label
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[StoreSnapshot]:
+        """One committed state: its extra fields, and searches answered from it alone.
+
+        The in-memory state of the latest generation (reloaded first if another
+        process committed), held under this object's mutex for the ``with``
+        block: no reload can replace it meanwhile. Costs what a search costs.
+        """
+        with self._fresh() as st:
+            yield _FaissSnapshot(self, st)
 
     def prototype_scores(self, queries: np.ndarray) -> tuple[list[str], np.ndarray]:
         """(labels, float32 scores [n_queries, n_labels]) against every class prototype.
@@ -1062,6 +1103,25 @@ class FaissStore(VectorStore):
                                   f"({exc}); it will be written by the next flush", RuntimeWarning, stacklevel=1)
         except BaseException as exc:  # reported by wait_for_build / the next write
             self._build_error = exc
+
+
+class _FaissSnapshot(StoreSnapshot):
+    """Reads against one loaded ``_State`` (see :meth:`FaissStore.snapshot`)."""
+
+    def __init__(self, store: FaissStore, st: _State) -> None:
+        super().__init__(store, json.loads(json.dumps(st.extra)))
+        self._faiss, self._st = store, st
+
+    def top_classes(self, queries: np.ndarray, k: int = 5, *, temperature: float | None = None) -> ClassMatches:
+        """The k best class prototypes per query, from this snapshot."""
+        st = self._st
+        return st.protos.top(prepare_queries(queries, st.dim, st.metric), validate_k(k),
+                             validate_temperature(temperature))
+
+    def search(self, queries: np.ndarray, k: int, labels: Sequence[str] | None = None, *,
+               ef_search: int | None = None, nprobe: int | None = None) -> list[list[Hit]]:
+        """k nearest records per query, from this snapshot."""
+        return self._faiss._search_in(self._st, queries, k, labels, ef_search, nprobe)
 
 
 # ---------------------------------------------------------------------- helpers

@@ -68,7 +68,8 @@ from typing import Any
 import numpy as np
 
 from .atomic import temp_path_for
-from .base import Hit, Record, VectorStore
+from .base import Hit, Record, StoreSnapshot, VectorStore, check_expect, cover_records
+from .blobs import BlobStore, blob_keys, require_blobs
 from .errors import (
     LockTimeoutError,
     NotAnIndexError,
@@ -370,22 +371,30 @@ class MilvusStore(VectorStore):
         vectors: np.ndarray,
         labels: Sequence[str],
         metadata: Sequence[dict[str, Any]] | None = None,
+        *,
+        expect: dict[str, Any] | None = None,
     ) -> np.ndarray:
-        """Insert vectors with labels and metadata; returns their int64 ids."""
+        """Insert vectors with labels and metadata; returns their int64 ids.
+
+        ``expect``: extra fields that must still hold under the lock (see :meth:`VectorStore.add`).
+        """
+        expect = validate_extra(expect)
         self._check_writable()
-        vecs = prepare_vectors(vectors, self.dim, self.metric)
-        labs = validate_labels(labels, len(vecs))
-        for label in labs:
-            if len(label.encode("utf-8")) > _LABEL_BYTES:
-                raise ValidationError(f"label {label[:40]!r}... is longer than {_LABEL_BYTES} bytes in UTF-8")
-        metas = validate_metadata(metadata, len(vecs))
-        for i, m in enumerate(metas):
-            if len(m.encode("utf-8")) > MAX_VARCHAR:
-                raise ValidationError(f"metadata[{i}] is {len(m.encode('utf-8'))} bytes as JSON; Milvus allows "
-                                      f"{MAX_VARCHAR}")
-        if len(vecs) == 0:
-            return np.zeros(0, dtype=np.int64)
         with self._writing():
+            check_expect(self._manifest.get("extra", {}), expect, self.path)
+            vecs = prepare_vectors(vectors, self.dim, self.metric)
+            labs = validate_labels(labels, len(vecs))
+            for label in labs:
+                if len(label.encode("utf-8")) > _LABEL_BYTES:
+                    raise ValidationError(f"label {label[:40]!r}... is longer than {_LABEL_BYTES} bytes in UTF-8")
+            metas = validate_metadata(metadata, len(vecs))
+            for i, m in enumerate(metas):
+                if len(m.encode("utf-8")) > MAX_VARCHAR:
+                    raise ValidationError(f"metadata[{i}] is {len(m.encode('utf-8'))} bytes as JSON; Milvus allows "
+                                          f"{MAX_VARCHAR}")
+            if len(vecs) == 0:
+                return np.zeros(0, dtype=np.int64)
+            require_blobs(self.path, metadata or ())
             ids = self._new_ids(len(vecs))
             now = time.time()
             rows = [{"id": int(i), "label": lab, "metadata": m, "created": now, "vector": v}
@@ -429,7 +438,18 @@ class MilvusStore(VectorStore):
                                                    timeout=self._timeout))
                 self._note_write(deleted=True)
             self._apply_class_deltas(deltas)
+        keys = blob_keys(json.loads(r["metadata"]) for r in rows)
+        if keys:  # under the lock, after the delete: copies no record names any more go too
+            BlobStore(self.path).delete(k for k in keys if k not in self._referenced_blobs(keys))
         return len(rows)
+
+    def _referenced_blobs(self, keys: list[str]) -> set[str]:
+        """The blob keys among ``keys`` still named by some record (one scan of the metadata)."""
+        wanted = set(keys)
+        found: set[str] = set()
+        for row in self._query_all(self.collection, "id >= 0", ["metadata"]):
+            found.update(k for k in blob_keys([json.loads(row["metadata"])]) if k in wanted)
+        return found
 
     def rewrite_vectors(
         self,
@@ -438,8 +458,11 @@ class MilvusStore(VectorStore):
         *,
         dim: int | None = None,
         extra: dict[str, Any] | None = None,
-    ) -> None:
+        fill: Any = None,
+    ) -> int:
         """Replace the vectors of all records at once (reindexing), keeping ids, labels and metadata.
+
+        Records added or removed since the caller listed them: see :func:`cover_records` (``fill``).
 
         New collections are filled first and the manifest is switched to them
         in one atomic rename, so a failure midway leaves the old index intact.
@@ -455,15 +478,11 @@ class MilvusStore(VectorStore):
             raise ValidationError("ids passed to rewrite_vectors contain duplicates; pass each record once")
         with self._writing():
             existing = self._ids("id >= 0")
-            missing, unknown = np.setdiff1d(existing, wanted), np.setdiff1d(wanted, existing)
-            if len(missing) or len(unknown):
-                raise ValidationError(
-                    f"rewrite_vectors must cover every record exactly once: {len(missing)} record(s) missing "
-                    f"(e.g. {missing[:3].tolist()}), {len(unknown)} unknown id(s) (e.g. {unknown[:3].tolist()}); "
-                    "re-read records() and retry"
-                )
+            wanted, vecs = cover_records(existing, wanted, vecs, lambda missing: self.get(missing.tolist()), fill,
+                                         new_dim, self.metric)
             order = {int(i): j for j, i in enumerate(wanted.tolist())}
             self._migrate(self._config, new_dim, existing, lambda rid: vecs[order[rid]], extra_update)
+            return len(wanted)
 
     def _migrate(self, config: IndexConfig, dim: int, ids: np.ndarray, vector_of: Any,
                  extra_update: dict[str, Any]) -> None:
@@ -784,7 +803,36 @@ class MilvusStore(VectorStore):
     def _writing(self) -> Iterator[None]:
         self._check_writable()
         with self._mutex, DirLock(self.path, self._lock_timeout):
+            self._refresh_manifest()
             yield
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[StoreSnapshot]:
+        """The current manifest's state (extra fields, collection); Milvus has no read snapshots.
+
+        Reads inside go to the collection this manifest names, so after another
+        process reindexed they answer from the new collection with its extra.
+        """
+        self._check_open()
+        with self._mutex:
+            self._refresh_manifest()
+            yield StoreSnapshot(self, self.extra)
+
+    def _refresh_manifest(self) -> None:
+        """Follow a manifest that another process switched (a reindex moves records to new collections)."""
+        try:
+            manifest = read_manifest(self.path)
+        except ManifestUnreadable:
+            return
+        if not manifest or manifest.get("backend") != BACKEND or manifest == self._manifest:
+            return
+        if manifest.get("collection") != self._manifest.get("collection"):
+            with self._calls("load collections"):
+                for coll in (manifest["collection"], manifest["collection"] + "_classes"):
+                    self._client.load_collection(coll, timeout=self._timeout)
+            self._class_cache = {}
+        self._manifest = manifest
+        self._config = IndexConfig.from_json(json.dumps(manifest.get("index", {})))
 
     def _collections(self) -> tuple[str, str]:
         return self.collection, self.collection + "_classes"

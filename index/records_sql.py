@@ -79,4 +79,21 @@ def all_ids(db: MetaDB) -> np.ndarray:
     return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
 
-__all__ = ["all_ids", "all_vectors", "count_upto", "max_id", "meta_value", "vectors_after", "vectors_for"]
+
+
+def referenced_blobs(db: MetaDB, keys: list[str]) -> set[str]:
+    """The blob keys among ``keys`` that some record's metadata still names (one scan per 500 keys)."""
+    found: set[str] = set()
+    for start in range(0, len(keys), _CHUNK):
+        chunk = keys[start : start + _CHUNK]
+        marks = ",".join("?" * len(chunk))
+        rows = db.conn.execute(
+            f"SELECT DISTINCT json_extract(metadata, '$.blob') FROM records "
+            f"WHERE json_extract(metadata, '$.blob') IN ({marks})", chunk
+        )
+        found.update(r[0] for r in rows)
+    return found
+
+
+__all__ = ["all_ids", "all_vectors", "count_upto", "max_id", "meta_value", "referenced_blobs", "vectors_after",
+           "vectors_for"]

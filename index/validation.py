@@ -11,7 +11,8 @@ import json
 import math
 import numbers
 import re
-from collections.abc import Mapping, Sequence
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,11 @@ from .base import METRICS
 from .errors import ValidationError
 
 MAX_LABEL_LENGTH = 200
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1
+_BIDI_RE = re.compile("[\u202a-\u202e\u2066-\u2069]")  # embeddings, overrides and isolates
+_INVISIBLE_RE = re.compile(r"[\s\u200b-\u200d\u2060\ufeff\u180e]+")  # whitespace and zero-width
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")  # undecodable bytes (surrogateescape) or broken UTF-16
+_UNSAFE_RE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
@@ -200,25 +205,90 @@ def _prepare_fast(vectors: Any, dim: int, metric: str) -> np.ndarray | None:
     return np.ascontiguousarray(out)
 
 
+def escape_for_display(text: str) -> str:
+    """``text`` safe for one line of tab-separated or terminal output.
+
+    Undecodable bytes (lone surrogates) become ``\\xff``; tabs, newlines, other
+    control codes and bidirectional controls become their escapes (``\\t``,
+    ``\\n``, ``\\x1b``, ``\\u202e``), so a label or file name can neither
+    break a row nor rewrite the terminal.
+    """
+    return _UNSAFE_RE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), escape_surrogates(text))
+
+
+def escape_surrogates(text: str) -> str:
+    """Lone surrogates as escapes: a byte that was not UTF-8 (surrogateescape) as ``\\xff``, others as ``\\ud800``.
+
+    What makes a file name or argument that was not UTF-8 storable and printable.
+    """
+    return _SURROGATE_RE.sub(_surrogate_escape, text) if _SURROGATE_RE.search(text) else text
+
+
+def _surrogate_escape(m: re.Match) -> str:
+    c = ord(m.group())
+    return f"\\x{c - 0xDC00:02x}" if 0xDC80 <= c <= 0xDCFF else f"\\u{c:04x}"
+
+
+def label_for_display(label: str) -> str:
+    """``label`` safe to echo in a one-line message: escaped, at most 60 characters."""
+    text = escape_for_display(str(label))
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def validate_label(label: Any) -> str:
-    """Return ``label`` unchanged if acceptable.
+    """Return ``label`` unchanged if acceptable (see :func:`normalize_label` for new labels).
 
     Labels are data, never file names, so path-like and non-ASCII labels are
-    fine; only empty, over-long and control-character labels are refused
-    (they break CSV/terminal output and are almost always a parsing bug).
+    fine. Refused: non-strings, empty or invisible labels (whitespace and
+    zero-width characters only), over-long ones, text that is not valid UTF-8
+    (lone surrogates, e.g. a non-UTF-8 command-line argument), C0/C1 control
+    characters (they break tab-separated and terminal output and are almost
+    always a parsing bug) and bidirectional overrides/isolates (they make a
+    label display as another one). Unchanged, so labels already stored in NFD
+    (older indexes, macOS folder names) still validate and match.
     """
     if not isinstance(label, str):
         raise ValidationError(f"label must be a str; got {type(label).__name__} {label!r}")
     label = str(label)  # np.str_ -> str, so it round-trips through JSON/SQLite
-    if not label.strip():
-        raise ValidationError("label must not be empty")
     if len(label) > MAX_LABEL_LENGTH:
         raise ValidationError(
             f"label must be at most {MAX_LABEL_LENGTH} characters; got {len(label)} ({label[:40]!r}...)"
         )
+    shown = label_for_display(label)
+    if _SURROGATE_RE.search(label):
+        raise ValidationError(f"label '{shown}' is not valid UTF-8 text; give the label in UTF-8")
+    if not _INVISIBLE_RE.sub("", label):
+        raise ValidationError("label must not be empty (it is blank or holds only invisible characters)")
     if _CONTROL_RE.search(label):
-        raise ValidationError(f"label {label!r} contains control characters (\\x00-\\x1f, \\x7f); remove them")
+        raise ValidationError(f"label '{shown}' contains control characters (C0 \\x00-\\x1f, \\x7f, "
+                              "C1 \\x80-\\x9f); remove them")
+    if _BIDI_RE.search(label):
+        raise ValidationError(f"label '{shown}' contains bidirectional override or isolate characters "
+                              "(U+202A-U+202E, U+2066-U+2069); remove them")
     return label
+
+
+def normalize_label(label: Any) -> str:
+    """A new label as stored: validated, then NFC-normalised.
+
+    NFC makes a typed ``é`` and a macOS (NFD) folder name ``e + U+0301`` one class.
+    """
+    return unicodedata.normalize("NFC", validate_label(label))
+
+
+def resolve_label(label: Any, stored: Iterable[str]) -> str | None:
+    """The stored label that ``label`` means (equal after NFC), or None if there is none.
+
+    Lookups (remove, search filters, adding to an existing class) go through
+    here, so a class stored in NFD by an older fewshot still matches a label
+    typed in NFC, and the reverse.
+    """
+    want = normalize_label(label)
+    if want in stored:
+        return want
+    if label in stored:
+        return label
+    return next((s for s in stored if not s.isascii() and unicodedata.normalize("NFC", s) == want), None)
 
 
 def _require_sequence(value: Any, what: str) -> Sequence[Any]:

@@ -283,6 +283,7 @@ def test_encoder_problems_are_reported_and_the_store_still_checked(ix, tmp_path,
     with torch.no_grad():
         next(other.module.parameters()).add_(0.01)
     other.invalidate()
+    [enc_file] = idx_dir.glob("encoder-*.pt")  # the index keeps its own copy (issue 16 item 15)
     other.save(enc_file)  # the file the index names now holds different weights
     report = check(str(idx_dir))
     assert not report["healthy"] and report["remaining"][0].startswith("encoder: ")

@@ -124,8 +124,12 @@ def test_search_label_filter(index_dir, images):
 def test_add_from_folder(tmp_path, images):
     idx = tmp_path / "idx2"
     ok("init", idx)
-    out = json.loads(ok("add", idx, "--from-folder", tmp_path / "imgs", "--json").output)
+    r = ok("add", idx, "--from-folder", tmp_path / "imgs", "--json")
+    out = json.loads(r.stdout)  # results on stdout; the notice below on stderr
     assert out["added"] == 12 and out["labels"] == {"diag": 3, "hbar": 3, "two": 3, "vbar": 3}
+    assert len(out["ids"]) == 12
+    # two of the synthetic drawings come out byte-identical: said, and still added (issue 16 item 12)
+    assert r.stderr.startswith("warning: 1 file(s) are exact duplicates")
 
 
 def test_embed_npy_and_json(tmp_path, images):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from fewshot.data import (ImageDataset, detect_layout, digits_to_images, load_dataset, load_digits,
+from fewshot.data import (LabelledSet, detect_layout, digits_to_images, load_dataset, load_digits,
                           load_folder_dataset, load_omniglot)
 from fewshot.errors import InputError
 
@@ -50,18 +50,18 @@ def make_omniglot_zip(path: Path, spec: dict[str, int], drawings: int = 4, junk:
 def test_omniglot_zip_counts_labels_groups_and_ink(tmp_path):
     z = make_omniglot_zip(tmp_path / "images_background.zip", {"Alpha": 3, "Beta": 2}, drawings=4)
     ds = load_dataset(z)
-    assert isinstance(ds, ImageDataset)
+    assert isinstance(ds, LabelledSet)
     assert len(ds) == (3 + 2) * 4  # junk entries skipped
-    assert ds.images.shape == (20, 28, 28) and ds.images.dtype == np.uint8
+    assert ds.items.shape == (20, 28, 28) and ds.items.dtype == np.uint8
     assert ds.classes == ["Alpha/character01", "Alpha/character02", "Alpha/character03",
                           "Beta/character01", "Beta/character02"]
     assert sorted(set(ds.groups)) == ["Alpha", "Beta"]
     assert all(lab.startswith(g + "/") for lab, g in zip(ds.labels, ds.groups))
     # ink high: the white page becomes 0, the black strokes bright
-    corners = ds.images[:, 0, 0]
+    corners = ds.items[:, 0, 0]
     assert (corners == 0).all()
-    assert (ds.images.reshape(len(ds), -1).max(1) > 200).all()
-    assert ds.images.mean() < 80
+    assert (ds.items.reshape(len(ds), -1).max(1) > 200).all()
+    assert ds.items.mean() < 80
 
 
 def test_omniglot_folder_equals_zip_and_is_detected(tmp_path):
@@ -73,7 +73,7 @@ def test_omniglot_folder_equals_zip_and_is_detected(tmp_path):
     assert detect_layout(root / "images_background") == "omniglot"
     a, b = load_dataset(z), load_dataset(root)
     assert a.labels == b.labels and a.groups == b.groups
-    np.testing.assert_array_equal(a.images, b.images)
+    np.testing.assert_array_equal(a.items, b.items)
 
 
 def test_omniglot_alphabet_filters(tmp_path):
@@ -88,7 +88,7 @@ def test_omniglot_alphabet_filters(tmp_path):
 
 def test_omniglot_size_option(tmp_path):
     z = make_omniglot_zip(tmp_path / "o.zip", {"Alpha": 1}, drawings=2)
-    assert load_dataset(z, size=40).images.shape == (2, 40, 40)
+    assert load_dataset(z, size=40).items.shape == (2, 40, 40)
 
 
 # --- class-per-folder ----------------------------------------------------------------------
@@ -115,18 +115,18 @@ def test_folder_loader_grayscale_ink_high(tmp_path):
     assert detect_layout(root) == "folders"
     ds = load_dataset(root)
     assert ds.labels == ["cat", "cat", "dog", "dog"]
-    assert ds.images.shape == (4, 28, 28) and ds.images.dtype == np.uint8
-    assert (ds.images[:, 0, 0] == 0).all(), "light backgrounds become 0 (ink high)"
-    assert (ds.images.reshape(4, -1).max(1) > 150).all()
+    assert ds.items.shape == (4, 28, 28) and ds.items.dtype == np.uint8
+    assert (ds.items[:, 0, 0] == 0).all(), "light backgrounds become 0 (ink high)"
+    assert (ds.items.reshape(4, -1).max(1) > 150).all()
     assert ds.sources[0].endswith("a.png") and ds.sources[3].endswith("d.png")
-    np.testing.assert_array_equal(load_folder_dataset(root).images, ds.images)
+    np.testing.assert_array_equal(load_folder_dataset(root).items, ds.items)
 
 
 def test_folder_loader_rgb(tmp_path):
     root = make_folder_dataset(tmp_path / "pets")
     ds = load_dataset(root, size=32, rgb=True)
-    assert ds.images.shape == (4, 32, 32, 3)
-    assert ds.images[0, 0, 0].tolist() == [255, 255, 255]  # RGB keeps the page as it is
+    assert ds.items.shape == (4, 32, 32, 3)
+    assert ds.items[0, 0, 0].tolist() == [255, 255, 255]  # RGB keeps the page as it is
 
 
 def test_folder_loader_errors(tmp_path):
@@ -168,11 +168,11 @@ def test_load_dataset_spec_errors(tmp_path):
 def test_digits_loader():
     ds = load_dataset("digits")
     assert len(ds) == 1797 and ds.classes == [str(d) for d in range(10)]
-    assert ds.images.shape == (1797, 28, 28) and ds.images.dtype == np.uint8
-    assert ds.images.max() == 255 and (ds.images[:, 0, 0] == 0).all()  # ink high, 16 -> 255
+    assert ds.items.shape == (1797, 28, 28) and ds.items.dtype == np.uint8
+    assert ds.items.max() == 255 and (ds.items[:, 0, 0] == 0).all()  # ink high, 16 -> 255
     assert set(ds.groups) == {"digits"}
     native = load_digits(size=None)
-    assert native.images.shape == (1797, 8, 8)
+    assert native.items.shape == (1797, 8, 8)
     assert native.labels == ds.labels
 
 
@@ -181,7 +181,7 @@ def test_digits_match_scikit_learn():
 
     d = sk()
     native = load_digits(size=None)
-    np.testing.assert_array_equal(native.images, np.round(d.images * 255 / 16).astype(np.uint8))
+    np.testing.assert_array_equal(native.items, np.round(d.images * 255 / 16).astype(np.uint8))
     assert native.labels == [str(t) for t in d.target]
 
 
@@ -199,5 +199,5 @@ def test_real_omniglot_one_alphabet(omniglot_zip):  # skipped, with the reason, 
     ds = load_dataset(omniglot_zip, alphabets=["Greek"])
     assert len(ds.classes) == 24 and len(ds) == 24 * 20
     assert set(ds.groups) == {"Greek"}
-    assert ds.images.mean() < 60 and (ds.images[:, 0, 0] == 0).all()
-    np.testing.assert_array_equal(ds.images[:20], load_omniglot(omniglot_zip, alphabets=["Greek"]).images[:20])
+    assert ds.items.mean() < 60 and (ds.items[:, 0, 0] == 0).all()
+    np.testing.assert_array_equal(ds.items[:20], load_omniglot(omniglot_zip, alphabets=["Greek"]).items[:20])

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fewshot.data import ImageDataset
+from fewshot.data import LabelledSet
 from fewshot.episodes import EpisodeSampler
 from fewshot.evaluation import max_queries
 
@@ -88,7 +88,7 @@ def test_impossible_requests_fail_clearly():
 
 def test_max_queries_clips_and_explains():
     labels, groups = labelled(n_classes=6, per_class=4, n_groups=2)
-    ds = ImageDataset(np.zeros((len(labels), 2, 2), np.uint8), labels, groups)
+    ds = LabelledSet(np.zeros((len(labels), 2, 2), np.uint8), labels, groups)
     assert max_queries(ds, ways=5, shots=1, queries=10) == 3  # 4 per class: 1 shot + 3 queries
     assert max_queries(ds, ways=5, shots=1, queries=2) == 2
     assert max_queries(ds, ways=3, shots=1, queries=5, within_group=True) == 3

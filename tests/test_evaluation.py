@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from PIL import Image, ImageDraw
 
 from fewshot.classifier import PrototypeClassifier
-from fewshot.data import ImageDataset, load_dataset
+from fewshot.data import LabelledSet, load_dataset
 from fewshot.episodes import EpisodeSampler
 from fewshot.evaluation import _shift, embed_dataset, evaluate, evaluate_embeddings
 from fewshot.metrics import confusion_matrix, mean_ci95, precision_recall_f1
@@ -70,7 +70,7 @@ def test_unpredicted_class_and_bad_input():
 def test_mean_ci95_by_hand():
     m, ci = mean_ci95([0.5, 1.0])
     assert m == pytest.approx(0.75)
-    assert ci == pytest.approx(1.96 * 0.25 / math.sqrt(2))
+    assert ci == pytest.approx(1.96 * np.std([0.5, 1.0], ddof=1) / math.sqrt(2))  # the one convention: ddof=1
     assert mean_ci95([0.9] * 10) == (pytest.approx(0.9), 0.0)
 
 
@@ -81,7 +81,7 @@ def clustered(n_classes=8, per_class=10, dim=16, noise=0.05, seed=0, n_groups=2)
     labels = [f"k{i}" for i in range(n_classes) for _ in range(per_class)]
     emb = np.repeat(centres, per_class, 0) + noise * rng.normal(size=(n_classes * per_class, dim))
     groups = [f"g{int(lab[1:]) % n_groups}" for lab in labels]
-    ds = ImageDataset(np.zeros((len(labels), 4, 4), np.uint8), labels, groups)
+    ds = LabelledSet(np.zeros((len(labels), 4, 4), np.uint8), labels, groups)
     return emb.astype(np.float32), ds
 
 
@@ -119,7 +119,7 @@ def test_many_classes_give_position_confusion():
 
 def test_evaluate_embeddings_checks_shapes():
     emb, ds = clustered()
-    with pytest.raises(ValueError, match="one embedding row per image"):
+    with pytest.raises(ValueError, match="one embedding row per example"):
         evaluate_embeddings(emb[:-1], ds, 5, 1, 1, 1, 0)
     with pytest.raises(ValueError, match="episodes must be >= 1"):
         evaluate_embeddings(emb, ds, 5, 1, 1, 0, 0)
@@ -155,7 +155,7 @@ def tiny_digits():
 
 def test_embed_dataset_matches_the_index_path(encoder, tiny_digits):
     emb = embed_dataset(encoder, tiny_digits, progress=False)
-    direct = encoder.embed(list(tiny_digits.images))  # what FewShotIndex.add/classify compute
+    direct = encoder.embed(list(tiny_digits.items))  # what FewShotIndex.add/classify compute
     np.testing.assert_allclose(emb, direct, rtol=1e-5, atol=1e-5)
     tta = embed_dataset(encoder, tiny_digits, tta=True, progress=False)
     assert tta.shape == emb.shape and not np.allclose(tta, emb)

@@ -16,9 +16,9 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-import fewshot.training
+import fewshot.train.loop
 from fewshot import encoders
-from fewshot.data.dataset import ImageDataset
+from fewshot.data.dataset import LabelledSet
 from fewshot.encoders.base import TorchImageEncoder
 from fewshot.encoders.conv import ConvNet
 from fewshot.encoders.preprocess import ImagePreprocess
@@ -33,7 +33,7 @@ FAST = dict(steps=24, ways=4, queries=3, lr=3e-3, expand="none", val_fraction=0,
             progress=False, warmup=2)
 
 
-def synthetic(n_classes: int = 8, per: int = 10, seed: int = 0) -> ImageDataset:
+def synthetic(n_classes: int = 8, per: int = 10, seed: int = 0) -> LabelledSet:
     """Each class a random 4x4 pattern of 6-pixel cells on a 28x28 canvas, shifted and noisy per image."""
     rng = np.random.default_rng(seed)
     images, labels = [], []
@@ -47,11 +47,11 @@ def synthetic(n_classes: int = 8, per: int = 10, seed: int = 0) -> ImageDataset:
             canvas = np.clip(canvas + rng.normal(0, 40, canvas.shape), 0, 255)
             images.append(canvas.astype(np.uint8))
             labels.append(f"c{c}")
-    return ImageDataset(np.stack(images), labels)
+    return LabelledSet(np.stack(images), labels)
 
 
 @pytest.fixture(scope="module")
-def data() -> ImageDataset:
+def data() -> LabelledSet:
     return synthetic()
 
 
@@ -70,12 +70,12 @@ def tree_hash(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file() and p.name != ".lock"}
 
 
-def make_index(tmp_path: Path, encoder_path: Path, data: ImageDataset, per: int = 2) -> Path:
+def make_index(tmp_path: Path, encoder_path: Path, data: LabelledSet, per: int = 2) -> Path:
     root = tmp_path / "idx"
     with FewShotIndex.create(root, encoder=encoders.load(str(encoder_path))) as idx:
         pairs = []
         for c in data.classes:
-            imgs = [data.images[i] for i, lab in enumerate(data.labels) if lab == c][:per]
+            imgs = [data.items[i] for i, lab in enumerate(data.labels) if lab == c][:per]
             pairs.append((c, imgs))
         idx.add_many(pairs)
     return root
@@ -94,7 +94,7 @@ def test_finetune_writes_a_weights_only_encoder_with_a_new_fingerprint(tmp_path,
     again = encoders.load(str(out))
     assert again.fingerprint == res.encoder.fingerprint and again.name == "ft"
     assert json.loads(out.with_suffix(".json").read_text())["fingerprint"] == res.encoder.fingerprint
-    x = np.stack([data.images[0], data.images[1]])
+    x = np.stack([data.items[0], data.items[1]])
     np.testing.assert_allclose(again.embed(list(x)), res.encoder.embed(list(x)), atol=1e-5)
     assert hashlib.sha256(base_path.read_bytes()).hexdigest() == before  # the base file is untouched
     assert not (tmp_path / "ft.pt.run").exists()  # checkpoints are scratch once the encoder is written
@@ -167,14 +167,14 @@ def test_freeze_options_are_checked():
 
 # --- interrupt and resume ----------------------------------------------------------------------
 def _interrupt_at(monkeypatch, at_step: int) -> None:
-    real = fewshot.training.lr_at
+    real = fewshot.train.loop.lr_at
 
     def lr_at(step, cfg):
         if step == at_step:
             raise KeyboardInterrupt
         return real(step, cfg)
 
-    monkeypatch.setattr(fewshot.training, "lr_at", lr_at)
+    monkeypatch.setattr(fewshot.train.loop, "lr_at", lr_at)
 
 
 def test_ctrl_c_keeps_the_last_checkpoint_and_the_index_and_resume_continues(tmp_path, base_path, data,
@@ -220,7 +220,7 @@ def test_into_switches_the_index_and_it_still_classifies(tmp_path, base_path, da
     assert info["reembedded"] == 16 and info["fingerprint"] == res.encoder.fingerprint != info["old_fingerprint"]
     with FewShotIndex.open(idx) as opened:  # loads the new encoder from the path the manifest records
         assert opened.encoder.fingerprint == res.encoder.fingerprint and opened.info()["count"] == 16
-        preds = opened.classify([data.images[5]])
+        preds = opened.classify([data.items[5]])
         assert preds[0].label in data.classes
 
 
@@ -264,7 +264,7 @@ def test_a_failure_midway_through_the_switch_leaves_the_index_intact(tmp_path, b
     assert tree_hash(idx) == before
     with FewShotIndex.open(idx) as opened:
         assert opened.encoder.fingerprint == old_fp and opened.store.extra["fingerprint"] == old_fp
-        assert opened.store.verify() == [] and opened.classify([data.images[0]])[0].label in data.classes
+        assert opened.store.verify() == [] and opened.classify([data.items[0]])[0].label in data.classes
     assert switch_index(idx, new)["fingerprint"] == new.fingerprint  # and the switch works afterwards
 
 
@@ -312,7 +312,7 @@ def test_split_classes_is_seeded_disjoint_and_checked():
 
 def test_class_per_folder_data_and_dihedral_expansion(tmp_path, base_path, data):
     root = tmp_path / "classes"
-    for i, (img, lab) in enumerate(zip(data.images, data.labels)):
+    for i, (img, lab) in enumerate(zip(data.items, data.labels)):
         if lab in ("c0", "c1", "c2"):
             (root / lab).mkdir(parents=True, exist_ok=True)
             Image.fromarray(255 - img).save(root / lab / f"{i}.png")  # dark ink on white, as scanned
@@ -327,7 +327,7 @@ def test_an_rgb_encoder_trains_on_colour_folders_without_class_expansion(tmp_pat
     enc = TorchImageEncoder("tiny-rgb", ConvNet(3, 8, 4), 8, ImagePreprocess(size=28, channels=3, invert="never"),
                             "conv", {"in_channels": 3, "width": 8, "depth": 4})
     root = tmp_path / "colour"
-    for i, (img, lab) in enumerate(zip(data.images, data.labels)):
+    for i, (img, lab) in enumerate(zip(data.items, data.labels)):
         (root / lab).mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.stack([img, img // 2, 255 - img], -1)).save(root / lab / f"{i}.png")
     res = finetune(enc, str(root), out=tmp_path / "rgb.pt", **{k: v for k, v in FAST.items() if k != "expand"})
@@ -349,8 +349,8 @@ def cli():
         group.commands.pop("finetune", None)
 
 
-def _dump_folder(root: Path, data: ImageDataset) -> Path:
-    for i, (img, lab) in enumerate(zip(data.images, data.labels)):
+def _dump_folder(root: Path, data: LabelledSet) -> Path:
+    for i, (img, lab) in enumerate(zip(data.items, data.labels)):
         (root / lab).mkdir(parents=True, exist_ok=True)
         Image.fromarray(img).save(root / lab / f"{i}.png")
     return root
@@ -458,10 +458,10 @@ def test_fewshot_index_finetune_switches_the_index(tmp_path):
     import numpy as np
 
     from fewshot import FewShotIndex
-    from fewshot.data import digits_to_images, load_digits
+    from fewshot.data import load_digits
 
     ds = load_digits()
-    imgs = ds.images if hasattr(ds, "images") else digits_to_images(ds)
+    imgs = ds.items
     labels = list(ds.labels)
     idx = FewShotIndex.create(tmp_path / "idx")
     for c in sorted(set(labels))[:4]:
@@ -474,3 +474,27 @@ def test_fewshot_index_finetune_switches_the_index(tmp_path):
     assert after["count"] == 24 and (tmp_path / "ft.pt").exists()
     assert isinstance(idx.classify([imgs[0]])[0].label, str)
     assert np.isfinite(idx.embed([imgs[0], imgs[1]])).all()
+
+
+# --- few examples per class (issue 16 item 5) ---------------------------------------------------
+@pytest.mark.parametrize("per", [3, 1])
+def test_finetune_an_index_whose_classes_have_few_examples(tmp_path, base_path, cli, monkeypatch, per):
+    """6 classes x 3 examples, and x 1 example: the `--data index` example of the help works as is."""
+    monkeypatch.setenv("FEWSHOT_NO_PROGRESS", "1")
+    idx = make_index(tmp_path, base_path, synthetic(6, per), per=per)
+    out = tmp_path / "ft.pt"
+    r = CliRunner().invoke(cli, ["finetune", "--encoder", str(base_path), "--data", "index", "--into", str(idx),
+                                 "--out", str(out), "--steps", "4", "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout, parse_constant=lambda name: pytest.fail(f"not JSON: {name}"))
+    assert d["into"]["reembedded"] == 6 * per and d["queries"] == max(1, per - 1)
+    if per == 1:
+        assert d["val_classes"] == [] and d["val_acc"] is None
+        assert any("no validation" in n for n in d["notes"]) and any("two augmented views" in n for n in d["notes"])
+    else:
+        assert len(d["val_classes"]) == 2 and 0 <= d["best_val_acc"] <= 1
+        assert any("2 queries per class" in n for n in d["notes"])
+    text = CliRunner().invoke(cli, ["finetune", "--encoder", str(base_path), "--data", "index", "--into", str(idx),
+                                    "--out", str(tmp_path / "again.pt"), "--steps", "2"])
+    assert text.exit_code == 0, text.output
+    assert "note:" in text.stdout

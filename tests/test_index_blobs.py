@@ -68,7 +68,7 @@ def test_sweep_removes_unreferenced_and_stale_temps(tmp_path: Path) -> None:
     blobs = BlobStore(tmp_path)
     keep = blobs.put_bytes(b"keep", ".png")
     drop = blobs.put_bytes(b"drop", ".png")
-    stale_tmp = blobs.path(keep).parent / ".x.abc.tmp"
+    stale_tmp = blobs.root / ".incoming.0123456789ab.tmp"  # the blob store's own temp-file shape
     stale_tmp.write_bytes(b"partial")
     fresh = blobs.put_bytes(b"fresh", ".png")
     old = time.time() - 3600

@@ -250,3 +250,62 @@ def test_manifest_names_the_backend(stores) -> None:
     assert manifest["backend"] == ("milvus" if stores.is_milvus else "faiss")
     assert manifest["dim"] == DIM and manifest["metric"] == "cosine"
     assert store.backend == manifest["backend"]
+
+
+def test_add_checks_its_expectation_under_the_lock(stores) -> None:
+    """``expect``: vectors prepared for another encoder are refused, with nothing written."""
+    from index import ConflictError
+
+    writer = stores.create(DIM, extra={"fingerprint": "a"})
+    other = stores.open(writer.path)
+    other.rewrite_vectors([], np.zeros((0, DIM)), extra={"fingerprint": "b"})  # a reindex by another handle
+    with pytest.raises(ConflictError, match="fingerprint is now 'b', not 'a'"):
+        writer.add(np.ones((1, DIM)), ["x"], expect={"fingerprint": "a"})
+    assert writer.count() == 0
+    writer.add(np.ones((1, DIM)), ["x"], expect={"fingerprint": "b"})
+    assert other.labels() == {"x": 1}
+
+
+def test_snapshot_reads_the_state_another_handle_committed(stores) -> None:
+    writer = stores.create(DIM, extra={"fingerprint": "a"})
+    ids = writer.add(np.eye(DIM)[:2], ["a", "b"])
+    reader = stores.open(writer.path, readonly=True)
+    with reader.snapshot() as snap:
+        assert snap.extra["fingerprint"] == "a"
+    writer.rewrite_vectors(ids, np.eye(DIM)[[1, 0]], extra={"fingerprint": "b"})
+    with reader.snapshot() as snap:
+        assert snap.extra["fingerprint"] == "b"
+        assert snap.top_classes(np.eye(DIM)[:1], 1).labels == [["b"]]
+        assert [h.label for h in snap.search(np.eye(DIM)[:1], 1)[0]] == ["b"]
+
+
+def test_remove_deletes_stored_copies_no_record_names(stores) -> None:
+    """Copies named by ``metadata["blob"]`` go with the last record naming them; an add needs its copies."""
+    from index import BlobStore, MissingBlobError
+
+    store = stores.create(DIM)
+    blobs = BlobStore(store.path)
+    mine, shared = blobs.put_bytes(b"mine", ".png"), blobs.put_bytes(b"shared", ".png")
+    store.add(np.eye(DIM)[:3], ["gone", "gone", "kept"], [{"blob": mine}, {"blob": shared}, {"blob": shared}])
+    assert store.remove_label("gone") == 2
+    assert not blobs.exists(mine) and blobs.exists(shared)
+    with pytest.raises(MissingBlobError):
+        store.add(np.eye(DIM)[:1], ["again"], [{"blob": mine}])
+    assert store.labels() == {"kept": 1}
+
+
+def test_rewrite_vectors_fills_records_added_since_the_listing(stores) -> None:
+    """A reindex racing with adds and removes: ``fill`` embeds the new records under the lock."""
+    store, ids, _vecs, _labels, _metas = filled(stores, n=6)
+    other = stores.open(store.path)
+    [late] = other.add(np.ones((1, DIM)), ["late"])
+    other.remove([int(ids[0])])
+    seen = []
+
+    def fill(records):
+        seen.extend(r.id for r in records)
+        return np.full((len(records), 4), 2.0)
+
+    assert store.rewrite_vectors(ids, np.ones((6, 4)), dim=4, fill=fill) == 6
+    assert seen == [int(late)] and store.count() == 6 and store.dim == 4
+    assert store.verify() == []

@@ -190,6 +190,10 @@ class IndexMachine(RuleBasedStateMachine):
     @rule(pick=st.integers(0, POOL - 1), k=st.integers(1, 8),
           only=st.one_of(st.none(), st.lists(st.sampled_from(LABELS), min_size=1, max_size=2, unique=True)))
     def search(self, pick: int, k: int, only: list[str] | None) -> None:
+        if only is not None and not set(only) <= set(self.ref.labels()):
+            with pytest.raises(InputError, match="no class named"):  # a filter naming no class is an error
+                self.idx.search([self.pool[pick]], k=k, labels=only)
+            return
         [res] = self.idx.search([self.pool[pick]], k=k, labels=only)
         want = self.ref.search(self.emb[pick], len(self.ref.rows), only)
         same_ranking([(n.id, n.score) for n in res.neighbors], want, k)

@@ -112,7 +112,7 @@ def test_train_rnn_gru_exports_an_encoder_that_init_and_evaluate_take(cli, tiny_
 def test_evaluate_shipped_stroke_encoder_on_greek(cli, strokes_zip):
     from fewshot import encoders
     from fewshot.data.strokes import load_omniglot_strokes
-    from fewshot.sequence_training import evaluate_sequences
+    from fewshot.evaluation.fusion import evaluate_sequences
 
     from fewshot.encoders.sequence_builtin import DEFAULT_SEQUENCE_ENCODER
 
@@ -136,7 +136,7 @@ def test_evaluate_shipped_stroke_encoder_on_greek(cli, strokes_zip):
     greek = load_omniglot_strokes(strokes_zip, alphabets=["Greek"])
     ref = evaluate_sequences(encoders.load("omniglot-strokes-gru"), greek, 20, 1, 5, 1000, 0, True)
     assert res["accuracy"] == pytest.approx(ref["accuracy"], abs=1e-9)
-    assert res["ci95"] == pytest.approx(ref["ci95"], rel=1e-3)  # population vs sample std: sqrt(999/1000)
+    assert res["ci95"] == pytest.approx(ref["ci95"], rel=1e-12)  # one kernel, one CI convention
     if res["fingerprint"] == SHIPPED_FINGERPRINT:
         assert res["accuracy"] == pytest.approx(SHIPPED_GREEK_ACC, abs=1e-6)
 
@@ -158,3 +158,58 @@ def test_kind_mismatches_are_one_error_line(cli, tiny_strokes, tmp_path):
     assert "--width" in one_error_line(run(cli, ["train", "--arch", "rnn-gru", "--width", "8", "--data",
                                                  str(tiny_strokes), "--out", str(tmp_path / "c")]), code=2)
     assert "--tta" in one_error_line(run(cli, ["evaluate", "--data", str(tiny_strokes), "--tta"]), code=2)
+
+
+# --- fine-tuning a stroke encoder, strict JSON ---------------------------------------------------
+def strict_json(text: str):
+    """Parse as JSON proper: NaN / Infinity (which json.dumps writes by default) are errors."""
+    def refuse(name):
+        raise ValueError(f"not JSON: {name}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_finetune_the_stroke_gru_and_switch_an_index(cli, tiny_strokes, tmp_path):
+    """--data index --into IDX with the stroke GRU: trains on the stored strokes, re-embeds them atomically."""
+    from fewshot import FewShotIndex, encoders
+    from fewshot.data.strokes import load_omniglot_strokes
+
+    ds = load_omniglot_strokes(tiny_strokes)
+    idx = tmp_path / "idx"
+    with FewShotIndex.create(idx, encoder="omniglot-strokes-gru") as index:
+        index.add_many([(c, [s for s, lab in zip(ds.items, ds.labels) if lab == c][:3]) for c in ds.classes])
+    out = tmp_path / "gru_ft.pt"
+    r = run(cli, ["finetune", "--encoder", "omniglot-strokes-gru", "--data", "index", "--into", str(idx),
+                  "--steps", "3", "--ways", "4", "--out", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    d = strict_json(r.stdout)
+    assert d["input_kind"] == "sequence" and d["expand"] == "rotations" and d["into"]["reembedded"] == 27
+    enc = encoders.load(str(out))
+    assert enc.input_kind == "sequence" and enc.fingerprint == d["fingerprint"]
+    # validation on 2 held-out classes keeps the starting weights unless a step beat them
+    assert len(d["val_classes"]) == 2 and 0 <= d["best_val_acc"] <= 1
+    assert (enc.fingerprint != encoders.load("omniglot-strokes-gru").fingerprint) == d["improved"]
+    with FewShotIndex.open(idx) as index:
+        assert index.encoder.fingerprint == enc.fingerprint
+
+
+def test_fusion_encoder_names_its_parts(cli, tiny_strokes, tmp_path):
+    line = one_error_line(run(cli, ["finetune", "--encoder", "omniglot-strokes-fusion", "--data", str(tiny_strokes),
+                                    "--steps", "1", "--out", str(tmp_path / "f.pt")]))
+    assert "omniglot-strokes-gru" in line and "omniglot-conv4" in line
+
+
+def test_every_json_output_is_strict_json(cli, tiny_strokes, tmp_path):
+    """train, evaluate and finetune --json: no NaN even where a value is undefined (it is null)."""
+    r = run(cli, ["train", "--arch", "rnn-gru", "--data", str(tiny_strokes), "--out", str(tmp_path / "t"),
+                  "--hidden", "8", "--ways", "4", "--queries", "2", "--steps", "1", "--threads", "1", "--json"])
+    assert r.exit_code == 0, r.output
+    assert strict_json(r.stdout)["best_val_acc"] is None  # no held-out groups: no validation
+    r = run(cli, ["evaluate", "--data", str(tiny_strokes), "--encoder", "omniglot-strokes-gru", "--ways", "3",
+                  "--episodes", "1", "--json"])
+    assert r.exit_code == 0, r.output
+    assert strict_json(r.stdout)["ci95"] is None  # one episode: no spread to estimate
+    r = run(cli, ["finetune", "--encoder", "omniglot-strokes-gru", "--data", str(tiny_strokes), "--steps", "1",
+                  "--ways", "3", "--val-fraction", "0", "--out", str(tmp_path / "f.pt"), "--json"])
+    assert r.exit_code == 0, r.output
+    d = strict_json(r.stdout)
+    assert d["val_acc"] is None and d["val_acc_start"] is None

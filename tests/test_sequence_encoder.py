@@ -10,8 +10,9 @@ import torch
 from click.testing import CliRunner
 
 from fewshot import encoders
-from fewshot.data.strokes import SequenceDataset
-from fewshot.encoders.sequence import (FusionEncoder, SequenceRNN, TorchSequenceEncoder, new_sequence_encoder,
+from fewshot.data.dataset import LabelledSet
+from fewshot.encoders.fusion import FusionEncoder
+from fewshot.encoders.sequence import (SequenceRNN, TorchSequenceEncoder, new_sequence_encoder,
                                        pack_batch)
 from fewshot.errors import EncoderError, InputError
 from fewshot.sequences import SequencePreprocess, strokes_to_array
@@ -44,7 +45,7 @@ def stroke_text(a: np.ndarray) -> str:
     return "\n".join(lines) + "\n"
 
 
-def shapes_dataset(n_per: int = 6, kinds: int = 5, seed: int = 0) -> SequenceDataset:
+def shapes_dataset(n_per: int = 6, kinds: int = 5, seed: int = 0) -> LabelledSet:
     rng = np.random.default_rng(seed)
     seqs, labels, groups = [], [], []
     for k in range(kinds):
@@ -52,7 +53,7 @@ def shapes_dataset(n_per: int = 6, kinds: int = 5, seed: int = 0) -> SequenceDat
             seqs.append(shape_strokes(k, rng))
             labels.append(f"g{k % 2}/shape{k}")
             groups.append(f"g{k % 2}")
-    return SequenceDataset(seqs, labels, groups)
+    return LabelledSet(seqs, labels, groups)
 
 
 @pytest.fixture(scope="module")
@@ -251,7 +252,9 @@ def test_cli_on_strokes(tmp_path, stroke_files):
 
 # --- training and evaluation -------------------------------------------------------------------
 def test_smoke_training_resumes_and_exports(tmp_path):
-    from fewshot.sequence_training import SequenceTrainConfig, export_sequence_encoder, train_sequence_episodic
+    from fewshot.train.export import export_sequence_encoder
+    from fewshot.train.loop import SequenceTrainConfig
+    from fewshot.train.recipes import train_model
 
     ds = shapes_dataset(n_per=6)
     pre = SequencePreprocess(resample=0.1)
@@ -260,12 +263,12 @@ def test_smoke_training_resumes_and_exports(tmp_path):
     cfg = SequenceTrainConfig(ways=3, queries=2, steps=4, warmup=1, val_every=2, val_ways=3, val_episodes=5,
                               checkpoint_every=2, symmetries=4)
     before = [p.detach().clone() for p in model.parameters()]
-    s = train_sequence_episodic(model, pre, ds, tmp_path / "run", cfg, val=ds, progress=False)
+    s = train_model(model, ds, tmp_path / "run", cfg, val=ds, pre=pre, progress=False)
     assert (tmp_path / "run" / "best.pt").exists() and (tmp_path / "run" / "last.pt").exists()
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
     assert 0 <= s["best_val_acc"] <= 1
     cfg.steps = 6  # resume: continues from step 4
-    train_sequence_episodic(model, pre, ds, tmp_path / "run", cfg, val=ds, progress=False)
+    train_model(model, ds, tmp_path / "run", cfg, val=ds, pre=pre, progress=False)
     steps = [json.loads(x)["step"] for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert steps == [2, 4, 6]
     enc = export_sequence_encoder(tmp_path / "run" / "best.pt", tmp_path / "enc.pt", pre,
@@ -275,20 +278,20 @@ def test_smoke_training_resumes_and_exports(tmp_path):
 
 
 def test_smoke_training_with_a_teacher(tmp_path):
-    from fewshot.sequence_training import SequenceTrainConfig, train_sequence_episodic
+    from fewshot.train.loop import SequenceTrainConfig
+    from fewshot.train.recipes import train_model
 
     ds = shapes_dataset(n_per=3, kinds=3)
     pre = SequencePreprocess(resample=0.1)
     model = SequenceRNN(pre.in_features, hidden=8, layers=1, dim=8)
     cfg = SequenceTrainConfig(ways=3, queries=1, steps=2, warmup=1, checkpoint_every=2, symmetries=1,
                               teacher_views=2, within_group_fraction=0)
-    train_sequence_episodic(model, pre, ds, tmp_path / "run", cfg, teacher=encoders.load("omniglot-conv4"),
-                            progress=False)
+    train_model(model, ds, tmp_path / "run", cfg, pre=pre, teacher=encoders.load("omniglot-conv4"), progress=False)
     assert "distill" in torch.load(tmp_path / "run" / "last.pt", weights_only=True)
 
 
 def test_evaluate_sequences_and_fusion_on_the_same_episodes():
-    from fewshot.sequence_training import evaluate_fusion, evaluate_sequences
+    from fewshot.evaluation.fusion import evaluate_fusion, evaluate_sequences
 
     ds = shapes_dataset(n_per=6)
     enc = encoders.load(STROKES)
@@ -306,7 +309,7 @@ def test_evaluate_sequences_and_fusion_on_the_same_episodes():
 
 
 def test_choose_fusion_weight_picks_the_best_on_its_episodes():
-    from fewshot.sequence_training import choose_fusion_weight
+    from fewshot.evaluation.fusion import choose_fusion_weight
 
     ds = shapes_dataset(n_per=6)
     c = choose_fusion_weight(encoders.load(STROKES), encoders.load("omniglot-conv4"), ds, grid=(0.0, 0.5, 1.0),

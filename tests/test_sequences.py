@@ -258,7 +258,7 @@ def test_sequence_folder_loader(tmp_path):
         np.save(tmp_path / cls / "a.npy", np.ones((4, 2)))
         write(tmp_path / cls, "b.csv", "1,2\n3,4\n")
     ds = load_sequence_folder(tmp_path)
-    assert ds.classes == ["down", "up"] and len(ds) == 4 and ds.sequences[0].shape[1] == 2
+    assert ds.classes == ["down", "up"] and len(ds) == 4 and ds.items[0].shape[1] == 2
     write(tmp_path, "loose.npy", "x")
     with pytest.raises(InputError, match="folder named after its class"):
         load_sequence_folder(tmp_path)
@@ -271,7 +271,7 @@ def test_real_omniglot_strokes_parse():
 
     ds = load_omniglot_strokes(STROKES_ZIP, alphabets=["Greek"])
     assert len(ds) == 480 and len(ds.classes) == 24 and set(ds.groups) == {"Greek"}
-    lengths = [len(SequencePreprocess().apply(s)) for s in ds.sequences]
+    lengths = [len(SequencePreprocess().apply(s)) for s in ds.items]
     assert min(lengths) > 5 and max(lengths) < SequencePreprocess().max_length
 
 

@@ -19,10 +19,6 @@ import os
 
 import click
 
-# Extra points of the --plot accuracy-against-shots curve use at most this many episodes.
-PLOT_EXTRA_EPISODES = 300
-
-
 def _names(value: str | None) -> list[str] | None:
     if not value:
         return None
@@ -32,30 +28,6 @@ def _names(value: str | None) -> list[str] | None:
 
 def _progress() -> bool:
     return not os.environ.get("FEWSHOT_NO_PROGRESS")
-
-
-def dataset_size_for(encoder) -> tuple[int, bool]:
-    """(size, rgb) to load a dataset at so the encoder's own preprocessing resamples it least."""
-    pre = getattr(encoder, "preprocess", None)
-    if pre is None:
-        return 28, False
-    if pre.channels == 3:
-        return max(pre.size, pre.resize_size or 0), True
-    return pre.size, False
-
-
-def check_kinds(enc, data_kind: str, data) -> None:
-    """One clear error when the encoder takes another kind of input than the data holds."""
-    enc_kind = getattr(enc, "input_kind", "image")
-    if enc_kind == data_kind:
-        return
-    if enc_kind == "sequence":
-        raise click.ClickException(
-            f"encoder {enc.name} takes sequences (pen strokes, time series), but {data} holds images; "
-            "pass an image encoder (e.g. --encoder omniglot-conv4) or sequence data")
-    raise click.ClickException(
-        f"encoder {enc.name} takes {enc_kind}s, but {data} holds sequences (strokes); pass a sequence encoder "
-        "(e.g. --encoder omniglot-strokes-gru) or image data")
 
 
 @click.command("evaluate")
@@ -85,68 +57,25 @@ def check_kinds(enc, data_kind: str, data) -> None:
 def command(data, encoder, weights, ways, shots, queries, episodes, seed, within, alphabets,
             exclude_alphabets, tta, plot_path, as_json) -> None:
     """Episodic N-way K-shot accuracy (95% CI, macro precision/recall/F1) of an encoder on a dataset."""
-    from fewshot import encoders
-    from fewshot.data.registry import dataset_kind, describe_dataset, load_dataset, load_sequence_dataset
-    from fewshot.evaluation import dataset_counts, embed_dataset, evaluate_embeddings, max_queries
+    from fewshot.data.registry import dataset_kind, describe_dataset
+    from fewshot.evaluation import evaluate_data
+    from fewshot.metrics import json_safe
 
     if plot_path and not plot_path.lower().endswith(".png"):
         raise click.UsageError("--plot writes a PNG; give a path ending in .png")
-    kind = dataset_kind(data)
-    if encoder is None and kind == "sequence":
-        from fewshot.encoders.sequence_builtin import DEFAULT_SEQUENCE_ENCODER
-
-        encoder = DEFAULT_SEQUENCE_ENCODER
-    enc = encoders.load(encoder or encoders.DEFAULT_IMAGE_ENCODER, weights=weights)
-    check_kinds(enc, kind, data)
-    if tta and kind == "sequence":
+    if tta and dataset_kind(data) == "sequence":
         raise click.UsageError("--tta applies to images, not to sequence data")
-    if kind == "sequence":
-        ds = load_sequence_dataset(data, alphabets=_names(alphabets), exclude_alphabets=_names(exclude_alphabets))
-    else:
-        size, rgb = dataset_size_for(enc)
-        ds = load_dataset(data, size=size, rgb=rgb, alphabets=_names(alphabets),
-                          exclude_alphabets=_names(exclude_alphabets))
-    q = max_queries(ds, ways, shots, queries, within)
-    if q < queries:
-        click.echo(f"note: only {q} queries per class fit ({shots} shot(s) + queries per class); using {q}",
-                   err=True)
-    emb = embed_dataset(enc, ds, tta=tta, progress=_progress())
-    info = {"tta": tta, "dataset": str(data), **dataset_counts(ds),
-            "alphabets": _names(alphabets), "exclude_alphabets": _names(exclude_alphabets),
-            "encoder": enc.name, "fingerprint": enc.fingerprint}
-    result = evaluate_embeddings(emb, ds, ways, shots, q, episodes, seed, within, progress=_progress(),
-                                 protocol=info)
-    out = result.to_dict()
-    notes = []
-    if plot_path:
-        from fewshot.plots import plot_evaluation
-
-        points = [{"shots": shots, "accuracy": result.accuracy, "ci95": result.ci95, "episodes": episodes,
-                   "queries": q}]
-        for s in sorted({1, 5} - {shots}):
-            try:
-                qs = max_queries(ds, ways, s, q, within)
-            except ValueError as exc:
-                notes.append(f"{s}-shot point left out: {exc}")
-                continue
-            n_ep = min(episodes, PLOT_EXTRA_EPISODES)
-            r = evaluate_embeddings(emb, ds, ways, s, qs, n_ep, seed, within, progress=False)
-            points.append({"shots": s, "accuracy": r.accuracy, "ci95": r.ci95, "episodes": n_ep, "queries": qs})
-        title = (f"{enc.name} on {os.path.basename(str(data).rstrip('/'))}: {ways}-way, "
-                 f"{'within one group' if within else 'across groups'}{', TTA' if tta else ''}")
-        plot_evaluation(points, result, plot_path, title)
-        out["plot"] = {"path": str(plot_path), "points": sorted(points, key=lambda p: p["shots"]),
-                       "confusion": result.confusion_kind}
+    report = evaluate_data(data, encoder, weights, ways, shots, queries, episodes, seed, within, _names(alphabets),
+                           _names(exclude_alphabets), tta, plot_path, progress=_progress())
     if as_json:
-        click.echo(json.dumps(out, ensure_ascii=False))
-        for n in notes:
-            click.echo(f"note: {n}", err=True)
-        return
-    click.echo(f"{enc.name} ({enc.fingerprint}) on {data} [{describe_dataset(ds)}]")
-    click.echo(result.summary())
-    if plot_path:
-        pts = ", ".join(f"{p['shots']}-shot {100 * p['accuracy']:.1f}% ({p['episodes']} episodes)"
-                        for p in out["plot"]["points"])
-        click.echo(f"plot: {plot_path} ({pts}; confusion by {result.confusion_kind})")
-    for n in notes:
+        click.echo(json.dumps(json_safe(report.out), ensure_ascii=False, allow_nan=False))
+    else:
+        enc, result = report.encoder, report.result
+        click.echo(f"{enc.name} ({enc.fingerprint}) on {data} [{describe_dataset(report.dataset)}]")
+        click.echo(result.summary())
+        if plot_path:
+            pts = ", ".join(f"{p['shots']}-shot {100 * p['accuracy']:.1f}% ({p['episodes']} episodes)"
+                            for p in report.out["plot"]["points"])
+            click.echo(f"plot: {plot_path} ({pts}; confusion by {result.confusion_kind})")
+    for n in report.notes:
         click.echo(f"note: {n}", err=True)

@@ -18,7 +18,7 @@ LOSS_CHOICES = ("proto", "triplet", "supcon")
 @click.option("--encoder", default="omniglot-conv4", show_default=True, metavar="NAME|PATH",
               help="Encoder to start from: a name (see `fewshot encoders`) or an encoder file.")
 @click.option("--data", required=True, metavar="PATH|digits|index",
-              help="Labelled images: a folder with one sub-folder per class, an Omniglot zip or folder, "
+              help="Labelled images or pen strokes: a folder with one sub-folder per class, an Omniglot zip or folder, "
                    "'digits' (scikit-learn's), 'index' (the examples stored in --into) or an index folder.")
 @click.option("--classes", default=None, metavar="SPEC",
               help="Train on these classes only: '0-4', 'a,b,c' or glob patterns ('Greek/*'). Default: all.")
@@ -109,13 +109,16 @@ def command(encoder, data, classes, loss, margin, temperature, train_last, freez
         click.echo(f"interrupted: {where}the index was not changed; run the same command with --resume "
                    "to continue", err=True)
         raise
+    from fewshot.metrics import json_safe
+
     d = result.to_dict()
     if as_json:
-        click.echo(json.dumps(d, default=str))
+        click.echo(json.dumps(json_safe(d), default=str, allow_nan=False))
         return
     s = d
+    noun = "images" if s.get("input_kind", "image") == "image" else "sequences"
     grown = {"dihedral": ", x8 by rotations and mirroring", "rotations": ", x4 by rotations"}.get(s["expand"], "")
-    lines = [f"fine-tuned {s['base']} on {len(s['train_classes'])} classes ({s['n_train_images']} images{grown}) "
+    lines = [f"fine-tuned {s['base']} on {len(s['train_classes'])} classes ({s['n_train_images']} {noun}{grown}) "
              f"with the {s['loss']} loss: {s['step']}/{s['steps']} steps in {s['seconds']:.0f}s"
              + (" (stopped early)" if s["stopped_early"] else ""),
              f"wrote {s['path']} (encoder {s['encoder']}, fingerprint {s['fingerprint']})"]
@@ -123,6 +126,7 @@ def command(encoder, data, classes, loss, margin, temperature, train_last, freez
         lines.insert(1, f"validation accuracy on {len(s['val_classes'])} held-out classes: "
                         f"{100 * s['val_acc_start']:.1f}% before, best {100 * s['best_val_acc']:.1f}%"
                         + ("" if s["improved"] else "; no step beat the starting weights, so they are kept"))
+    lines += [f"note: {n}" for n in s.get("notes", [])]
     if s.get("into"):
         lines.append(f"switched {s['into']['index']} to it: re-embedded {s['into']['reembedded']} example(s)")
     click.echo("\n".join(lines))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from fewshot.data.dataset import ImageDataset
+from fewshot.data.dataset import LabelledSet
 
 DIGITS_NATIVE = 8
 
@@ -64,13 +64,13 @@ def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
         return np.asarray(d.images, dtype=np.float64), np.asarray(d.target, dtype=np.int64)
 
 
-def load_digits(size: int | None = 28) -> ImageDataset:
-    """The digits as an ImageDataset: labels ``"0"``..``"9"``, one group ``"digits"``.
+def load_digits(size: int | None = 28) -> LabelledSet:
+    """The digits as an LabelledSet: labels ``"0"``..``"9"``, one group ``"digits"``.
 
     Bundled with scikit-learn, so it works offline; ``size=None`` keeps 8x8.
     """
     values, target = digits_arrays()
     images = digits_to_images(values, size)
     n = len(images)
-    return ImageDataset(images, [str(int(t)) for t in target], ["digits"] * n,
-                        [f"sklearn-digits#{i}" for i in range(n)])
+    return LabelledSet(images, [str(int(t)) for t in target], ["digits"] * n,
+                        [f"sklearn-digits#{i}" for i in range(n)], "image")

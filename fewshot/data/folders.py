@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from fewshot.data.dataset import ImageDataset
+from fewshot.data.dataset import LabelledSet
 from fewshot.errors import InputError
 from fewshot.inputs import IMAGE_SUFFIXES, InputItem, to_pil
 
@@ -79,7 +79,7 @@ def list_class_folders(root: str | os.PathLike) -> dict[str, list[Path]]:
     return out
 
 
-def load_folder_dataset(root: str | os.PathLike, size: int = 28, rgb: bool = False) -> ImageDataset:
+def load_folder_dataset(root: str | os.PathLike, size: int = 28, rgb: bool = False) -> LabelledSet:
     """Load ``root/<class>/...`` into memory: one class per sub-folder, named after it.
 
     ``rgb=False`` (default) gives ink-high grayscale [n, size, size], the form the
@@ -96,4 +96,4 @@ def load_folder_dataset(root: str | os.PathLike, size: int = 28, rgb: bool = Fal
     for i, (_, f) in enumerate(paths):
         with to_pil(InputItem(f, str(f))) as im:
             images[i] = convert(im, size)
-    return ImageDataset(images, [c for c, _ in paths], ["all"] * len(paths), [str(f) for _, f in paths])
+    return LabelledSet(images, [c for c, _ in paths], ["all"] * len(paths), [str(f) for _, f in paths], "image")

@@ -6,7 +6,6 @@ Junk entries that real archives carry (``__MACOSX/``, ``.DS_Store``) are skipped
 """
 from __future__ import annotations
 
-import io
 import os
 import urllib.error
 import urllib.request
@@ -16,7 +15,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fewshot.data.dataset import ImageDataset
+from fewshot.data.dataset import LabelledSet
+from fewshot.inputs import decode_image_bytes
+from fewshot.limits import read_file, read_zip_entry
 
 OMNIGLOT_URL = "https://github.com/brendenlake/omniglot/raw/master/python/{split}.zip"
 SPLITS = ("images_background", "images_evaluation", "strokes_background", "strokes_evaluation",
@@ -38,7 +39,7 @@ def _parse_entry(name: str) -> tuple[str, str] | None:
 
 
 def load_omniglot(path: str | os.PathLike, size: int = 28, alphabets: list[str] | None = None,
-                  exclude_alphabets: list[str] | None = None) -> ImageDataset:
+                  exclude_alphabets: list[str] | None = None) -> LabelledSet:
     """Load Omniglot images into memory as a uint8 array [n, size, size], ink = 255.
 
     ``path`` is the zip or the extracted split folder. Labels are
@@ -57,14 +58,14 @@ def load_omniglot(path: str | os.PathLike, size: int = 28, alphabets: list[str] 
             parsed = _parse_entry(name)
             if parsed:
                 entries.append((*parsed, name))
-        read = zf.read
+        read = lambda n: read_zip_entry(zf, n, path)  # noqa: E731 - size from the zip directory first
     else:
         for p in path.rglob("*.png"):
             rel = p.relative_to(path).as_posix()
             parsed = _parse_entry(rel)
             if parsed:
                 entries.append((*parsed, str(p)))
-        read = lambda n: Path(n).read_bytes()  # noqa: E731
+        read = lambda n: read_file(n, n)  # noqa: E731 - size checked before reading
     if not entries:
         raise ValueError(f"{path} holds no Omniglot images (<Alphabet>/<character>/<file>.png)")
     keep = set(alphabets) if alphabets else None
@@ -76,13 +77,13 @@ def load_omniglot(path: str | os.PathLike, size: int = 28, alphabets: list[str] 
     entries = sorted(e for e in entries if (keep is None or e[0] in keep) and e[0] not in drop)
     images = np.empty((len(entries), size, size), dtype=np.uint8)
     for i, (_, _, name) in enumerate(entries):
-        with Image.open(io.BytesIO(read(name))) as im:
+        with decode_image_bytes(read(name), f"{path.name}:{name}" if path.is_file() else name) as im:
             im = im.convert("L").resize((size, size), Image.Resampling.BOX)
             images[i] = 255 - np.asarray(im, dtype=np.uint8)  # ink high, background 0
     labels = [f"{a}/{c}" for a, c, _ in entries]
     groups = [a for a, _, _ in entries]
     sources = [f"{path}:{n}" if path.is_file() else n for _, _, n in entries]
-    return ImageDataset(images=images, labels=labels, groups=groups, sources=sources)
+    return LabelledSet(images, labels, groups, sources, kind="image")
 
 
 def download_omniglot(root: str | os.PathLike, split: str = "images_background",

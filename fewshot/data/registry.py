@@ -7,7 +7,7 @@
 
 The layout of a folder is detected from where its images sit (see
 :func:`detect_layout`); pass ``layout=`` to override. Every loader returns an
-:class:`~fewshot.data.ImageDataset` of uint8 images, ink-high grayscale unless
+:class:`~fewshot.data.LabelledSet` of uint8 images, ink-high grayscale unless
 ``rgb=True`` is asked of a folder dataset.
 
 Sequence data (pen strokes, time series) has its own entry point,
@@ -22,7 +22,7 @@ import os
 import zipfile
 from pathlib import Path
 
-from fewshot.data.dataset import ImageDataset
+from fewshot.data.dataset import LabelledSet
 from fewshot.errors import InputError
 
 NAMED = ("digits",)
@@ -67,7 +67,7 @@ def _is_omniglot_zip(path: Path) -> bool:
 
 def load_dataset(spec: str | os.PathLike, size: int = 28, rgb: bool = False,
                  alphabets: list[str] | None = None, exclude_alphabets: list[str] | None = None,
-                 layout: str = "auto") -> ImageDataset:
+                 layout: str = "auto") -> LabelledSet:
     """Load a dataset by name or path into memory (see the module docstring for what is accepted).
 
     ``alphabets`` / ``exclude_alphabets`` restrict an Omniglot dataset to (or
@@ -116,7 +116,7 @@ def _no_alphabets(name: str, alphabets, exclude_alphabets) -> None:
 def describe_dataset(ds) -> str:
     """``"3820 images, 191 classes, 5 groups"`` (``sequences`` for a sequence set): for summaries."""
     groups = len(set(ds.groups))
-    what = "sequences" if hasattr(ds, "sequences") else "images"
+    what = f"{ds.kind}s"
     return f"{len(ds)} {what}, {len(ds.classes)} classes" + (f", {groups} groups" if groups > 1 else "")
 
 
@@ -184,7 +184,7 @@ def dataset_kind(spec: str | os.PathLike) -> str:
 
 def load_sequence_dataset(spec: str | os.PathLike, alphabets: list[str] | None = None,
                           exclude_alphabets: list[str] | None = None):
-    """Load sequence data into a :class:`~fewshot.data.strokes.SequenceDataset`.
+    """Load sequence data into a :class:`~fewshot.data.strokes.LabelledSet`.
 
     * an Omniglot strokes zip (``strokes_background_small1.zip``), or a folder
       holding only ``<Alphabet>/<character>/<file>.txt`` stroke files:

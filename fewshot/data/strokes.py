@@ -1,4 +1,4 @@
-"""Omniglot pen trajectories (``strokes_*``) and the in-memory shape for labelled sequences.
+"""Omniglot pen trajectories (``strokes_*``) and class folders of sequence files.
 
 Reads the official layout, a zip (``strokes_background_small1.zip``) or the
 extracted folder, as ``<split>/<Alphabet>/characterNN/<id>_<drawer>.txt``; junk
@@ -9,60 +9,14 @@ from __future__ import annotations
 
 import os
 import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from fewshot.data.dataset import LabelledSet
 from fewshot.errors import InputError
+from fewshot.limits import read_file, read_zip_entry
 from fewshot.sequences import parse_stroke_files, parse_strokes, strokes_to_array
-
-
-@dataclass
-class SequenceDataset:
-    """Raw sequences (float32 ``[T_i, F]``, unequal lengths) with labels, groups and sources.
-
-    The sequence counterpart of :class:`~fewshot.data.dataset.ImageDataset`:
-    ``groups`` names a super-class (an Omniglot alphabet) for within-group episodes.
-    """
-
-    sequences: list[np.ndarray]
-    labels: list[str]
-    groups: list[str] = field(default_factory=list)
-    sources: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        n = len(self.sequences)
-        if len(self.labels) != n:
-            raise ValueError(f"{n} sequences but {len(self.labels)} labels")
-        if not self.groups:
-            self.groups = ["all"] * n
-        if not self.sources:
-            self.sources = [f"#{i}" for i in range(n)]
-        if len(self.groups) != n or len(self.sources) != n:
-            raise ValueError("groups and sources must have one entry per sequence")
-
-    def __len__(self) -> int:
-        return len(self.sequences)
-
-    @property
-    def classes(self) -> list[str]:
-        return sorted(set(self.labels))
-
-    def subset(self, indices) -> "SequenceDataset":
-        idx = [int(i) for i in np.asarray(indices, dtype=np.int64)]
-        return SequenceDataset([self.sequences[i] for i in idx], [self.labels[i] for i in idx],
-                               [self.groups[i] for i in idx], [self.sources[i] for i in idx])
-
-    def split_groups(self, held_out: list[str]) -> tuple["SequenceDataset", "SequenceDataset"]:
-        """(rest, held_out): whole groups (alphabets) held out."""
-        held = set(held_out)
-        unknown = held - set(self.groups)
-        if unknown:
-            raise ValueError(f"unknown groups {sorted(unknown)}; known: {', '.join(sorted(set(self.groups)))}")
-        a = [i for i, g in enumerate(self.groups) if g not in held]
-        b = [i for i, g in enumerate(self.groups) if g in held]
-        return self.subset(a), self.subset(b)
 
 
 def _is_junk(name: str) -> bool:
@@ -77,7 +31,7 @@ def _parse_entry(name: str) -> tuple[str, str] | None:
 
 
 def load_omniglot_strokes(path: str | os.PathLike, alphabets: list[str] | None = None,
-                          exclude_alphabets: list[str] | None = None) -> SequenceDataset:
+                          exclude_alphabets: list[str] | None = None) -> LabelledSet:
     """Load Omniglot stroke files into memory; labels ``"<Alphabet>/<character>"``, groups = alphabets.
 
     All 2,720 files of ``strokes_background_small1`` parse in well under a second
@@ -94,13 +48,13 @@ def load_omniglot_strokes(path: str | os.PathLike, alphabets: list[str] | None =
         except zipfile.BadZipFile:
             raise InputError(f"{path} is not a zip file") from None
         entries = [(*pe, n) for n in zf.namelist() if (pe := _parse_entry(n))]
-        read = lambda n: zf.read(n)  # noqa: E731
+        read = lambda n: read_zip_entry(zf, n, path, "FEWSHOT_MAX_SEQUENCE_BYTES")  # noqa: E731
     else:
         for p in path.rglob("*.txt"):
             rel = p.relative_to(path).as_posix()
             if (pe := _parse_entry(rel)):
                 entries.append((*pe, str(p)))
-        read = lambda n: Path(n).read_bytes()  # noqa: E731
+        read = lambda n: read_file(n, n, "FEWSHOT_MAX_SEQUENCE_BYTES")  # noqa: E731
     if not entries:
         raise ValueError(f"{path} holds no Omniglot stroke files (<Alphabet>/<character>/<file>.txt)")
     keep = set(alphabets) if alphabets else None
@@ -123,10 +77,10 @@ def load_omniglot_strokes(path: str | os.PathLike, alphabets: list[str] | None =
         rows, lens = parse_stroke_files(datas, sources, decode)
         ends = np.cumsum(lens)
         seqs = [rows[e - k:e].copy() for e, k in zip(ends.tolist(), lens.tolist())]
-    return SequenceDataset(seqs, [f"{a}/{c}" for a, c, _ in entries], [a for a, _, _ in entries], sources)
+    return LabelledSet(seqs, [f"{a}/{c}" for a, c, _ in entries], [a for a, _, _ in entries], sources, "sequence")
 
 
-def load_sequence_folder(root: str | os.PathLike) -> SequenceDataset:
+def load_sequence_folder(root: str | os.PathLike) -> LabelledSet:
     """A folder with one sub-folder per class of sequence files (``.txt`` strokes, ``.npy``, ``.csv``).
 
     A second level of folders (``root/<group>/<class>/file``) is read as groups,
@@ -150,4 +104,4 @@ def load_sequence_folder(root: str | os.PathLike) -> SequenceDataset:
         seqs.append(load_sequence(InputItem(f, str(f))))
         labels.append("/".join(parts[-3:-1]) if len(parts) >= 3 else parts[-2])
         groups.append(parts[-3] if len(parts) >= 3 else "all")
-    return SequenceDataset(seqs, labels, groups, [str(f) for f in files])
+    return LabelledSet(seqs, labels, groups, [str(f) for f in files], "sequence")

@@ -6,16 +6,15 @@ and pooling masks it out, so a sequence embeds the same alone or in a batch
 with longer ones. Nothing is truncated; inputs longer
 than the preprocessing's ``max_length`` are refused with an error.
 
-:class:`TorchSequenceEncoder` has the interface of
-:class:`~fewshot.encoders.base.TorchImageEncoder` (``name``, ``input_kind``,
-``dim``, ``fingerprint``, ``embed``, ``embed_tensor``, ``save``) and writes the
-same encoder-file format with ``config["input_kind"] = "sequence"``.
+:class:`TorchSequenceEncoder` is the sequence kind of
+:class:`~fewshot.encoders.base.TorchEncoder` (config, fingerprint, the prefetching
+``embed`` loop and ``save`` are shared) and writes the same encoder-file format
+with ``config["input_kind"] = "sequence"``.
 """
 from __future__ import annotations
 
 import os
 import stat
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -24,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
-from fewshot.encoders.base import ENCODER_FILE_FORMAT, fingerprint_module
+from fewshot.encoders.base import ENCODER_FILE_FORMAT, TorchEncoder, fingerprint_module  # noqa: F401 (old import path)
 from fewshot.errors import EncoderError, InputError
 from fewshot.inputs import SEQUENCE_SUFFIXES, InputItem, expand_inputs
 from fewshot.sequences import SequencePreprocess, load_sequence, load_sequences
@@ -179,7 +178,7 @@ def _regular_file_items(inputs: Sequence[Any]) -> list[InputItem] | None:
     return items
 
 
-class TorchSequenceEncoder:
+class TorchSequenceEncoder(TorchEncoder):
     """A sequence encoder: read -> preprocess -> pack -> RNN forward in batches -> (centre) -> float32.
 
     Reading and preprocessing of the next batch run in a worker thread while the
@@ -188,45 +187,26 @@ class TorchSequenceEncoder:
     """
 
     input_kind = "sequence"
+    unit = "seq"
+    preprocess_type = SequencePreprocess
+    build_module = staticmethod(build_sequence_arch)
+    default_arch = "rnn"
 
     def __init__(self, name: str, module: nn.Module, dim: int, preprocess: SequencePreprocess,
                  arch: str = "rnn", arch_kwargs: dict | None = None, weights_source: str = "",
                  centre: np.ndarray | None = None, temperature: float | None = None, threads: int = 0):
-        self.name, self.module, self.dim, self.preprocess = name, module.eval(), dim, preprocess
-        self.arch, self.arch_kwargs = arch, dict(arch_kwargs or {})
-        self.weights_source = weights_source
-        self.centre = None if centre is None else np.asarray(centre, dtype=np.float32).reshape(-1)
-        if self.centre is not None and self.centre.shape[0] != dim:
-            raise ValueError(f"centre has {self.centre.shape[0]} values, encoder dim is {dim}")
-        self.temperature = temperature
-        self.threads = threads
-        self._fingerprint: str | None = None
+        super().__init__(name, module, dim, preprocess, arch, arch_kwargs, weights_source, centre, temperature,
+                         threads)
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r}, dim={self.dim}, fingerprint={self.fingerprint})"
+    def _items(self, inputs: Any) -> list[InputItem]:
+        if isinstance(inputs, list) and all(isinstance(i, InputItem) for i in inputs):
+            return inputs
+        if isinstance(inputs, (list, tuple)) and (files := _regular_file_items(inputs)) is not None:
+            return files
+        if isinstance(inputs, (list, tuple)) or not isinstance(inputs, np.ndarray):
+            return expand_inputs(inputs, SEQUENCE_SUFFIXES)
+        return expand_inputs([inputs], SEQUENCE_SUFFIXES)  # one [T, F] array is one sequence
 
-    def config(self) -> dict:
-        """Everything needed to rebuild this encoder, as JSON-able values."""
-        return {"format": ENCODER_FILE_FORMAT, "version": 1, "name": self.name, "arch": self.arch,
-                "arch_kwargs": self.arch_kwargs, "input_kind": self.input_kind, "dim": self.dim,
-                "preprocess": self.preprocess.to_dict(),
-                "centre": None if self.centre is None else [float(v) for v in self.centre],
-                "temperature": self.temperature}
-
-    @property
-    def fingerprint(self) -> str:
-        """Hash of the weights and the preprocessing config (not the name)."""
-        if self._fingerprint is None:
-            cfg = self.config()
-            cfg.pop("name")
-            self._fingerprint = fingerprint_module(self.module, cfg)
-        return self._fingerprint
-
-    def invalidate(self) -> None:
-        """Call after changing the module's weights in place (fine-tuning)."""
-        self._fingerprint = None
-
-    # --- embedding -----------------------------------------------------------------
     def prepare(self, item: InputItem) -> np.ndarray:
         """One input -> the preprocessed float32 ``[T, in_features]`` the RNN reads."""
         return self.preprocess.apply(load_sequence(item), item.name)
@@ -241,89 +221,10 @@ class TorchSequenceEncoder:
         """The model's computation on an already packed batch (see :func:`pack_batch`), no centring."""
         return self.module(x).float()
 
-    @torch.inference_mode()
-    def embed_tensor(self, x: PackedSequence) -> np.ndarray:
-        """Forward an already packed batch, then centre: float32 ``[n, dim]``."""
-        out = self.forward(x).numpy()
-        if self.centre is not None:
-            out = out - self.centre
-        return np.ascontiguousarray(out, dtype=np.float32)
-
-    def _items(self, inputs: Any) -> list[InputItem]:
-        if isinstance(inputs, list) and all(isinstance(i, InputItem) for i in inputs):
-            return inputs
-        if isinstance(inputs, (list, tuple)) and (files := _regular_file_items(inputs)) is not None:
-            return files
-        if isinstance(inputs, (list, tuple)) or not isinstance(inputs, np.ndarray):
-            return expand_inputs(inputs, SEQUENCE_SUFFIXES)
-        return expand_inputs([inputs], SEQUENCE_SUFFIXES)  # one [T, F] array is one sequence
-
-    def embed(self, inputs: Any, batch_size: int = 64, progress: bool = False) -> np.ndarray:
-        """Embeddings float32 ``[n, dim]`` of sequence files, folders or ``[T, F]`` arrays."""
-        items = self._items(inputs)
-        if not items:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        if batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
-        from tqdm import tqdm
-
-        if self.threads:
-            torch.set_num_threads(self.threads)
-        out = np.empty((len(items), self.dim), dtype=np.float32)
-        starts = list(range(0, len(items), batch_size))
-        with tqdm(total=len(items), desc=f"embed ({self.name})", unit="seq", disable=not progress,
-                  delay=1.0, leave=False) as bar:
-            if len(starts) == 1:
-                out[:] = self.embed_tensor(self.prepare_batch(items))
-                bar.update(len(items))
-                return out
-            with ThreadPoolExecutor(1) as pool:  # prepare batch i+1 while batch i runs
-                fut = pool.submit(self.prepare_batch, items[:batch_size])
-                for j, s in enumerate(starts):
-                    packed = fut.result()
-                    if j + 1 < len(starts):
-                        nxt = starts[j + 1]
-                        fut = pool.submit(self.prepare_batch, items[nxt:nxt + batch_size])
-                    n = min(batch_size, len(items) - s)
-                    out[s:s + n] = self.embed_tensor(packed)
-                    bar.update(n)
-        return out
-
-    # --- saving --------------------------------------------------------------------
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write ``{"config", "state_dict"}`` (weights_only-safe) atomically, plus a JSON sidecar."""
-        import json
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        payload = {"config": self.config(),
-                   "state_dict": {k: v.detach().cpu() for k, v in self.module.state_dict().items()}}
-        with open(tmp, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        path.with_suffix(".json").write_text(json.dumps({**self.config(), "fingerprint": self.fingerprint},
-                                                        indent=2) + "\n")
-        return path
-
 
 def sequence_encoder_from_payload(payload: dict, name: str, path: str) -> TorchSequenceEncoder:
-    """Rebuild a TorchSequenceEncoder from a loaded encoder file (called by ``encoders.from_file``)."""
-    cfg = payload["config"]
-    try:
-        pre = SequencePreprocess.from_dict(cfg["preprocess"])
-        module, dim = build_sequence_arch(cfg.get("arch", "rnn"), **cfg.get("arch_kwargs", {}))
-        module.load_state_dict(payload["state_dict"])
-    except (KeyError, RuntimeError, TypeError, ValueError) as exc:
-        raise EncoderError(f"{path}: not a loadable sequence encoder "
-                           f"(arch {cfg.get('arch')!r}: {str(exc).splitlines()[0][:160]})") from None
-    enc = TorchSequenceEncoder(name, module, dim, pre, cfg.get("arch", "rnn"), cfg.get("arch_kwargs"),
-                               weights_source=str(path), centre=cfg.get("centre"),
-                               temperature=cfg.get("temperature"))
-    enc.encoder_file = str(path)
-    return enc
+    """Rebuild a TorchSequenceEncoder from a loaded encoder file (kept for callers of the old name)."""
+    return TorchSequenceEncoder.from_payload(payload, name, path)
 
 
 def new_sequence_encoder(name: str, preprocess: SequencePreprocess, **arch_kwargs) -> TorchSequenceEncoder:
@@ -331,54 +232,3 @@ def new_sequence_encoder(name: str, preprocess: SequencePreprocess, **arch_kwarg
     kw = {"in_features": preprocess.in_features, **arch_kwargs}
     module, dim = build_sequence_arch("rnn", **kw)
     return TorchSequenceEncoder(name, module, dim, preprocess, "rnn", kw, weights_source="random init")
-
-
-class FusionEncoder:
-    """Stroke + image: each stroke input is embedded by a sequence encoder and, rendered as
-    Omniglot draws it, by an image encoder; the two L2-normalised embeddings are
-    concatenated, scaled by sqrt(w) and sqrt(1 - w), so the cosine of two fused vectors is
-    ``w * cos_sequence + (1 - w) * cos_image`` (``w = sequence_weight``; 0.5: the mean). An
-    index built with it keeps both embeddings of every example and classifies with both.
-    """
-
-    input_kind = "sequence"
-
-    def __init__(self, name: str, sequence_encoder: TorchSequenceEncoder, image_encoder,
-                 render_width: float = 5.0, sequence_weight: float = 0.5):
-        if sequence_encoder.preprocess.kind != "strokes":
-            raise EncoderError("fusion needs a stroke encoder (its inputs are rendered to images)")
-        if not 0.0 <= sequence_weight <= 1.0:
-            raise EncoderError(f"sequence_weight must be in [0, 1]; got {sequence_weight}")
-        self.name, self.sequence, self.image = name, sequence_encoder, image_encoder
-        self.render_width = render_width
-        self.sequence_weight = float(sequence_weight)
-        self.dim = sequence_encoder.dim + image_encoder.dim
-        t_seq, t_img = sequence_encoder.temperature, getattr(image_encoder, "temperature", None)
-        if t_seq and t_img:  # the fused cosine is the weighted mean: so is its temperature
-            self.temperature = float(self.sequence_weight * t_seq + (1 - self.sequence_weight) * t_img)
-        else:
-            self.temperature = t_seq or t_img or None
-
-    def __repr__(self) -> str:
-        return f"FusionEncoder(name={self.name!r}, dim={self.dim}, fingerprint={self.fingerprint})"
-
-    @property
-    def fingerprint(self) -> str:
-        import hashlib
-
-        key = f"fusion:v1:{self.sequence.fingerprint}:{self.image.fingerprint}:{self.render_width}"
-        if self.sequence_weight != 0.5:
-            key += f":w{self.sequence_weight}"
-        return hashlib.sha256(key.encode()).hexdigest()[:16]
-
-    def embed(self, inputs: Any, batch_size: int = 64, progress: bool = False) -> np.ndarray:
-        from fewshot.sequence_training import fuse_embeddings
-        from fewshot.sequences import render_strokes
-
-        items = self.sequence._items(inputs)
-        if not items:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        raws = [self.sequence.preprocess.check_input(load_sequence(it), it.name) for it in items]
-        seq = self.sequence.embed([InputItem(r, it.name) for r, it in zip(raws, items)], batch_size, progress)
-        img = self.image.embed([render_strokes(r, width=self.render_width) for r in raws], batch_size, progress)
-        return fuse_embeddings(seq, img, weights=(self.sequence_weight, 1 - self.sequence_weight))

@@ -1,16 +1,18 @@
 """The built-in sequence encoders: the shipped stroke RNN, stroke+image fusion, and the RNN family."""
 from __future__ import annotations
 
-from fewshot.encoders import from_file, load, register
-from fewshot.encoders.sequence import FusionEncoder, TorchSequenceEncoder, new_sequence_encoder
+from fewshot.encoders.fusion import FusionEncoder
+from fewshot.encoders.registry import DEFAULTS, from_file, load, register
+from fewshot.encoders.sequence import TorchSequenceEncoder, new_sequence_encoder
+from fewshot.encoders.weights import load_weights_file, packaged_path, seeded_init
 from fewshot.errors import EncoderError
 
 STROKE_RNN = "omniglot-strokes-gru"
 STROKE_FUSION = "omniglot-strokes-fusion"
-#: The default for stroke indexes: the shipped GRU together with the shipped CNN on the
-#: rendered trajectory (94.8% 20-way 1-shot within a held-out alphabet, against 85.0% for
-#: the GRU alone and 93.9% for the CNN alone; see SEQUENCE_MODEL_CARD.md).
-DEFAULT_SEQUENCE_ENCODER = STROKE_FUSION
+#: The default for stroke indexes (chosen in ``registry.DEFAULTS``): the shipped GRU together
+#: with the shipped CNN on the rendered trajectory, more accurate than either alone
+#: (SEQUENCE_MODEL_CARD.md has the measurements).
+DEFAULT_SEQUENCE_ENCODER = DEFAULTS["sequence"]
 STROKES_WEIGHTS = "omniglot_strokes_gru.pt"
 #: Weight of the GRU's cosine in the fused cosine (the CNN's is 1 - w). Chosen on validation
 #: episodes of the held-out alphabet (seed 12345), reported on others (seed 0): SEQUENCE_MODEL_CARD.md.
@@ -21,8 +23,6 @@ FUSION_SEQUENCE_WEIGHT = 0.15
           weights="package data (trained on Omniglot strokes here)",
           description="bidirectional GRU over pen offsets with attention pooling (the RNN of the stroke default)")
 def omniglot_strokes_gru(weights: str | None = None) -> TorchSequenceEncoder:
-    from fewshot.encoders.weights import packaged_path
-
     return from_file(weights or packaged_path(STROKES_WEIGHTS), name=STROKE_RNN)
 
 
@@ -39,14 +39,11 @@ def omniglot_strokes_fusion(weights: str | None = None) -> FusionEncoder:
 
 def _rnn(cell: str, weights: str | None, kind: str = "strokes", n_features: int = 3, **arch) -> TorchSequenceEncoder:
     """A fresh RNN of the family (seeded, so its fingerprint is stable); weights = a state-dict path."""
-    import torch
-
-    from fewshot.encoders.weights import load_weights_file
     from fewshot.sequences import SequencePreprocess
 
     pre = SequencePreprocess(kind=kind, n_features=n_features)
-    torch.manual_seed(0)
-    enc = new_sequence_encoder(f"rnn-{cell}", pre, cell=cell, **arch)
+    with seeded_init(0):
+        enc = new_sequence_encoder(f"rnn-{cell}", pre, cell=cell, **arch)
     if weights not in (None, "none"):
         sd = load_weights_file(weights)
         try:

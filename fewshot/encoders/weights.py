@@ -10,11 +10,13 @@ would run code is refused, never executed.
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import warnings
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -48,6 +50,27 @@ def load_weights_file(path: str | os.PathLike) -> Any:
         raise EncoderError(f"cannot read weights file {path}: {type(exc).__name__}: {str(exc)[:160]}") from None
 
 
+class WeightsUnavailableError(EncoderError):
+    """Downloadable weights could not be had (offline, proxy, disk full).
+
+    The way out is to name other weights, which a library caller spells
+    ``weights='none'`` and a CLI user ``--weights none``: ``str()`` gives the
+    library's spelling, ``cli_message`` the command line's.
+    """
+
+    def __init__(self, arch: str, cause: str):
+        self.arch, self.cause = arch, cause
+        super().__init__(self._text("weights='none' or weights=PATH"))
+
+    def _text(self, alternatives: str) -> str:
+        return (f"could not get ImageNet weights for {self.arch} ({self.cause}); connect once to fill "
+                f"torch's cache, or use {alternatives} (random weights, or a local state dict)")
+
+    @property
+    def cli_message(self) -> str:
+        return self._text("--weights none or --weights PATH")
+
+
 def imagenet_state_dict(arch: str) -> dict:
     """ImageNet weights for a torchvision architecture, through torchvision's cache."""
     import torchvision
@@ -56,9 +79,23 @@ def imagenet_state_dict(arch: str) -> dict:
     try:
         return enum.get_state_dict(progress=True, check_hash=True)
     except Exception as exc:  # offline, proxy, disk full
-        raise EncoderError(
-            f"could not get ImageNet weights for {arch} ({type(exc).__name__}: {str(exc)[:120]}); "
-            f"connect once to fill torch's cache, or use weights='none' or a local state dict") from None
+        raise WeightsUnavailableError(arch, f"{type(exc).__name__}: {str(exc)[:120]}") from None
+
+
+@contextlib.contextmanager
+def seeded_init(seed: int | str) -> Iterator[None]:
+    """Run a module's random initialisation from ``seed`` (a string, e.g. the arch name, is hashed).
+
+    Untrained weights (``weights='none'``) must be the same in every process, or an
+    index made with them could never accept vectors from a second process (the
+    fingerprints would differ). The global RNG is restored afterwards, so loading an
+    encoder does not disturb a caller's own seeding.
+    """
+    if isinstance(seed, str):
+        seed = int.from_bytes(hashlib.sha256(seed.encode()).digest()[:8], "little")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def imagenet_preprocess_params(arch: str) -> dict:

@@ -1,0 +1,137 @@
+"""Named encoders and the one rule for turning an encoder spec into an Encoder.
+
+``resolve(spec, weights, kind)`` is what every caller (library, index, CLI) uses:
+a registered name, a path to an encoder file, an Encoder object, or None for the
+default of the input kind (``default_for``). The built-in families register
+themselves from :mod:`fewshot.encoders.builtin` and
+:mod:`fewshot.encoders.sequence_builtin`, which import this module (never the
+package ``__init__``), so there is no import cycle.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from fewshot.encoders.base import ENCODER_FILE_FORMAT, Encoder, TorchEncoder, TorchImageEncoder
+from fewshot.encoders.sequence import TorchSequenceEncoder
+from fewshot.encoders.weights import load_weights_file
+from fewshot.errors import EncoderError
+
+#: The encoder an index, ``embed`` or ``evaluate`` uses when none is named, by input kind.
+DEFAULTS = {"image": "omniglot-conv4", "sequence": "omniglot-strokes-fusion"}
+DEFAULT_IMAGE_ENCODER = DEFAULTS["image"]
+#: Encoder-file classes by ``config["input_kind"]``.
+KINDS: dict[str, type[TorchEncoder]] = {"image": TorchImageEncoder, "sequence": TorchSequenceEncoder}
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    name: str
+    input_kind: str
+    dim: int
+    weights: str  # where the default weights come from, in words
+    description: str
+    builder: Callable[..., Encoder]
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "input_kind": self.input_kind, "dim": self.dim,
+                "weights": self.weights, "description": self.description}
+
+
+_REGISTRY: dict[str, EncoderSpec] = {}
+
+
+def register(name: str, *, input_kind: str, dim: int, weights: str,
+             description: str) -> Callable[[Callable[..., Encoder]], Callable[..., Encoder]]:
+    """Decorator: register ``builder(weights=None, **kw) -> Encoder`` under ``name``."""
+    def deco(builder: Callable[..., Encoder]) -> Callable[..., Encoder]:
+        _REGISTRY[name] = EncoderSpec(name, input_kind, dim, weights, description, builder)
+        return builder
+    return deco
+
+
+def available() -> list[EncoderSpec]:
+    """Registered encoders, sorted by name."""
+    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+
+
+def default_for(kind: str | None) -> str:
+    """The name of the default encoder for an input kind (``"image"`` when None)."""
+    try:
+        return DEFAULTS[kind or "image"]
+    except KeyError:
+        raise EncoderError(f"no default encoder for input kind {kind!r}; known: {', '.join(DEFAULTS)}") from None
+
+
+def from_file(path: str | os.PathLike, name: str | None = None) -> TorchEncoder:
+    """Rebuild an encoder from a file written by ``Encoder.save`` (weights_only-safe)."""
+    payload = load_weights_file(path)
+    if not (isinstance(payload, dict) and isinstance(payload.get("config"), dict)
+            and isinstance(payload.get("state_dict"), dict)
+            and payload["config"].get("format") == ENCODER_FILE_FORMAT):
+        raise EncoderError(f"{path} is not a fewshot encoder file (a dict with 'config' and 'state_dict'); "
+                           "to use a torchvision state dict, pass it as weights=PATH with a named encoder")
+    cfg = payload["config"]
+    kind = cfg.get("input_kind", "image")
+    if kind not in KINDS:
+        raise EncoderError(f"{path}: unknown input kind {kind!r} (known: {', '.join(KINDS)})")
+    return KINDS[kind].from_payload(payload, name or cfg.get("name") or Path(path).stem, str(path))
+
+
+def _weights_ref(weights: str | None) -> str | None:
+    """How an index records ``weights``: a path made absolute, the words 'imagenet' / 'none' as they are."""
+    if weights is None or weights in ("imagenet", "none"):
+        return weights
+    return str(Path(weights).expanduser().resolve())
+
+
+def resolve(spec: str | os.PathLike | Encoder | None = None, weights: str | None = None,
+            kind: str | None = None, **kwargs: Any) -> Encoder:
+    """An Encoder from a registered name, an encoder-file path, an Encoder object (returned as
+    it is), or None: the default for ``kind`` (see :func:`default_for`).
+
+    An encoder built from a registered name remembers it (``registered_as``: name and
+    weights), so an index records it by name, and a user's encoder file by path,
+    whatever folder either lives in.
+    """
+    if spec is not None and not isinstance(spec, (str, os.PathLike)) and hasattr(spec, "embed"):
+        return spec
+    key = default_for(kind) if spec is None else str(spec)
+    if key in _REGISTRY:
+        enc = _REGISTRY[key].builder(weights=weights, **kwargs)
+        if not kwargs:  # builder options are not recorded, so such an encoder is not rebuilt by name
+            enc.registered_as = (key, _weights_ref(weights))
+        return enc
+    p = Path(key).expanduser()
+    if p.exists() or os.sep in key or key.endswith(".pt"):
+        if weights is not None:
+            raise EncoderError("weights= applies to a named encoder, not to an encoder file")
+        return from_file(p)
+    raise EncoderError(f"unknown encoder {key!r}; `fewshot encoders` lists the names "
+                       f"({', '.join(sorted(_REGISTRY))}), or pass a path to an encoder file")
+
+
+def load(name_or_path: str | os.PathLike | Encoder = DEFAULT_IMAGE_ENCODER, weights: str | None = None,
+         **kwargs: Any) -> Encoder:
+    """An encoder by registered name, or from an encoder file path; an Encoder passes through."""
+    return resolve(name_or_path, weights, **kwargs)
+
+
+def manifest_entries(encoder: Any, previous: dict | None = None) -> dict:
+    """What an index records to load ``encoder`` again: ``{"encoder", "encoder_weights"}``.
+
+    A registered encoder is recorded by name with its weights; one read from a user's
+    encoder file by absolute path; anything else by its name. ``previous`` (the
+    index's current entries) keeps the weights reference when the same encoder
+    comes back as an object that does not carry one.
+    """
+    registered = getattr(encoder, "registered_as", None)
+    if registered is not None:
+        return {"encoder": registered[0], "encoder_weights": registered[1]}
+    path = getattr(encoder, "encoder_file", None)
+    if path:
+        return {"encoder": str(Path(path).resolve()), "encoder_weights": None}
+    same = previous is not None and previous.get("fingerprint") == encoder.fingerprint
+    return {"encoder": encoder.name, "encoder_weights": previous.get("encoder_weights") if same else None}

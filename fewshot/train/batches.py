@@ -1,0 +1,144 @@
+"""Batchers: how one input kind becomes a training batch and validation embeddings.
+
+The training loop knows nothing about images or strokes; it asks the batcher
+registered for the data's ``kind`` (:data:`BATCHERS`) for the model input of an
+episode's examples, and for embeddings of a validation set. A new input kind
+adds a batcher here and nothing in the loop.
+
+* image: uint8 images -> float tensor (the encoder's normalisation), then a
+  small random affine warp per image (rotation, shear, scale, shift; one
+  ``grid_sample``), seeded by ``(seed, step)``.
+* sequence: each raw stroke array is augmented (affine warp of the trajectory,
+  jitter, time-stretch, optional stroke reversal/reordering), preprocessed as
+  the encoder will, and the batch packed; seeded by the step's generator. With
+  teacher views (distillation) an example is drawn from one of its pre-rendered
+  augmented views and the batch carries the teacher's target for it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fewshot.data.dataset import LabelledSet
+
+
+@dataclass
+class Batch:
+    """One training step's input: ``x`` for the model, ``labels`` 0..ways-1 (support rows first)."""
+
+    x: Any
+    labels: torch.Tensor
+    n_support: int
+    targets: torch.Tensor | None = None  # teacher embeddings, one row per example (distillation)
+
+
+def images_to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 [n,h,w] or [n,h,w,c] -> float32 [n,c,h,w] in [0, 1]."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)
+    return x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2).contiguous()
+
+
+def random_affine(x: torch.Tensor, cfg: Any, gen: torch.Generator) -> torch.Tensor:
+    """A small random rotation, shear, scale and translation per image (one grid_sample)."""
+    n = x.shape[0]
+    u = lambda lo, hi: torch.rand(n, generator=gen) * (hi - lo) + lo  # noqa: E731
+    ang = torch.deg2rad(u(-cfg.max_rotate, cfg.max_rotate))
+    shear = u(-cfg.max_shear, cfg.max_shear)
+    s = u(*cfg.scale_range)
+    tx, ty = u(-cfg.max_translate, cfg.max_translate) * 2, u(-cfg.max_translate, cfg.max_translate) * 2
+    cos, sin = torch.cos(ang), torch.sin(ang)
+    theta = torch.stack([torch.stack([cos / s, (-sin + shear) / s, tx], 1),
+                         torch.stack([sin / s, cos / s, ty], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+
+
+@torch.no_grad()
+def _eval_forward(model: nn.Module, chunks: list) -> np.ndarray:
+    """The model's outputs on ready inputs, in eval mode (training mode restored after)."""
+    was = model.training
+    model.eval()
+    out = [model(c) for c in chunks]
+    model.train(was)
+    return torch.cat(out).numpy()
+
+
+class ImageBatcher:
+    """Images: tensor once (``to_tensor``, default [0, 1] floats), warp per step, optional ``transform``."""
+
+    def __init__(self, data: LabelledSet, cfg: Any, to_tensor: Callable[[np.ndarray], torch.Tensor] | None = None,
+                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        self.cfg, self.transform = cfg, transform
+        self.to_tensor = to_tensor or images_to_tensor
+        self.x_all = self.to_tensor(data.items)
+
+    def inputs(self, idx: np.ndarray, step: int, rng: np.random.Generator) -> tuple[torch.Tensor, None]:
+        x = self.x_all[idx]
+        if self.cfg.augment:
+            x = random_affine(x, self.cfg, torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + step))
+        return (self.transform(x) if self.transform is not None else x), None
+
+    def embed(self, model: nn.Module, data: LabelledSet, batch: int = 512) -> np.ndarray:
+        x = self.to_tensor(data.items)
+        t = self.transform or (lambda v: v)
+        return _eval_forward(model, [t(x[i:i + batch]) for i in range(0, len(x), batch)])
+
+
+class SequenceBatcher:
+    """Sequences: augment raw arrays, preprocess with ``pre``, pack; optionally teacher views and targets."""
+
+    def __init__(self, data: LabelledSet, cfg: Any, pre: Any, views: list[list[np.ndarray]] | None = None,
+                 targets: torch.Tensor | None = None):
+        from fewshot.sequences import SequenceAugment
+
+        self.data, self.pre, self.views, self.targets = data, pre, views, targets
+        fields = dict(cfg.augment) if isinstance(cfg.augment, dict) else {}
+        order = {"reverse_prob": cfg.reverse_prob, "shuffle_prob": cfg.shuffle_prob} \
+            if cfg.reverse_prob or cfg.shuffle_prob else {}
+        base = SequenceAugment(**fields)
+        self.aug = SequenceAugment(**{**fields, **order}) if cfg.augment is not False else None
+        # teacher views already carry the affine warp: add only time-stretch and jitter
+        self.light = SequenceAugment(max_rotate=0, max_shear=0, scale_range=(1.0, 1.0), jitter=base.jitter / 2,
+                                     stretch_range=base.stretch_range, **order)
+
+    def inputs(self, idx: np.ndarray, step: int, rng: np.random.Generator) -> tuple[Any, torch.Tensor | None]:
+        from fewshot.encoders.sequence import pack_batch
+        from fewshot.sequences import augment_and_preprocess
+
+        if self.views is None:
+            arrays = [augment_and_preprocess(self.data.items[i], self.pre, self.aug, rng) for i in idx]
+            return pack_batch(arrays), None
+        vi = rng.integers(len(self.views), size=len(idx))
+        arrays = [augment_and_preprocess(self.views[v][i], self.pre, self.light, rng) for v, i in zip(vi, idx)]
+        return pack_batch(arrays), self.targets[torch.from_numpy(vi), torch.from_numpy(np.asarray(idx))]
+
+    def embed(self, model: nn.Module, data: LabelledSet, batch: int = 256) -> np.ndarray:
+        from fewshot.encoders.sequence import pack_batch
+
+        arrays = [self.pre.apply(s, src) for s, src in zip(data.items, data.sources)]
+        return _eval_forward(model, [pack_batch(arrays[i:i + batch]) for i in range(0, len(arrays), batch)])
+
+
+#: The batcher of each input kind.
+BATCHERS: dict[str, type] = {"image": ImageBatcher, "sequence": SequenceBatcher}
+
+
+def make_batcher(data: LabelledSet, cfg: Any, **kwargs: Any) -> Any:
+    """The batcher registered for ``data.kind``, built on ``data``."""
+    if data.kind not in BATCHERS:
+        raise ValueError(f"no batcher for {data.kind!r} data; known kinds: {', '.join(BATCHERS)}")
+    return BATCHERS[data.kind](data, cfg, **kwargs)
+
+
+def episode_batch(batcher: Any, ep: Any, step: int, rng: np.random.Generator) -> Batch:
+    """The examples of one episode (support first, class-major) as a :class:`Batch`."""
+    idx = np.concatenate([ep.support.ravel(), ep.query.ravel()])
+    ways, shots, queries = ep.ways, ep.support.shape[1], ep.query.shape[1]
+    labels = torch.cat([torch.arange(ways).repeat_interleave(shots), torch.arange(ways).repeat_interleave(queries)])
+    x, targets = batcher.inputs(idx, step, rng)
+    return Batch(x, labels, ways * shots, targets)
