@@ -204,8 +204,8 @@ def test_a_write_by_another_process_is_visible_in_the_next_answer(client, image_
 
 def test_strokes_teach_and_recognise_on_a_stroke_index(client, greek):
     char = greek.labels[0]
-    drawings = [s for s, lab in zip(greek.sequences, greek.labels) if lab == char]
-    others = {lab: s for s, lab in zip(greek.sequences, greek.labels) if lab != char}
+    drawings = [s for s, lab in zip(greek.items, greek.labels) if lab == char]
+    others = {lab: s for s, lab in zip(greek.items, greek.labels) if lab != char}
     teach = [{"label": char, "strokes": _strokes_json(drawings[0])}]
     teach += [{"label": lab, "strokes": _strokes_json(s)} for lab, s in list(others.items())[:4]]
     r = client.post("/v1/indexes/greek/examples", json={"examples": teach})

@@ -108,7 +108,7 @@ def teach(driver, raw: np.ndarray, label: str) -> None:
 def test_draw_teach_and_recognise_in_chromium(server, browser, strokes, tmp_path):
     url, name, alphabet = server
     by_char: dict[str, list[np.ndarray]] = {}
-    for seq, lab, group in zip(strokes.sequences, strokes.labels, strokes.groups):
+    for seq, lab, group in zip(strokes.items, strokes.labels, strokes.groups):
         if group == alphabet:
             by_char.setdefault(lab, []).append(seq)
     chars = sorted(by_char)[:5]

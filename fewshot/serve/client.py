@@ -31,6 +31,12 @@ class _Answer:
         return self._d
 
 
+class _NoLocalCopies:
+    """The stored copies are on the server: a local duplicate check finds none (``root`` holds nothing)."""
+
+    root = Path(os.devnull)
+
+
 class RemoteIndex:
     """The part of ``FewShotIndex`` the CLI commands use, answered over HTTP."""
 
@@ -41,6 +47,7 @@ class RemoteIndex:
         self.token = token if token is not None else (os.environ.get("FEWSHOT_TOKEN", "").strip() or None)
         self.timeout = timeout
         self.store = self  # the commands call idx.store.count()
+        self.blobs = _NoLocalCopies()
 
     def __enter__(self) -> "RemoteIndex":
         return self
@@ -115,7 +122,15 @@ class RemoteIndex:
             raise click.ClickException(f"at most {CHUNK} files per add with --server (one atomic write)")
         return self._post_files("/examples/files", files, {"label": label})[0]["ids"]
 
-    def add_folder(self, root: Any, **_: Any) -> dict:
+    def stored_label(self, label: str, must_exist: bool = True, stored: Any = None) -> str:
+        return label  # the server checks and normalises labels
+
+    def _items(self, inputs: Any) -> list[Any]:
+        from fewshot.inputs import InputItem
+
+        return [InputItem(p, str(p)) for p in self._files(inputs)]
+
+    def add_folder_report(self, root: Any, **_: Any) -> dict:
         raise click.ClickException("--from-folder is not supported with --server; add each class with --label")
 
     def info(self) -> dict:

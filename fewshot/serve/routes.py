@@ -85,9 +85,23 @@ def _add(engine: IndexEngine, examples: list[tuple[str, Any]]) -> dict:
     groups: dict[str, list[Any]] = defaultdict(list)
     for label, value in examples:  # the library checks the labels before anything is written
         groups[label].append(value)
-    ids = engine.index.add_many(list(groups.items()))
-    per_label = {lab: len(vals) for lab, vals in groups.items()}
-    return {"added": len(ids), "labels": per_label, "ids": ids, "count": engine.index.store.count()}
+    idx = engine.index
+    ids = idx.add_many(list(groups.items()))
+    stored = idx.labels()
+    per_label: dict[str, int] = {}
+    for lab, vals in groups.items():  # keyed as stored (NFC, or the equal class it joined), as `add --json`
+        key = idx.stored_label(lab, stored=stored)
+        per_label[key] = per_label.get(key, 0) + len(vals)
+    return {"added": len(ids), "labels": per_label, "ids": ids, "count": idx.store.count(),
+            "skipped": [], "warnings": []}
+
+
+def _existing(engine: IndexEngine, label: str) -> str:
+    """The stored form of ``label``; 400 for an invalid label, 404 for a class the index does not hold."""
+    key = engine.index.stored_label(label, must_exist=False)
+    if key not in engine.index.labels():
+        raise NotFound(f"no class named {label!r} in index {engine.name}")
+    return key
 
 
 def _search(engine: IndexEngine, decoded: list[Decoded], k: int, labels: list[str] | None) -> list[dict]:
@@ -104,9 +118,7 @@ def _embed(engine: IndexEngine, decoded: list[Decoded]) -> dict:
 
 
 def _remove(engine: IndexEngine, label: str) -> dict:
-    if label not in engine.index.labels():
-        raise NotFound(f"no class named {label!r} in index {engine.name}")
-    n = engine.index.remove(label)
+    n = engine.index.remove(_existing(engine, label))
     return {"removed": n, "label": label, "count": engine.index.store.count()}
 
 
@@ -115,9 +127,7 @@ def _example(engine: IndexEngine, label: str, fmt: str) -> Response:
     from fewshot.inputs import InputItem
 
     idx = engine.index
-    if label not in idx.labels():
-        raise NotFound(f"no class named {label!r} in index {engine.name}")
-    rec = next(idx.store.records(label), None)
+    rec = next(idx.store.records(_existing(engine, label)), None)
     key = rec.metadata.get("blob") if rec is not None else None
     if not key or not idx.blobs.exists(key):
         raise NotFound(f"the stored example of {label!r} is missing; run `fewshot check --repair`")
