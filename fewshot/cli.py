@@ -402,10 +402,11 @@ def _add_examples() -> None:
 
 def _register_commands() -> None:
     """Commands that live in their own modules (each imports torch only when it runs)."""
-    from fewshot.commands import check, evaluate, finetune, train
+    from fewshot.commands import check, evaluate, finetune, serve, train
 
-    for module in (train, finetune, evaluate, check):
+    for module in (train, finetune, evaluate, check, serve):
         cli.add_command(module.command)
+    serve.add_server_option(cli)  # classify/search/add/info --server URL
 
 
 _register_commands()
