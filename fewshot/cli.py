@@ -77,8 +77,11 @@ def _describe(exc: BaseException) -> str:
 
 
 def _emit(obj, as_json: bool, text: str | None = None) -> None:
+    """Print ``obj`` as strict JSON (NaN/inf become null: any parser reads it), or ``text``."""
     if as_json:
-        click.echo(json.dumps(obj, ensure_ascii=False))
+        from fewshot.metrics import json_safe
+
+        click.echo(json.dumps(json_safe(obj), ensure_ascii=False, allow_nan=False))
     elif text is not None:
         click.echo(text)
 

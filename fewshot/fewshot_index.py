@@ -574,7 +574,3 @@ def _check_metadata(metadata: Any) -> None:
     if reserved:
         raise InputError(f"metadata key(s) {', '.join(map(repr, reserved))} are reserved: the index records "
                          "each example's stored copy, original path and time under them; use other names")
-
-
-def info_json(info: dict) -> str:
-    return json.dumps(info, indent=2, ensure_ascii=False)
