@@ -12,7 +12,6 @@ them after an encoder change), probabilities and the open-set threshold.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
