@@ -35,7 +35,7 @@ from fewshot.fewshot_index import FewShotIndex
 from fewshot.prototypes import class_prototypes, softmax
 from index import FaissStore, LockTimeoutError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CLI_WRITERS = 2  # real `fewshot add` processes, one class each
 LIB_WRITERS = 2  # library processes, several single-class adds each
 LIB_CLASSES = 4

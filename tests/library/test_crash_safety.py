@@ -12,7 +12,7 @@ allowed; temporary files are gone after the next open by a writer, and
 CI runs ``CI_KILLS`` kills (several lanes, each its own index, run at once to
 keep the wall time down). A longer soak is run by hand:
 
-    FEWSHOT_SOAK=500 pytest -m slow tests/test_crash_safety.py -s
+    FEWSHOT_SOAK=500 pytest -m slow tests/library/test_crash_safety.py -s
 
 Kill timing. Half of the kills land at a uniformly random delay over the whole
 run of the command (interpreter start, torch import, encoder load, embedding,
@@ -56,14 +56,14 @@ from fewshot.cli import cli
 from fewshot.fewshot_index import FewShotIndex
 from fewshot.prototypes import class_prototypes
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CI_KILLS = 50
 LANES = int(os.environ.get("FEWSHOT_CRASH_LANES", "4"))
 FSYNC_DELAY = os.environ.get("FEWSHOT_TEST_FSYNC_DELAY", "0.02")
 FILES_PER_ADD = 4
 LABELS = ["alpha", "beta", "ünï/猫", "../x", None]  # None: a new class
 
-HOOK = '''"""Test-only hook of tests/test_crash_safety.py, loaded as sitecustomize through PYTHONPATH.
+HOOK = '''"""Test-only hook of tests/library/test_crash_safety.py, loaded as sitecustomize through PYTHONPATH.
 
 FEWSHOT_TEST_FSYNC_MARKER=PATH: append a byte to PATH at every os.fsync (the process is writing).
 FEWSHOT_TEST_FSYNC_DELAY=SECONDS: sleep that long before every os.fsync (a slow disk), so that a

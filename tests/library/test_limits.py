@@ -38,7 +38,7 @@ def padded_png(path: Path, size: int) -> Path:
 def test_defaults_are_documented_and_overridable(monkeypatch):
     assert set(LIMITS) == {"FEWSHOT_MAX_IMAGE_BYTES", "FEWSHOT_MAX_PIXELS", "FEWSHOT_MAX_SEQUENCE_BYTES",
                            "FEWSHOT_MAX_SEQUENCE_POINTS"}
-    guarantees = (Path(__file__).resolve().parents[1] / "docs" / "GUARANTEES.md").read_text()
+    guarantees = (Path(__file__).resolve().parents[2] / "docs" / "GUARANTEES.md").read_text()
     for var in LIMITS:
         assert var in guarantees
     monkeypatch.setenv("FEWSHOT_MAX_PIXELS", "1e6")

@@ -14,7 +14,7 @@ from fewshot.sequences import (SequenceAugment, SequencePreprocess, array_to_str
                                fit_series_stats, load_sequence, parse_strokes, read_csv, read_npy, read_strokes,
                                render_strokes, stroke_features, strokes_to_array)
 
-STROKES_ZIP = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "omniglot" / \
+STROKES_ZIP = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "omniglot" / \
     "strokes_background_small1.zip"
 
 STROKE_TEXT = "START\n10,-10,0\n20,-10,5\n30,-10,9\nBREAK\n20,-5,20\n20,-15,30\nBREAK\n"

@@ -407,7 +407,7 @@ def test_the_digits_demo_runs_end_to_end(tmp_path):
     r = subprocess.run([sys.executable, "demos/finetune_digits.py", "--steps", "3", "--episodes", "20",
                         "--losses", "proto,triplet", "--threads", "1", "--plot", str(png), "--json",
                         "--max-per-class", "12", "--queries", "5"],
-                       cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300)
+                       cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     d = json.loads(r.stdout)
     for key in ("frozen", "finetuned"):
@@ -433,7 +433,7 @@ def test_a_kill_9_mid_run_leaves_a_resumable_checkpoint_and_the_index_untouched(
               f"finetune({str(base_path)!r}, {str(folder)!r}, out={str(out)!r}, into={str(idx)!r}, "
               "steps=100000, ways=4, queries=3, expand='none', val_fraction=0, checkpoint_every=5, "
               "progress=False, resume='--resume' in sys.argv)")
-    proc = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[1])
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[2])
     try:
         deadline = time.time() + 120
         while not (run / "last.pt").exists() and time.time() < deadline and proc.poll() is None:

@@ -24,7 +24,7 @@ from index.validation import escape_for_display
 from test_bad_inputs import drawing, fails_cleanly, one_line, run, tree_digest
 from test_bad_inputs import encoder, ix, pristine  # noqa: F401 - fixtures
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NFD, NFC = "Cafe\u0301", "Caf\u00e9"
 
 

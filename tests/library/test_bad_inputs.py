@@ -33,7 +33,7 @@ from index import ValidationError
 
 cli.add_command(check_command)  # the lead registers it in cli.py; harmless if already there
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 # --------------------------------------------------------------------------- helpers
