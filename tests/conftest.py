@@ -42,3 +42,11 @@ def omniglot_alphabet(tmp_path_factory, omniglot_zip) -> Path:
         members = [n for n in zf.namelist() if n.startswith("images_background/Korean/") and n.endswith(".png")]
         zf.extractall(out, members)
     return out / "images_background" / "Korean"
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    """The shipped image encoder (omniglot-conv4), loaded once per module."""
+    from fewshot import encoders
+
+    return encoders.load("omniglot-conv4")

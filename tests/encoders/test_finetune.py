@@ -27,6 +27,7 @@ from fewshot.evaluation import evaluate
 from fewshot.fewshot_index import FewShotIndex
 from fewshot.finetune import (encoder_blocks, finetune, freeze_blocks, parse_classes, split_classes,
                               switch_index)
+from helpers import cli_with
 
 torch.set_num_threads(1)
 FAST = dict(steps=24, ways=4, queries=3, lr=3e-3, expand="none", val_fraction=0, checkpoint_every=5,
@@ -338,15 +339,9 @@ def test_an_rgb_encoder_trains_on_colour_folders_without_class_expansion(tmp_pat
 # --- CLI ---------------------------------------------------------------------------------------
 @pytest.fixture()
 def cli():
-    from fewshot.cli import cli as group
     from fewshot.commands.finetune import command
 
-    added = "finetune" not in group.commands
-    if added:
-        group.add_command(command)
-    yield group
-    if added:
-        group.commands.pop("finetune", None)
+    yield from cli_with(command)
 
 
 def _dump_folder(root: Path, data: LabelledSet) -> Path:
