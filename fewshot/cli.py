@@ -15,6 +15,8 @@ from pathlib import Path
 
 import click
 
+from fewshot.commands import progress_enabled as _progress
+
 EXIT_ERROR, EXIT_USAGE = 1, 2
 
 
@@ -119,10 +121,6 @@ def _open(index_dir: str, readonly: bool = False, lock_timeout: float = 10.0):
     if readonly:  # readers take no lock
         return FewShotIndex.open(index_dir, readonly=True)
     return FewShotIndex.open(index_dir, readonly=False, lock_timeout=lock_timeout)
-
-
-def _progress() -> bool:
-    return not os.environ.get("FEWSHOT_NO_PROGRESS")
 
 
 @click.group(cls=FewshotGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -6,53 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
-from PIL import Image
 
-from fewshot.cli import cli
-
-
-def run(*args: str):
-    # click >= 8.2 keeps stderr apart from stdout by default
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-
-
-def ok(*args: str):
-    r = run(*args)
-    assert r.exit_code == 0, r.output + r.stderr
-    return r
-
-
-def _glyph(kind: int, seed: int, size: int = 56) -> Image.Image:
-    """Synthetic ink drawings: a few distinct shapes with a little jitter per example."""
-    rng = np.random.default_rng(seed)
-    img = np.full((size, size), 255, np.uint8)
-    j = lambda: int(rng.integers(-2, 3))  # noqa: E731
-    if kind == 0:
-        img[size // 2 - 3 + j():size // 2 + 3, 8:size - 8] = 0  # horizontal bar
-    elif kind == 1:
-        img[8:size - 8, size // 2 - 3 + j():size // 2 + 3] = 0  # vertical bar
-    elif kind == 2:
-        for i in range(8, size - 8):
-            img[i, max(0, i - 3 + j()):i + 3] = 0  # diagonal
-    else:
-        img[10:20 + j(), 10:size - 10] = 0
-        img[size - 20:size - 10, 10:size - 10] = 0  # two bars
-    return Image.fromarray(img)
+from helpers import glyph_folders, ok, run
 
 
 @pytest.fixture()
 def images(tmp_path) -> dict[str, list[Path]]:
-    out: dict[str, list[Path]] = {}
-    for kind, name in enumerate(["hbar", "vbar", "diag", "two"]):
-        d = tmp_path / "imgs" / name
-        d.mkdir(parents=True)
-        out[name] = []
-        for s in range(3):
-            p = d / f"{name}{s}.png"
-            _glyph(kind, 100 * kind + s).save(p)
-            out[name].append(p)
-    return out
+    return glyph_folders(tmp_path / "imgs")
 
 
 @pytest.fixture()

@@ -22,24 +22,14 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
-from PIL import Image, ImageDraw
 
 from fewshot.errors import InputError
+from helpers import drawing
 
 POOL = 10
 LABELS = ["a", "b", "ünï", "../x", "a/b"]
 TOL = 1e-4
 EXAMPLES = int(os.environ.get("FEWSHOT_MODEL_EXAMPLES", "12"))
-
-
-def drawing(seed: int, size: int = 40) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    im = Image.new("L", (size, size), 255)
-    d = ImageDraw.Draw(im)
-    for _ in range(int(rng.integers(2, 5))):
-        pts = [tuple(int(v) for v in rng.integers(4, size - 4, 2)) for _ in range(int(rng.integers(2, 5)))]
-        d.line(pts, fill=0, width=int(rng.integers(2, 4)))
-    return np.asarray(im)
 
 
 _ENCODER = None
@@ -54,7 +44,7 @@ def shared():
         from fewshot import encoders
 
         _ENCODER = encoders.load("omniglot-conv4")
-        _POOL.extend(drawing(7000 + i) for i in range(POOL))
+        _POOL.extend(np.asarray(drawing(7000 + i)) for i in range(POOL))
         _EMB = np.concatenate([_ENCODER.embed([a]) for a in _POOL]).astype(np.float64)
     return _ENCODER, _POOL, _EMB
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+
+from helpers import invoke
 
 # omniglot-strokes-gru as shipped: 20-way 1-shot within Greek, 5 queries, 1000 episodes, seed 0
 # (the number demos/train_stroke_encoder.py --eval-only reports for these weights).
@@ -29,10 +30,6 @@ def cli():
     from fewshot.cli import cli as group
 
     return group
-
-
-def run(cli, args):
-    return CliRunner().invoke(cli, args, env={"FEWSHOT_NO_PROGRESS": "1"})
 
 
 def one_error_line(r, code: int = 1) -> str:
@@ -76,7 +73,7 @@ def test_train_rnn_gru_exports_an_encoder_that_init_and_evaluate_take(cli, tiny_
     from fewshot import encoders
 
     out = tmp_path / "gru"
-    r = run(cli, train_args(tiny_strokes, out, 2))
+    r = invoke(cli, train_args(tiny_strokes, out, 2))
     assert r.exit_code == 0, r.stderr
     first = json.loads(r.stdout)
     assert (first["arch"], first["input_kind"], first["steps"], first["resumed_from"]) == ("rnn-gru", "sequence", 2, 0)
@@ -84,20 +81,20 @@ def test_train_rnn_gru_exports_an_encoder_that_init_and_evaluate_take(cli, tiny_
     assert 0.0 <= first["best_val_acc"] <= 1.0
     for f in ("last.pt", "best.pt", "encoder.pt", "log.jsonl", "train_args.json"):
         assert (out / f).is_file(), f
-    r = run(cli, train_args(tiny_strokes, out, 3))  # the same command with more steps resumes
+    r = invoke(cli, train_args(tiny_strokes, out, 3))  # the same command with more steps resumes
     assert r.exit_code == 0, r.stderr
     second = json.loads(r.stdout)
     assert second["resumed_from"] == 2 and torch.load(out / "last.pt", weights_only=True)["step"] == 3
-    assert "--hidden 8" in one_error_line(run(cli, train_args(tiny_strokes, out, 4, hidden=16)))
+    assert "--hidden 8" in one_error_line(invoke(cli, train_args(tiny_strokes, out, 4, hidden=16)))
 
     enc = encoders.load(str(out / "encoder.pt"))
     assert enc.input_kind == "sequence" and enc.fingerprint == second["fingerprint"] and enc.name == "gru"
     assert enc.module.cell == "gru" and enc.module.fwd[0].hidden_size == 8
-    r = run(cli, ["init", str(tmp_path / "idx"), "--encoder", str(out / "encoder.pt"), "--json"])
+    r = invoke(cli, ["init", str(tmp_path / "idx"), "--encoder", str(out / "encoder.pt"), "--json"])
     assert r.exit_code == 0, r.stderr
     assert json.loads(r.stdout)["input_kind"] == "sequence"
 
-    r = run(cli, ["evaluate", "--data", str(tiny_strokes), "--encoder", str(out / "encoder.pt"),
+    r = invoke(cli, ["evaluate", "--data", str(tiny_strokes), "--encoder", str(out / "encoder.pt"),
                   "--alphabets", "Held", "--within-alphabet", "--ways", "3", "--episodes", "5", "--json"])
     assert r.exit_code == 0, r.stderr
     res = json.loads(r.stdout)
@@ -117,14 +114,14 @@ def test_evaluate_shipped_stroke_encoder_on_greek(cli, strokes_zip):
     from fewshot.encoders.sequence_builtin import DEFAULT_SEQUENCE_ENCODER
 
     # no --encoder: stroke data gets the stroke default (GRU + CNN on the rendering)
-    r = run(cli, ["evaluate", "--data", str(strokes_zip), "--alphabets", "Greek", "--within-alphabet",
+    r = invoke(cli, ["evaluate", "--data", str(strokes_zip), "--alphabets", "Greek", "--within-alphabet",
                   "--ways", "20", "--episodes", "30", "--json"])
     assert r.exit_code == 0, r.stderr
     res = json.loads(r.stdout)
     assert res["encoder"] == DEFAULT_SEQUENCE_ENCODER == "omniglot-strokes-fusion"
     assert res["accuracy"] > 0.8, "chance is 0.05"
     # the GRU alone
-    r = run(cli, ["evaluate", "--data", str(strokes_zip), "--encoder", "omniglot-strokes-gru", "--alphabets",
+    r = invoke(cli, ["evaluate", "--data", str(strokes_zip), "--encoder", "omniglot-strokes-gru", "--alphabets",
                   "Greek", "--within-alphabet", "--ways", "20", "--shots", "1", "--queries", "5", "--episodes",
                   "1000", "--seed", "0", "--json"])
     assert r.exit_code == 0, r.stderr
@@ -142,22 +139,22 @@ def test_evaluate_shipped_stroke_encoder_on_greek(cli, strokes_zip):
 
 
 def test_kind_mismatches_are_one_error_line(cli, tiny_strokes, tmp_path):
-    line = one_error_line(run(cli, ["evaluate", "--data", "digits", "--encoder", "omniglot-strokes-gru",
+    line = one_error_line(invoke(cli, ["evaluate", "--data", "digits", "--encoder", "omniglot-strokes-gru",
                                     "--ways", "5", "--episodes", "2", "--json"]))
     assert "omniglot-strokes-gru takes sequences" in line and "holds images" in line
-    line = one_error_line(run(cli, ["evaluate", "--data", str(tiny_strokes), "--encoder", "omniglot-conv4",
+    line = one_error_line(invoke(cli, ["evaluate", "--data", str(tiny_strokes), "--encoder", "omniglot-conv4",
                                     "--ways", "3", "--episodes", "2", "--json"]))
     assert "omniglot-conv4 takes images" in line and "holds sequences" in line
-    line = one_error_line(run(cli, ["train", "--arch", "rnn-lstm", "--data", "digits", "--out",
+    line = one_error_line(invoke(cli, ["train", "--arch", "rnn-lstm", "--data", "digits", "--out",
                                     str(tmp_path / "a"), "--steps", "1", "--json"]))
     assert "trains on sequences" in line and "holds images" in line
-    line = one_error_line(run(cli, ["train", "--data", str(tiny_strokes), "--out", str(tmp_path / "b"),
+    line = one_error_line(invoke(cli, ["train", "--data", str(tiny_strokes), "--out", str(tmp_path / "b"),
                                     "--steps", "1", "--json"]))
     assert "--arch conv trains on images" in line and "rnn-gru" in line
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
-    assert "--width" in one_error_line(run(cli, ["train", "--arch", "rnn-gru", "--width", "8", "--data",
+    assert "--width" in one_error_line(invoke(cli, ["train", "--arch", "rnn-gru", "--width", "8", "--data",
                                                  str(tiny_strokes), "--out", str(tmp_path / "c")]), code=2)
-    assert "--tta" in one_error_line(run(cli, ["evaluate", "--data", str(tiny_strokes), "--tta"]), code=2)
+    assert "--tta" in one_error_line(invoke(cli, ["evaluate", "--data", str(tiny_strokes), "--tta"]), code=2)
 
 
 # --- fine-tuning a stroke encoder, strict JSON ---------------------------------------------------
@@ -178,7 +175,7 @@ def test_finetune_the_stroke_gru_and_switch_an_index(cli, tiny_strokes, tmp_path
     with FewShotIndex.create(idx, encoder="omniglot-strokes-gru") as index:
         index.add_many([(c, [s for s, lab in zip(ds.items, ds.labels) if lab == c][:3]) for c in ds.classes])
     out = tmp_path / "gru_ft.pt"
-    r = run(cli, ["finetune", "--encoder", "omniglot-strokes-gru", "--data", "index", "--into", str(idx),
+    r = invoke(cli, ["finetune", "--encoder", "omniglot-strokes-gru", "--data", "index", "--into", str(idx),
                   "--steps", "3", "--ways", "4", "--out", str(out), "--json"])
     assert r.exit_code == 0, r.output
     d = strict_json(r.stdout)
@@ -193,22 +190,22 @@ def test_finetune_the_stroke_gru_and_switch_an_index(cli, tiny_strokes, tmp_path
 
 
 def test_fusion_encoder_names_its_parts(cli, tiny_strokes, tmp_path):
-    line = one_error_line(run(cli, ["finetune", "--encoder", "omniglot-strokes-fusion", "--data", str(tiny_strokes),
+    line = one_error_line(invoke(cli, ["finetune", "--encoder", "omniglot-strokes-fusion", "--data", str(tiny_strokes),
                                     "--steps", "1", "--out", str(tmp_path / "f.pt")]))
     assert "omniglot-strokes-gru" in line and "omniglot-conv4" in line
 
 
 def test_every_json_output_is_strict_json(cli, tiny_strokes, tmp_path):
     """train, evaluate and finetune --json: no NaN even where a value is undefined (it is null)."""
-    r = run(cli, ["train", "--arch", "rnn-gru", "--data", str(tiny_strokes), "--out", str(tmp_path / "t"),
+    r = invoke(cli, ["train", "--arch", "rnn-gru", "--data", str(tiny_strokes), "--out", str(tmp_path / "t"),
                   "--hidden", "8", "--ways", "4", "--queries", "2", "--steps", "1", "--threads", "1", "--json"])
     assert r.exit_code == 0, r.output
     assert strict_json(r.stdout)["best_val_acc"] is None  # no held-out groups: no validation
-    r = run(cli, ["evaluate", "--data", str(tiny_strokes), "--encoder", "omniglot-strokes-gru", "--ways", "3",
+    r = invoke(cli, ["evaluate", "--data", str(tiny_strokes), "--encoder", "omniglot-strokes-gru", "--ways", "3",
                   "--episodes", "1", "--json"])
     assert r.exit_code == 0, r.output
     assert strict_json(r.stdout)["ci95"] is None  # one episode: no spread to estimate
-    r = run(cli, ["finetune", "--encoder", "omniglot-strokes-gru", "--data", str(tiny_strokes), "--steps", "1",
+    r = invoke(cli, ["finetune", "--encoder", "omniglot-strokes-gru", "--data", str(tiny_strokes), "--steps", "1",
                   "--ways", "3", "--val-fraction", "0", "--out", str(tmp_path / "f.pt"), "--json"])
     assert r.exit_code == 0, r.output
     d = strict_json(r.stdout)

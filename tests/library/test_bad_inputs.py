@@ -9,11 +9,9 @@ exception of the documented type and an unchanged index.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pickle
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -22,94 +20,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from fewshot.cli import cli
 from fewshot.commands.check import command as check_command
 from fewshot.errors import EncoderError, InputError
 from fewshot.fewshot_index import FewShotIndex
+from helpers import assert_one_line_error, drawing, fails_cleanly, one_line, perturbed_copy, run, tree_digest
 from index import ValidationError
 
 cli.add_command(check_command)  # the lead registers it in cli.py; harmless if already there
 
-REPO = Path(__file__).resolve().parents[1]
 
-
-# --------------------------------------------------------------------------- helpers
-
-
-def drawing(seed: int, size: int = 40) -> Image.Image:
-    """A random pen drawing (ink on white): distinct content per seed."""
-    rng = np.random.default_rng(seed)
-    im = Image.new("L", (size, size), 255)
-    d = ImageDraw.Draw(im)
-    for _ in range(int(rng.integers(2, 5))):
-        pts = [tuple(int(v) for v in rng.integers(4, size - 4, 2)) for _ in range(int(rng.integers(2, 5)))]
-        d.line(pts, fill=0, width=int(rng.integers(2, 4)))
-    return im
-
-
-def tree_digest(root: Path) -> dict[str, str]:
-    """sha256 of every file under ``root`` (hidden ones too); equal digests = byte-for-byte unchanged."""
-    if not root.exists():
-        return {}
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-
-
-def assert_one_line_error(r, code: int = 1) -> str:
-    assert r.exit_code == code, (r.exit_code, r.stdout, r.stderr)
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
-    assert "Traceback" not in r.stdout + r.stderr
-    return lines[0]
-
-
-def fails_cleanly(index_dir: Path, *args, match: str, code: int = 1) -> str:
-    """Run the CLI; assert one error line matching ``match`` and ``index_dir`` unchanged."""
-    before = tree_digest(index_dir)
-    r = run(*args)
-    msg = assert_one_line_error(r, code)
-    if args[0] != "check":  # check prints its report on stdout, then the error line
-        assert r.stdout == ""
-    assert match.lower() in msg.lower(), msg
-    assert tree_digest(index_dir) == before, "the index changed although the command failed"
-    return msg
-
-
-def one_line(exc: BaseException) -> str:
-    text = str(exc)
-    assert text and "\n" not in text, repr(text)
-    return text
-
-
-@pytest.fixture(scope="module")
-def encoder():
-    from fewshot import encoders
-
-    return encoders.load("omniglot-conv4")
-
-
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory, encoder) -> Path:
-    root = tmp_path_factory.mktemp("bad")
-    idx = FewShotIndex.create(root / "idx", encoder=encoder)
-    for c, label in enumerate(["alpha", "beta", "gamma"]):
-        idx.add(label, [drawing(10 * c), drawing(10 * c + 1)])
-    idx.close()
-    return root / "idx"
-
-
-@pytest.fixture()
-def ix(tmp_path, pristine) -> Path:
-    dst = tmp_path / "idx"
-    shutil.copytree(pristine, dst)
-    return dst
+# --------------------------------------------------------------------------- fixtures (the shared ones: library/conftest.py)
 
 
 @pytest.fixture()
@@ -218,23 +141,6 @@ def test_grayscale_rgba_16bit_cmyk_images_work(ix, tmp_path, encoder):
 
 
 # --------------------------------------------------------------------------- sequence files
-
-
-@pytest.fixture(scope="module")
-def seq_index(tmp_path_factory) -> tuple[Path, Path]:
-    pytest.importorskip("fewshot.sequences")
-    from fewshot import encoders
-
-    if "omniglot-strokes-gru" not in {s.name for s in encoders.available()}:
-        pytest.skip("no sequence encoder registered")
-    root = tmp_path_factory.mktemp("seq")
-    good = root / "good.txt"
-    good.write_text("START\n10,10,0\n20,15,1\n30,25,2\nBREAK\n12,40,3\n30,42,4\nBREAK\n")
-    r = run("init", root / "sidx", "--encoder", "omniglot-strokes-gru")
-    assert r.exit_code == 0, r.stderr
-    r = run("add", root / "sidx", "--label", "stroke", good)
-    assert r.exit_code == 0, r.stderr
-    return root / "sidx", good
 
 
 @pytest.mark.parametrize("name,content,match", [
@@ -538,19 +444,6 @@ def test_records_edited_behind_the_stores_back(ix, good_png):
 # --------------------------------------------------------------------------- encoders and checkpoints
 
 
-def _perturbed_copy(encoder, path: Path) -> None:
-    import torch
-
-    from fewshot import encoders
-
-    other = encoders.from_file(path)
-    with torch.no_grad():
-        next(other.module.parameters()).mul_(1.01)
-    other.invalidate()
-    assert other.fingerprint != encoder.fingerprint
-    other.save(path)
-
-
 def test_encoder_whose_fingerprint_differs(tmp_path, encoder, good_png):
     enc_file = tmp_path / "my_encoder.pt"
     encoder.save(enc_file)
@@ -558,7 +451,7 @@ def test_encoder_whose_fingerprint_differs(tmp_path, encoder, good_png):
     assert run("init", ix, "--encoder", enc_file).exit_code == 0
     assert run("add", ix, "--label", "a", good_png).exit_code == 0
     [enc_file] = ix.glob("encoder-*.pt")  # the index's own copy of the encoder file (issue 16 item 15)
-    _perturbed_copy(encoder, enc_file)  # the file the index names now computes other vectors
+    perturbed_copy(encoder, enc_file)  # the file the index names now computes other vectors
     for args in (["add", ix, "--label", "b", good_png], ["classify", ix, good_png], ["search", ix, good_png],
                  ["reindex", ix]):
         msg = fails_cleanly(ix, *args, match="fingerprint")

@@ -26,7 +26,7 @@ from fewshot.encoders.sequence import _regular_file_items, pack_rows
 from fewshot.errors import InputError
 from fewshot.inputs import SEQUENCE_SUFFIXES, InputItem, expand_inputs
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STROKES_ZIP = ROOT / ".." / "shared" / "data" / "omniglot" / "strokes_background_small1.zip"
 
 

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import subprocess
@@ -28,52 +27,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from PIL import Image, ImageDraw
 
 from fewshot.cli import cli
 from fewshot.fewshot_index import FewShotIndex
 from fewshot.prototypes import class_prototypes, softmax
+from helpers import child_env, drawing, fewshot_exe, tree_digest
 from index import FaissStore, LockTimeoutError
 
-REPO = Path(__file__).resolve().parents[1]
 CLI_WRITERS = 2  # real `fewshot add` processes, one class each
 LIB_WRITERS = 2  # library processes, several single-class adds each
 LIB_CLASSES = 4
 PER_CLASS = 2
-
-
-def drawing(seed: int, size: int = 40) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    im = Image.new("L", (size, size), 255)
-    d = ImageDraw.Draw(im)
-    for _ in range(int(rng.integers(2, 5))):
-        pts = [tuple(int(v) for v in rng.integers(4, size - 4, 2)) for _ in range(int(rng.integers(2, 5)))]
-        d.line(pts, fill=0, width=int(rng.integers(2, 4)))
-    return im
-
-
-def tree_digest(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def fewshot_exe() -> str:
-    exe = Path(sys.executable).with_name("fewshot")
-    if not exe.exists():
-        pytest.skip("the fewshot console script is not installed (pip install -e .)")
-    return str(exe)
-
-
-def child_env() -> dict[str, str]:
-    return {**os.environ, "FEWSHOT_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1",
-            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-
-
-@pytest.fixture(scope="module")
-def encoder():
-    from fewshot import encoders
-
-    return encoders.load("omniglot-conv4")
 
 
 def make_index(path: Path, encoder, seed_label: str = "seed") -> FewShotIndex:

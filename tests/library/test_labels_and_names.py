@@ -21,10 +21,8 @@ import pytest
 from fewshot.errors import InputError
 from fewshot.fewshot_index import FewShotIndex
 from index.validation import escape_for_display
-from test_bad_inputs import drawing, fails_cleanly, one_line, run, tree_digest
-from test_bad_inputs import encoder, ix, pristine  # noqa: F401 - fixtures
+from helpers import REPO, drawing, fails_cleanly, one_line, run, tree_digest
 
-REPO = Path(__file__).resolve().parents[1]
 NFD, NFC = "Cafe\u0301", "Caf\u00e9"
 
 

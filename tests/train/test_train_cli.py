@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image, ImageDraw
+
+from helpers import cli_with, invoke
 
 
 def tiny_omniglot(path: Path, spec: dict[str, int], drawings: int = 6) -> Path:
@@ -33,23 +34,14 @@ def tiny_omniglot(path: Path, spec: dict[str, int], drawings: int = 6) -> Path:
 
 @pytest.fixture()
 def cli():
-    from fewshot.cli import cli as group
     from fewshot.commands.train import command
 
-    added = "train" not in group.commands
-    group.add_command(command)
-    yield group
-    if added:
-        group.commands.pop("train", None)
+    yield from cli_with(command)
 
 
 @pytest.fixture()
 def data(tmp_path):
     return tiny_omniglot(tmp_path / "tiny.zip", {"Alpha": 3, "Beta": 3, "Held": 3})
-
-
-def run(cli, args):
-    return CliRunner().invoke(cli, args, env={"FEWSHOT_NO_PROGRESS": "1"})
 
 
 def base_args(data, out, steps):
@@ -63,7 +55,7 @@ def test_train_checkpoints_resumes_and_exports(cli, data, tmp_path):
     from fewshot import encoders
 
     out = tmp_path / "run"
-    r = run(cli, base_args(data, out, 2))
+    r = invoke(cli, base_args(data, out, 2))
     assert r.exit_code == 0, r.stderr
     first = json.loads(r.stdout)
     assert first["resumed_from"] == 0 and first["steps"] == 2
@@ -73,7 +65,7 @@ def test_train_checkpoints_resumes_and_exports(cli, data, tmp_path):
         assert (out / f).is_file(), f
     assert torch.load(out / "last.pt", weights_only=True)["step"] == 2
 
-    r = run(cli, base_args(data, out, 3))  # same run, one more step: resumes
+    r = invoke(cli, base_args(data, out, 3))  # same run, one more step: resumes
     assert r.exit_code == 0, r.stderr
     second = json.loads(r.stdout)
     assert second["resumed_from"] == 2
@@ -89,27 +81,27 @@ def test_train_checkpoints_resumes_and_exports(cli, data, tmp_path):
 
 def test_train_refuses_to_resume_with_another_shape(cli, data, tmp_path):
     out = tmp_path / "run"
-    assert run(cli, base_args(data, out, 1)).exit_code == 0
+    assert invoke(cli, base_args(data, out, 1)).exit_code == 0
     args = base_args(data, out, 2)
     args[args.index("--width") + 1] = "16"
-    r = run(cli, args)
+    r = invoke(cli, args)
     assert r.exit_code == 1 and r.stderr.startswith("error: ") and "--width 8" in r.stderr
     (out / "train_args.json").unlink()  # a run started elsewhere: the weights themselves are checked
-    r = run(cli, args)
+    r = invoke(cli, args)
     assert r.exit_code == 1 and "another shape than --arch conv --width 16" in r.stderr
     (out / "last.pt").write_bytes(b"truncated")
-    r = run(cli, base_args(data, out, 2))
+    r = invoke(cli, base_args(data, out, 2))
     assert r.exit_code == 1 and "cannot resume from" in r.stderr and "Traceback" not in r.output
 
 
 def test_train_errors(cli, data, tmp_path):
-    r = run(cli, base_args(tmp_path / "missing.zip", tmp_path / "o", 1))
+    r = invoke(cli, base_args(tmp_path / "missing.zip", tmp_path / "o", 1))
     assert r.exit_code == 1 and r.stderr.startswith("error: ") and "Traceback" not in r.output
     args = base_args(data, tmp_path / "o2", 1)
     args[args.index("--ways") + 1] = "40"  # 6 classes x 4 rotations = 24
-    r = run(cli, args)
+    r = invoke(cli, args)
     assert r.exit_code == 1 and "--ways 40" in r.stderr and "24" in r.stderr
     args = base_args(data, tmp_path / "o3", 1)
     args[args.index("--held-out") + 1] = "Nowhere"
-    r = run(cli, args)
+    r = invoke(cli, args)
     assert r.exit_code == 1 and "unknown --held-out group(s) Nowhere" in r.stderr and "Alpha, Beta, Held" in r.stderr

@@ -17,8 +17,7 @@ import pytest
 
 from fewshot.cli import EXAMPLES, cli
 from fewshot.fewshot_index import DEFAULT_TEMPERATURE, FewShotIndex
-from test_bad_inputs import _perturbed_copy, drawing, fails_cleanly, run, tree_digest
-from test_bad_inputs import encoder, ix, pristine  # noqa: F401 - fixtures
+from helpers import drawing, fails_cleanly, perturbed_copy, run, tree_digest
 
 
 @pytest.fixture()
@@ -63,10 +62,10 @@ def test_the_index_keeps_a_copy_of_its_encoder_file(tmp_path, encoder, png):
 
 def test_a_changed_original_does_not_matter_a_damaged_copy_does(tmp_path, encoder, png):
     ix, enc_file = make_index(tmp_path, encoder, png)
-    _perturbed_copy(encoder, enc_file)
+    perturbed_copy(encoder, enc_file)
     assert run("classify", ix, png).exit_code == 0  # the index uses its own copy
     [copy] = ix.glob("encoder-*.pt")
-    _perturbed_copy(encoder, copy)
+    perturbed_copy(encoder, copy)
     msg = fails_cleanly(ix, "classify", ix, png, match="fingerprint")
     assert "reindex" in msg
 

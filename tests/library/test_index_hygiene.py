@@ -27,8 +27,8 @@ from fewshot.check import check
 from fewshot.cli import cli
 from fewshot.errors import InputError
 from fewshot.fewshot_index import FewShotIndex
-from test_concurrency import child_env, drawing, tree_digest
-from test_reindex_concurrency import encoder_a, encoder_b_file, images  # noqa: F401 - fixtures
+from helpers import child_env, drawing, tree_digest
+from helpers import drawing_files as images
 
 OLD = time.time() - 3600  # older than check's 5-minute grace period for leftovers
 

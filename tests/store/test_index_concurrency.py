@@ -17,7 +17,7 @@ import pytest
 from index import FaissStore, LockTimeoutError
 
 DIM = 4
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def hold_lock(path: Path) -> int:

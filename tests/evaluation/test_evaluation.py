@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image, ImageDraw
 
 from fewshot.classifier import PrototypeClassifier
@@ -15,6 +14,7 @@ from fewshot.data import LabelledSet, load_dataset
 from fewshot.episodes import EpisodeSampler
 from fewshot.evaluation import _shift, embed_dataset, evaluate, evaluate_embeddings
 from fewshot.metrics import confusion_matrix, mean_ci95, precision_recall_f1
+from helpers import cli_with, invoke
 
 
 # --- metrics, worked by hand ------------------------------------------------------------------
@@ -175,18 +175,9 @@ def test_evaluate_end_to_end_with_shipped_encoder(encoder, tiny_digits):
 # --- the CLI ----------------------------------------------------------------------------------
 @pytest.fixture()
 def cli():
-    from fewshot.cli import cli as group
     from fewshot.commands.evaluate import command
 
-    added = "evaluate" not in group.commands
-    group.add_command(command)
-    yield group
-    if added:
-        group.commands.pop("evaluate", None)
-
-
-def run(cli, args):
-    return CliRunner().invoke(cli, args, env={"FEWSHOT_NO_PROGRESS": "1"})
+    yield from cli_with(command)
 
 
 def small_folder(root: Path, n_classes=4, per_class=3) -> Path:
@@ -205,7 +196,7 @@ def small_folder(root: Path, n_classes=4, per_class=3) -> Path:
 
 def test_cli_evaluate_json(cli, tmp_path):
     data = small_folder(tmp_path / "glyphs", n_classes=5, per_class=6)
-    r = run(cli, ["evaluate", "--data", str(data), "--ways", "5", "--episodes", "3", "--seed", "1", "--json"])
+    r = invoke(cli, ["evaluate", "--data", str(data), "--ways", "5", "--episodes", "3", "--seed", "1", "--json"])
     assert r.exit_code == 0, r.stderr
     out = json.loads(r.stdout)
     assert set(out) >= {"accuracy", "ci95", "precision", "recall", "f1", "protocol", "encoder", "fingerprint"}
@@ -219,7 +210,7 @@ def test_cli_evaluate_json(cli, tmp_path):
 def test_cli_evaluate_human_plot_and_query_clipping(cli, tmp_path):
     data = small_folder(tmp_path / "glyphs", n_classes=4, per_class=3)
     png = tmp_path / "eval.png"
-    r = run(cli, ["evaluate", "--data", str(data), "--ways", "3", "--episodes", "4", "--plot", str(png)])
+    r = invoke(cli, ["evaluate", "--data", str(data), "--ways", "3", "--episodes", "4", "--plot", str(png)])
     assert r.exit_code == 0, r.stderr
     assert "only 2 queries per class fit" in r.stderr  # 3 images: 1 shot + 2 queries
     assert "3-way 1-shot, 2 queries/class" in r.stdout and "accuracy" in r.stdout
@@ -228,12 +219,12 @@ def test_cli_evaluate_human_plot_and_query_clipping(cli, tmp_path):
 
 
 def test_cli_evaluate_errors(cli, tmp_path):
-    r = run(cli, ["evaluate", "--data", str(tmp_path / "nope"), "--json"])
+    r = invoke(cli, ["evaluate", "--data", str(tmp_path / "nope"), "--json"])
     assert r.exit_code == 1 and r.stderr.startswith("error: ") and "dataset not found" in r.stderr
     assert "Traceback" not in r.output and r.stdout == ""
-    r = run(cli, ["evaluate", "--data", "digits", "--ways", "20", "--episodes", "2"])
+    r = invoke(cli, ["evaluate", "--data", "digits", "--ways", "20", "--episodes", "2"])
     assert r.exit_code == 1 and "only 10 classes" in r.stderr
-    r = run(cli, ["evaluate", "--data", "digits", "--alphabets", "Greek"])
+    r = invoke(cli, ["evaluate", "--data", "digits", "--alphabets", "Greek"])
     assert r.exit_code == 1 and "Omniglot data only" in r.stderr
-    r = run(cli, ["evaluate", "--data", "digits", "--ways", "1"])
+    r = invoke(cli, ["evaluate", "--data", "digits", "--ways", "1"])
     assert r.exit_code == 2 and r.stderr.startswith("error: ")

@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 from fewshot.fewshot_index import FewShotIndex, FolderNoticeWarning
-from test_bad_inputs import drawing, fails_cleanly, run
-from test_bad_inputs import encoder, ix, pristine  # noqa: F401 - fixtures
+from helpers import drawing, fails_cleanly, run
 
 
 def folder(root: Path, layout: dict[str, list[int]]) -> Path:

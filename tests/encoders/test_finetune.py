@@ -27,6 +27,7 @@ from fewshot.evaluation import evaluate
 from fewshot.fewshot_index import FewShotIndex
 from fewshot.finetune import (encoder_blocks, finetune, freeze_blocks, parse_classes, split_classes,
                               switch_index)
+from helpers import cli_with
 
 torch.set_num_threads(1)
 FAST = dict(steps=24, ways=4, queries=3, lr=3e-3, expand="none", val_fraction=0, checkpoint_every=5,
@@ -338,15 +339,9 @@ def test_an_rgb_encoder_trains_on_colour_folders_without_class_expansion(tmp_pat
 # --- CLI ---------------------------------------------------------------------------------------
 @pytest.fixture()
 def cli():
-    from fewshot.cli import cli as group
     from fewshot.commands.finetune import command
 
-    added = "finetune" not in group.commands
-    if added:
-        group.add_command(command)
-    yield group
-    if added:
-        group.commands.pop("finetune", None)
+    yield from cli_with(command)
 
 
 def _dump_folder(root: Path, data: LabelledSet) -> Path:
@@ -407,7 +402,7 @@ def test_the_digits_demo_runs_end_to_end(tmp_path):
     r = subprocess.run([sys.executable, "demos/finetune_digits.py", "--steps", "3", "--episodes", "20",
                         "--losses", "proto,triplet", "--threads", "1", "--plot", str(png), "--json",
                         "--max-per-class", "12", "--queries", "5"],
-                       cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300)
+                       cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     d = json.loads(r.stdout)
     for key in ("frozen", "finetuned"):
@@ -433,7 +428,7 @@ def test_a_kill_9_mid_run_leaves_a_resumable_checkpoint_and_the_index_untouched(
               f"finetune({str(base_path)!r}, {str(folder)!r}, out={str(out)!r}, into={str(idx)!r}, "
               "steps=100000, ways=4, queries=3, expand='none', val_fraction=0, checkpoint_every=5, "
               "progress=False, resume='--resume' in sys.argv)")
-    proc = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[1])
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[2])
     try:
         deadline = time.time() + 120
         while not (run / "last.pt").exists() and time.time() < deadline and proc.poll() is None:

@@ -28,8 +28,8 @@ from fewshot.encoders.sequence import TorchSequenceEncoder
 from fewshot.errors import EncoderError
 from fewshot.fewshot_index import FewShotIndex
 
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = Path(__file__).parent / "fixtures" / "encoders"
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "encoders"
 SHIPPED_FINGERPRINTS = {"omniglot-conv4": "a429de09f68c09d5", "omniglot-strokes-gru": "5c7a378691a1273e",
                         "omniglot-strokes-fusion": "909b15f2c4685408"}
 OLD_FILE_FINGERPRINTS = {"old_conv_encoder.pt": "2ebddc961a75140f", "old_sequence_encoder.pt": "4716c29818c37fff"}

@@ -6,62 +6,23 @@ vector, a deleted example copy, leftovers of a killed add).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
 import sqlite3
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
-from PIL import Image, ImageDraw
 
 from fewshot.check import check
 from fewshot.cli import cli
 from fewshot.commands.check import command as check_command
 from fewshot.fewshot_index import FewShotIndex
+from helpers import assert_one_line_error, drawing, run, tree_digest
 from index import BlobStore
 
 cli.add_command(check_command)  # the lead registers it in cli.py; harmless if already there
-
-
-def drawing(seed: int, size: int = 40) -> Image.Image:
-    """A random pen drawing (ink on white): distinct content per seed."""
-    rng = np.random.default_rng(seed)
-    im = Image.new("L", (size, size), 255)
-    d = ImageDraw.Draw(im)
-    for _ in range(int(rng.integers(2, 5))):
-        pts = [tuple(int(v) for v in rng.integers(4, size - 4, 2)) for _ in range(int(rng.integers(2, 5)))]
-        d.line(pts, fill=0, width=int(rng.integers(2, 4)))
-    return im
-
-
-def tree_digest(root: Path) -> dict[str, str]:
-    """sha256 of every file under ``root``: 'byte-for-byte unchanged' is equality of two digests."""
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-
-
-def assert_one_line_error(r, code: int = 1) -> str:
-    assert r.exit_code == code, (r.exit_code, r.stdout, r.stderr)
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
-    assert "Traceback" not in r.stdout + r.stderr
-    return lines[0]
-
-
-@pytest.fixture(scope="module")
-def encoder():
-    from fewshot import encoders
-
-    return encoders.load("omniglot-conv4")
 
 
 @pytest.fixture(scope="module")
@@ -78,13 +39,6 @@ def pristine(tmp_path_factory, encoder) -> Path:
         idx.add(label, files[2 * c:2 * c + 2])
     idx.close()
     return root / "idx"
-
-
-@pytest.fixture()
-def ix(tmp_path, pristine) -> Path:
-    dst = tmp_path / "idx"
-    shutil.copytree(pristine, dst)
-    return dst
 
 
 def stored(path: Path, encoder) -> dict[int, tuple[str, np.ndarray, str]]:

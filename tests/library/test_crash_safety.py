@@ -12,7 +12,7 @@ allowed; temporary files are gone after the next open by a writer, and
 CI runs ``CI_KILLS`` kills (several lanes, each its own index, run at once to
 keep the wall time down). A longer soak is run by hand:
 
-    FEWSHOT_SOAK=500 pytest -m slow tests/test_crash_safety.py -s
+    FEWSHOT_SOAK=500 pytest -m slow tests/library/test_crash_safety.py -s
 
 Kill timing. Half of the kills land at a uniformly random delay over the whole
 run of the command (interpreter start, torch import, encoder load, embedding,
@@ -39,7 +39,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -49,21 +48,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from PIL import Image, ImageDraw
 
 from fewshot.check import check
 from fewshot.cli import cli
 from fewshot.fewshot_index import FewShotIndex
 from fewshot.prototypes import class_prototypes
+from helpers import REPO, drawing, fewshot_exe
 
-REPO = Path(__file__).resolve().parents[1]
 CI_KILLS = 50
 LANES = int(os.environ.get("FEWSHOT_CRASH_LANES", "4"))
 FSYNC_DELAY = os.environ.get("FEWSHOT_TEST_FSYNC_DELAY", "0.02")
 FILES_PER_ADD = 4
 LABELS = ["alpha", "beta", "ünï/猫", "../x", None]  # None: a new class
 
-HOOK = '''"""Test-only hook of tests/test_crash_safety.py, loaded as sitecustomize through PYTHONPATH.
+HOOK = '''"""Test-only hook of tests/library/test_crash_safety.py, loaded as sitecustomize through PYTHONPATH.
 
 FEWSHOT_TEST_FSYNC_MARKER=PATH: append a byte to PATH at every os.fsync (the process is writing).
 FEWSHOT_TEST_FSYNC_DELAY=SECONDS: sleep that long before every os.fsync (a slow disk), so that a
@@ -88,23 +86,6 @@ if _marker or _delay:
 
     os.fsync = _hooked_fsync
 '''
-
-
-def drawing(seed: int, size: int = 40) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    im = Image.new("L", (size, size), 255)
-    d = ImageDraw.Draw(im)
-    for _ in range(int(rng.integers(2, 5))):
-        pts = [tuple(int(v) for v in rng.integers(4, size - 4, 2)) for _ in range(int(rng.integers(2, 5)))]
-        d.line(pts, fill=0, width=int(rng.integers(2, 4)))
-    return im
-
-
-def fewshot_exe() -> str:
-    exe = Path(sys.executable).with_name("fewshot")
-    if not exe.exists():
-        pytest.skip("the fewshot console script is not installed (pip install -e .)")
-    return str(exe)
 
 
 def sha256_file(p: Path) -> str:

@@ -14,7 +14,7 @@ from fewshot.sequences import (SequenceAugment, SequencePreprocess, array_to_str
                                fit_series_stats, load_sequence, parse_strokes, read_csv, read_npy, read_strokes,
                                render_strokes, stroke_features, strokes_to_array)
 
-STROKES_ZIP = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "omniglot" / \
+STROKES_ZIP = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "omniglot" / \
     "strokes_background_small1.zip"
 
 STROKE_TEXT = "START\n10,-10,0\n20,-10,5\n30,-10,9\nBREAK\n20,-5,20\n20,-15,30\nBREAK\n"
@@ -24,6 +24,13 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
     p = tmp_path / name
     p.write_text(text)
     return p
+
+
+def input_error(read, p: Path) -> tuple[Path, str]:
+    """``read(p)`` must raise InputError: ``p`` and the message."""
+    with pytest.raises(InputError) as e:
+        read(p)
+    return p, str(e.value)
 
 
 # --- Omniglot stroke files ----------------------------------------------------------------------
@@ -52,10 +59,8 @@ def test_stroke_file_without_final_break_and_with_crlf(tmp_path):
     ("START\n1,2,3\nBREAK\nSTART\n1,2,3\n", "line 4: a second START"),
 ])
 def test_malformed_stroke_files_name_the_file_and_line(tmp_path, text, fragment):
-    p = write(tmp_path, "bad.txt", text)
-    with pytest.raises(InputError) as e:
-        read_strokes(p)
-    assert str(p) in str(e.value) and fragment in str(e.value)
+    p, msg = input_error(read_strokes, write(tmp_path, "bad.txt", text))
+    assert str(p) in msg and fragment in msg
 
 
 def test_binary_stroke_file_is_an_input_error(tmp_path):
@@ -120,10 +125,8 @@ def test_csv_with_and_without_header(tmp_path):
     ("1,2\n3\n", "line 2: expected 2 values"),
 ])
 def test_csv_malformed(tmp_path, text, fragment):
-    p = write(tmp_path, "bad.csv", text)
-    with pytest.raises(InputError) as e:
-        read_csv(p)
-    assert "bad.csv" in str(e.value) and fragment in str(e.value)
+    _, msg = input_error(read_csv, write(tmp_path, "bad.csv", text))
+    assert "bad.csv" in msg and fragment in msg
 
 
 # --- load_sequence ------------------------------------------------------------------------------

@@ -29,36 +29,9 @@ from fewshot import encoders
 from fewshot.check import check
 from fewshot.fewshot_index import FewShotIndex
 from fewshot.prototypes import class_prototypes
+from helpers import child_env
+from helpers import drawing_files as images
 from index import FaissStore
-from test_concurrency import child_env, drawing
-
-
-@pytest.fixture(scope="module")
-def encoder_a():
-    return encoders.load("omniglot-conv4")
-
-
-@pytest.fixture(scope="module")
-def encoder_b_file(tmp_path_factory, encoder_a) -> Path:
-    """The shipped encoder with slightly perturbed weights: same dimension, another fingerprint."""
-    enc = encoders.load("omniglot-conv4")
-    gen = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for p in enc.module.parameters():
-            p.add_(0.05 * p.abs().mean() * torch.randn(p.shape, generator=gen))
-    enc.invalidate()
-    assert enc.fingerprint != encoder_a.fingerprint and enc.dim == encoder_a.dim
-    return enc.save(tmp_path_factory.mktemp("enc") / "other.pt")
-
-
-def images(root: Path, seeds: range) -> list[Path]:
-    root.mkdir(parents=True, exist_ok=True)
-    out = []
-    for s in seeds:
-        p = root / f"{s}.png"
-        drawing(s).save(p)
-        out.append(p)
-    return out
 
 
 def make_index(ix: Path, encoder, files: list[Path], classes: int = 3) -> None:
@@ -88,6 +61,19 @@ def after_first_call(obj, name: str, action) -> list:
 
     setattr(obj, name, wrapped)
     return calls
+
+
+def reindex_with_action(ix: Path, enc, target, name: str, action) -> tuple[dict, list]:
+    """Reindex ``ix`` to ``enc``; right after the first call of ``target(idx).name``, another writer
+    opens ``ix`` and runs ``action`` on it."""
+    def another_writer():
+        with FewShotIndex.open(ix) as other:
+            action(other)
+
+    with FewShotIndex(FaissStore.open(ix), enc) as idx:
+        calls = after_first_call(target(idx), name, another_writer)
+        out = idx.reindex(enc)
+    return out, calls
 
 
 def assert_vectors_match_the_encoder(ix: Path) -> None:
@@ -132,14 +118,8 @@ def test_reindex_covers_records_added_while_it_embedded(tmp_path, encoder_a, enc
     ix = tmp_path / "idx"
     make_index(ix, encoder_a, images(tmp_path / "base", range(6)))
     enc_b = encoders.load(encoder_b_file)
-
-    def add_during():
-        with FewShotIndex.open(ix) as other:
-            other.add("during", images(tmp_path / "during", range(50, 53)))
-
-    calls = after_first_call(enc_b, "embed", add_during)
-    with FewShotIndex(FaissStore.open(ix), enc_b) as idx:
-        out = idx.reindex(enc_b)
+    out, calls = reindex_with_action(ix, enc_b, lambda idx: enc_b, "embed",
+                                     lambda other: other.add("during", images(tmp_path / "during", range(50, 53))))
     assert out["reembedded"] == 9 and len(calls) == 2
     assert_vectors_match_the_encoder(ix)
 
@@ -149,13 +129,7 @@ def test_reindex_lists_again_when_a_class_is_removed_while_it_runs(tmp_path, enc
     ix = tmp_path / "idx"
     make_index(ix, encoder_a, images(tmp_path / "base", range(9)))
     enc_b = encoders.load(encoder_b_file)
-    with FewShotIndex(FaissStore.open(ix), enc_b) as idx:
-        def remove_during():
-            with FewShotIndex.open(ix) as other:
-                other.remove("c1")
-
-        calls = after_first_call(idx.store, "records", remove_during)
-        out = idx.reindex(enc_b)
+    out, calls = reindex_with_action(ix, enc_b, lambda idx: idx.store, "records", lambda other: other.remove("c1"))
     assert out["reembedded"] == 6 and len(calls) == 2
     assert_vectors_match_the_encoder(ix)
 

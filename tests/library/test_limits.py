@@ -23,8 +23,7 @@ from PIL import Image
 from fewshot.errors import InputError
 from fewshot.inputs import InputItem, to_pil
 from fewshot.limits import LIMITS, limit, read_zip_entry
-from test_bad_inputs import drawing, fails_cleanly, run
-from test_bad_inputs import encoder, ix, pristine, seq_index  # noqa: F401 - fixtures
+from helpers import REPO, drawing, fails_cleanly, run
 
 
 def padded_png(path: Path, size: int) -> Path:
@@ -38,7 +37,7 @@ def padded_png(path: Path, size: int) -> Path:
 def test_defaults_are_documented_and_overridable(monkeypatch):
     assert set(LIMITS) == {"FEWSHOT_MAX_IMAGE_BYTES", "FEWSHOT_MAX_PIXELS", "FEWSHOT_MAX_SEQUENCE_BYTES",
                            "FEWSHOT_MAX_SEQUENCE_POINTS"}
-    guarantees = (Path(__file__).resolve().parents[1] / "docs" / "GUARANTEES.md").read_text()
+    guarantees = (REPO / "docs" / "GUARANTEES.md").read_text()
     for var in LIMITS:
         assert var in guarantees
     monkeypatch.setenv("FEWSHOT_MAX_PIXELS", "1e6")

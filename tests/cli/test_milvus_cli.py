@@ -8,23 +8,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-from click.testing import CliRunner
-from PIL import Image
 
-from fewshot.cli import cli
+from helpers import glyph_folders, ok, run
 from milvus_support import BACKENDS, make_maker, milvus_http_uri  # noqa: F401 - fixture
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-
-
-def ok(*args):
-    r = run(*args)
-    assert r.exit_code == 0, r.output + r.stderr
-    return r
 
 
 def _needs_patched_cli() -> None:
@@ -37,35 +24,9 @@ def stores(request, tmp_path: Path):
     yield from make_maker(request, tmp_path)
 
 
-def glyph(kind: int, seed: int, size: int = 56) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    img = np.full((size, size), 255, np.uint8)
-    j = int(rng.integers(-2, 3))
-    if kind == 0:
-        img[size // 2 - 3 + j : size // 2 + 3, 8 : size - 8] = 0
-    elif kind == 1:
-        img[8 : size - 8, size // 2 - 3 + j : size // 2 + 3] = 0
-    elif kind == 2:
-        for i in range(8, size - 8):
-            img[i, max(0, i - 3 + j) : i + 3] = 0
-    else:
-        img[10 : 20 + j, 10 : size - 10] = 0
-        img[size - 20 : size - 10, 10 : size - 10] = 0
-    return Image.fromarray(img)
-
-
 @pytest.fixture
 def images(tmp_path: Path) -> dict[str, list[Path]]:
-    out: dict[str, list[Path]] = {}
-    for kind, name in enumerate(["hbar", "vbar", "diag", "two"]):
-        d = tmp_path / "imgs" / name
-        d.mkdir(parents=True)
-        out[name] = []
-        for s in range(3):
-            p = d / f"{name}{s}.png"
-            glyph(kind, 100 * kind + s).save(p)
-            out[name].append(p)
-    return out
+    return glyph_folders(tmp_path / "imgs", one_jitter=True)
 
 
 def init_args(stores, path: Path) -> list[str]:
