@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 CHROMIUM, DRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 if not CHROMIUM.exists() or not DRIVER.exists():
     pytest.skip(f"{CHROMIUM} or {DRIVER} absent (apt-get install chromium chromium-driver; .ci/run does)",

@@ -16,7 +16,7 @@ pytest.importorskip("fastapi", reason="the serve extra is not installed: pip ins
 from fewshot.fewshot_index import FewShotIndex  # noqa: E402
 from fewshot.serve.process import repo_env, serve_process  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _post(url: str, body: dict) -> int:

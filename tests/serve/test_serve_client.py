@@ -17,7 +17,7 @@ from fewshot.cli import cli  # noqa: E402
 from fewshot.fewshot_index import FewShotIndex  # noqa: E402
 from fewshot.serve.process import repo_env, serve_process  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
