@@ -24,22 +24,34 @@ import faiss
 import numpy as np
 
 from . import records_sql
-from .base import METRICS, ClassMatches, Hit, Record, StoreSnapshot, VectorStore, check_expect, cover_records
-from .blobs import BlobStore, blob_keys, require_blobs
+from .base import METRICS, ClassMatches, Hit, Record, StoreSnapshot, VectorStore, cover_records
+from .blobs import BlobStore, blob_keys
 from .cache_files import remove_stale
-from .checkpoint import load_checkpoint, needs_checkpoint, sync as sync_dir, write_checkpoint
+from .checkpoint import load_checkpoint, needs_checkpoint, write_checkpoint
 from .index_config import COMPACT_FRACTION, IndexConfig
 from .vector_index import VectorIndex, exact_scores
 from .checks import class_problems, manifest_problems, vector_problems
+from .common import (
+    REBUILD_PARAMS,
+    check_rewrite,
+    check_same_shape,
+    class_deltas,
+    create_args,
+    is_index_dir,
+    label_filter,
+    make_config,
+    merged_config,
+    refuse_existing,
+    refuse_foreign_dir,
+)
 from .errors import (
     CorruptIndexError,
     LockTimeoutError,
     NotAnIndexError,
-    RecordNotFoundError,
     StoreError,
     ValidationError,
 )
-from .layout import FORMAT_VERSION, LOCK_NAME, MANIFEST_NAME, META_NAME, TMP_SUFFIX
+from .layout import FORMAT_VERSION, MANIFEST_NAME, META_NAME
 from .locking import DirLock
 from .manifest import (
     ManifestUnreadable,
@@ -54,13 +66,8 @@ from .validation import (
     prepare_queries,
     prepare_vectors,
     validate_dim,
-    validate_extra,
-    validate_ids,
     validate_k,
     validate_label,
-    validate_labels,
-    validate_metadata,
-    validate_metric,
     validate_temperature,
     validate_timeout,
 )
@@ -77,12 +84,6 @@ QUICK_CHECK_MAX_BYTES = 64 << 20
 SYNC_BUILD_MAX = 20_000
 #: Changes replayed into an HNSW graph on open; more go to a flat side index.
 HNSW_REPLAY_MAX = 2_000
-
-
-def is_index_dir(path: str | Path) -> bool:
-    """True if ``path`` is a directory holding a fewshot index (manifest or database)."""
-    p = Path(path)
-    return p.is_dir() and ((p / MANIFEST_NAME).is_file() or (p / META_NAME).is_file())
 
 
 @dataclass
@@ -156,23 +157,11 @@ class FaissStore(VectorStore):
         ``ivfpq``; ``index_params`` sets :class:`IndexConfig` fields
         (``ef_search``, ``nprobe``, ``hnsw_m``, ``auto_threshold``, ...).
         """
-        dim = validate_dim(dim)
-        metric = validate_metric(metric)
-        extra = validate_extra(extra)
+        path, dim, metric, extra, config = create_args(path, dim, metric, extra, index_type, index_params)
         lock_timeout = validate_timeout(lock_timeout)
-        config = make_config(index_type, index_params)
-        path = Path(path)
-        if path.exists() and not path.is_dir():
-            raise ValidationError(f"{path} is a file; choose a directory path for the index")
         path.mkdir(parents=True, exist_ok=True)
         if not is_index_dir(path):
-            leftovers = [p.name for p in path.iterdir()
-                         if p.name != LOCK_NAME and not p.name.endswith(TMP_SUFFIX)]
-            if leftovers:
-                raise StoreError(
-                    f"refusing to create an index in {path}: the directory is not empty "
-                    f"(e.g. {leftovers[0]!r}) and is not a fewshot index; choose a new or empty directory"
-                )
+            refuse_foreign_dir(path)
         with DirLock(path, lock_timeout):
             if not is_index_dir(path):
                 db = MetaDB(path / META_NAME, busy_timeout=lock_timeout)
@@ -189,16 +178,8 @@ class FaissStore(VectorStore):
                     raise
                 return store
         if not exist_ok:
-            raise StoreError(f"{path} already holds a fewshot index; open it instead (or pass exist_ok=True)")
-        store = cls.open(path, lock_timeout=lock_timeout, autosave=autosave)
-        if store.dim != dim or store.metric != metric:
-            found = f"dim {store.dim}, metric {store.metric}"
-            store.close()
-            raise ValidationError(
-                f"the existing index at {path} has {found}, not dim {dim}, metric {metric}; "
-                "use another directory or reindex"
-            )
-        return store
+            refuse_existing(path)
+        return check_same_shape(cls.open(path, lock_timeout=lock_timeout, autosave=autosave), path, dim, metric)
 
     @classmethod
     def open(
@@ -322,34 +303,30 @@ class FaissStore(VectorStore):
 
     # ------------------------------------------------------------------ properties
 
+    def _setting(self, name: str) -> Any:
+        """One field of the latest committed state (reloaded first if another writer committed)."""
+        with self._read() as st:
+            return getattr(st, name)
+
     @property
     def dim(self) -> int:
         """Vector dimension (may change after ``rewrite_vectors``)."""
-        with self._read() as st:
-            return st.dim
+        return self._setting("dim")
 
     @property
     def metric(self) -> str:
         """``"cosine"`` or ``"l2"``."""
-        with self._read() as st:
-            return st.metric
+        return self._setting("metric")
 
     @property
     def extra(self) -> dict[str, Any]:
         """Copy of the free-form fields set by the caller."""
-        with self._read() as st:
-            return json.loads(json.dumps(st.extra))
+        return json.loads(json.dumps(self._setting("extra")))
 
     @property
     def generation(self) -> int:
         """Number of committed writes so far (as seen on disk now)."""
-        with self._read() as st:
-            return st.generation
-
-    @property
-    def readonly(self) -> bool:
-        """True when opened with ``readonly=True`` (writes raise StoreError)."""
-        return self._readonly
+        return self._setting("generation")
 
     @property
     def backend(self) -> str:
@@ -358,54 +335,31 @@ class FaissStore(VectorStore):
 
     # ------------------------------------------------------------------ writes
 
-    def add(
-        self,
-        vectors: np.ndarray,
-        labels: Sequence[str],
-        metadata: Sequence[dict[str, Any]] | None = None,
-        *,
-        expect: dict[str, Any] | None = None,
-    ) -> np.ndarray:
-        """Store vectors with their labels (and optional metadata dicts); returns int64 ids.
+    def _writer(self) -> contextlib.AbstractContextManager[_State]:
+        return self._write()
 
-        ``expect``: extra fields that must still hold at commit (see
-        :meth:`VectorStore.add`); checked under the lock before anything else.
-        """
-        expect = validate_extra(expect)
+    def _insert(self, st: _State, vecs: np.ndarray, labs: list[str], metas: list[str]) -> np.ndarray:
+        """One SQLite transaction (rows, class sums, generation), then the same change in memory."""
+        deltas = class_deltas(labs, vecs, st.dim)
+        with self._db.write():
+            changed = self._db.apply_class_deltas(deltas, st.dim)
+            ids = self._db.insert_records(labs, vecs, metas, time.time())
+            generation = self._db.bump_generation()
+        with self._apply_in_memory():
+            st.vectors.add(vecs, ids)
+            st.protos.apply(changed)
+            st.count += len(ids)
+            st.generation = generation
+            st.max_id = max(st.max_id, int(ids.max()))
+            st.pending += len(ids)
+        self._after_commit(force=self._maybe_rebuild(st))
+        return ids
+
+    def _remove_ids(self, ids: np.ndarray) -> int:
         with self._write() as st:
-            check_expect(st.extra, expect, self.path)
-            vecs = prepare_vectors(vectors, st.dim, st.metric)
-            labs = validate_labels(labels, len(vecs))
-            metas = validate_metadata(metadata, len(vecs))
-            if len(vecs) == 0:
-                return np.zeros(0, dtype=np.int64)
-            require_blobs(self.path, metadata or ())
-            deltas = _class_deltas(labs, vecs, st.dim)
-            with self._db.write():
-                changed = self._db.apply_class_deltas(deltas, st.dim)
-                ids = self._db.insert_records(labs, vecs, metas, time.time())
-                generation = self._db.bump_generation()
-            with self._apply_in_memory():
-                st.vectors.add(vecs, ids)
-                st.protos.apply(changed)
-                st.count += len(ids)
-                st.generation = generation
-                st.max_id = max(st.max_id, int(ids.max()))
-                st.pending += len(ids)
-            self._after_commit(force=self._maybe_rebuild(st))
-            return ids
+            return self._remove_rows(st, ids)
 
-    def remove(self, ids: Sequence[int]) -> int:
-        """Delete records by id; unknown ids are ignored. Returns how many were removed."""
-        wanted = validate_ids(ids)
-        if len(wanted) == 0:
-            return 0
-        with self._write() as st:
-            return self._remove_rows(st, wanted)
-
-    def remove_label(self, label: str) -> int:
-        """Delete every record of ``label`` (its prototype goes too). Returns the count removed."""
-        label = validate_label(label)
+    def _remove_label(self, label: str) -> int:
         with self._write() as st:
             with self._db.read():
                 ids = self._db.ids_for_labels([label])
@@ -421,7 +375,7 @@ class FaissStore(VectorStore):
             found = np.array(sorted(rows), dtype=np.int64)
             labs = [rows[i].label for i in found]
             vecs = np.stack([rows[i].vector for i in found])
-            deltas = {label: (-c, -s) for label, (c, s) in _class_deltas(labs, vecs, st.dim).items()}
+            deltas = class_deltas(labs, vecs, st.dim, sign=-1)
             changed = self._db.apply_class_deltas(deltas, st.dim)
             self._db.delete_records(found)
             generation = self._db.bump_generation()
@@ -448,34 +402,12 @@ class FaissStore(VectorStore):
             keep = records_sql.referenced_blobs(self._db, keys)
         BlobStore(self.path).delete(k for k in keys if k not in keep)
 
-    def rewrite_vectors(
-        self,
-        ids: Sequence[int],
-        vectors: np.ndarray,
-        *,
-        dim: int | None = None,
-        extra: dict[str, Any] | None = None,
-        fill: Any = None,
-    ) -> int:
-        """Replace the vectors of *all* records in one transaction (reindexing).
-
-        ``ids`` must list every record exactly once, so a reindex can never
-        leave a mix of old- and new-encoder vectors: records added or removed
-        since the caller listed them are reconciled under the lock with
-        ``fill`` (see :func:`cover_records`), or raise RecordsChangedError.
-        ``dim`` changes the dimension; ``extra`` is merged into the stored
-        extra fields (like :meth:`set_extra`). Class sums are recomputed.
-        Returns how many records were rewritten.
-        """
-        wanted = validate_ids(ids)
-        extra_update = validate_extra(extra)
+    def _rewrite(self, wanted: np.ndarray, vectors: np.ndarray, dim: int | None,
+                 extra_update: dict[str, Any], fill: Any) -> int:
+        """All vectors in one transaction; class sums recomputed, in-memory state rebuilt from SQLite."""
         with self._write() as st:
             new_dim = validate_dim(dim) if dim is not None else st.dim
-            vecs = prepare_vectors(vectors, new_dim, st.metric)
-            if len(vecs) != len(wanted):
-                raise ValidationError(f"got {len(wanted)} ids but {len(vecs)} vectors; pass one vector per id")
-            if len(np.unique(wanted)) != len(wanted):
-                raise ValidationError("ids passed to rewrite_vectors contain duplicates; pass each record once")
+            vecs = check_rewrite(wanted, vectors, new_dim, st.metric)
             with self._db.write():
                 def records_of(missing: np.ndarray) -> list[Record]:
                     rows = self._db.fetch_records(missing.tolist(), st.dim)
@@ -498,9 +430,7 @@ class FaissStore(VectorStore):
             self._after_commit()
             return len(wanted)
 
-    def set_extra(self, **fields: Any) -> None:
-        """Merge ``fields`` into the extra fields (encoder name, fingerprint, ...) and commit."""
-        update = validate_extra(fields)
+    def _set_extra(self, update: dict[str, Any]) -> None:
         with self._write() as st:
             merged = {**st.extra, **update}
             with self._db.write():
@@ -513,15 +443,8 @@ class FaissStore(VectorStore):
 
     # ------------------------------------------------------------------ reads
 
-    def search(
-        self,
-        queries: np.ndarray,
-        k: int,
-        labels: Sequence[str] | None = None,
-        *,
-        ef_search: int | None = None,
-        nprobe: int | None = None,
-    ) -> list[list[Hit]]:
+    def _search(self, queries: np.ndarray, k: int, labels: Sequence[str] | None,
+                ef_search: int | None, nprobe: int | None) -> list[list[Hit]]:
         """k nearest records per query, best first (fewer if the store holds fewer).
 
         ``labels`` restricts the search to records of those labels: a filter
@@ -539,7 +462,7 @@ class FaissStore(VectorStore):
                    ef_search: int | None, nprobe: int | None) -> list[list[Hit]]:
         """:meth:`search` against the state ``st`` (caller holds the mutex)."""
         k = validate_k(k)
-        wanted = None if labels is None else _label_filter(labels)
+        wanted = None if labels is None else label_filter(labels)
         ef_search = None if ef_search is None else validate_k(ef_search)
         nprobe = None if nprobe is None else validate_k(nprobe)
         q = prepare_vectors(queries, st.dim, st.metric, what="queries")
@@ -627,18 +550,13 @@ class FaissStore(VectorStore):
         with self._fresh() as st:
             return st.protos.counts()
 
-    def get(self, ids: Sequence[int]) -> list[Record]:
-        """Records for ``ids`` in the given order; RecordNotFoundError for an unknown id."""
-        wanted = validate_ids(ids)
+    def _rows_by_id(self, wanted: np.ndarray) -> dict[int, Any]:
         with self._read() as st:
-            rows = self._db.fetch_records(wanted.tolist(), st.dim)
-        missing = [int(i) for i in wanted if int(i) not in rows]
-        if missing:
-            raise RecordNotFoundError(
-                f"no record with id {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
-                + f" in {self.path}; it may have been removed"
-            )
-        return [_to_record(rows[int(i)]) for i in wanted]
+            return self._db.fetch_records(wanted.tolist(), st.dim)
+
+    @staticmethod
+    def _record_of(row: Any) -> Record:
+        return _to_record(row)
 
     def records(self, label: str | None = None) -> Iterator[Record]:
         """All records (or those of ``label``) in id order, streamed page by page.
@@ -686,15 +604,8 @@ class FaissStore(VectorStore):
             problems += class_problems(self._db, meta.dim)
         return problems
 
-    def repair(self) -> list[str]:
-        """Rebuild derived parts (class sums, FAISS files, manifest) from the records.
-
-        Returns the problems that ``verify`` reported before and no longer does.
-        Problems in the records themselves (SQLite damage) cannot be repaired
-        here and remain in ``verify()``.
-        """
-        self._check_writable()
-        before = self.verify()
+    def _rebuild_derived(self) -> None:
+        """Class sums (when they differ), then FAISS files and manifest, from the records."""
         with self._mutex, self._lock():
             meta = self._db.read_meta()
             with self._db.write():
@@ -704,19 +615,8 @@ class FaissStore(VectorStore):
                     self._db.bump_generation()
             self._state = self._load_state(use_files=False, sync_build=True)
             self._persist()
-        after = self.verify()
-        return [p for p in before if p not in after]
 
     # ------------------------------------------------------------------ internals
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StoreError(f"the store for {self.path} is closed; open it again")
-
-    def _check_writable(self) -> None:
-        self._check_open()
-        if self._readonly:
-            raise StoreError(f"{self.path} was opened read-only; open it with readonly=False to write")
 
     def _lock(self) -> DirLock:
         return DirLock(self.path, self._lock_timeout)
@@ -1007,17 +907,14 @@ class FaissStore(VectorStore):
         ``rerank``) apply at once without a rebuild.
         """
         with self._write() as st:
-            current = json.loads(st.config.to_json())
-            current.pop("index_type", None)
-            config = make_config(index_type or st.config.index_type, {**current, **params})
+            config = merged_config(st.config, index_type, params)
             with self._db.write():
                 self._db.set_meta("index", config.to_json())
                 generation = self._db.bump_generation()
             st.config = config
             st.generation = generation
             st.pending += 1
-            rebuild_params = {"hnsw_m", "ef_construction", "nlist", "pq_m"} & set(params)
-            force = bool(rebuild_params) and st.vectors.kind != "flat"
+            force = bool(REBUILD_PARAMS & set(params)) and st.vectors.kind != "flat"
             self._after_commit(force=self._maybe_rebuild(st, force=force))
         if wait:
             self.wait_for_build()
@@ -1142,37 +1039,6 @@ def _file_size(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return 0
-
-
-def make_config(index_type: str = "auto", index_params: dict[str, Any] | None = None) -> IndexConfig:
-    """Validated :class:`IndexConfig` from an index type and a dict of its fields."""
-    params = dict(index_params or {})
-    try:
-        return IndexConfig(index_type=index_type, **params)
-    except TypeError:
-        known = sorted(f for f in IndexConfig.__dataclass_fields__ if f != "index_type")
-        bad = sorted(set(params) - set(known))
-        raise ValidationError(f"unknown index parameter(s) {', '.join(bad)}; known: {', '.join(known)}") from None
-
-
-def _class_deltas(labels: Sequence[str], vecs: np.ndarray, dim: int) -> dict[str, tuple[int, np.ndarray]]:
-    """label -> (count, float64 sum of vectors) for a batch."""
-    out: dict[str, tuple[int, np.ndarray]] = {}
-    wide = vecs.astype(np.float64)
-    for i, label in enumerate(labels):
-        count, vsum = out.get(label, (0, np.zeros(dim, dtype=np.float64)))
-        out[label] = (count + 1, vsum + wide[i])
-    return out
-
-
-def _label_filter(labels: Sequence[str]) -> list[str]:
-    if isinstance(labels, str):
-        raise ValidationError("labels must be a list of label strings, e.g. labels=['cat']; got a single str")
-    try:
-        items = list(labels)
-    except TypeError:
-        raise ValidationError(f"labels must be a list of label strings; got {type(labels).__name__}") from None
-    return [validate_label(label) for label in items]
 
 
 def _to_record(row: Any) -> Record:
