@@ -7,7 +7,9 @@ other.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -64,6 +66,16 @@ def create_args(path: str | Path, dim: int, metric: str, extra: dict[str, Any] |
     return path, dim, metric, extra, config
 
 
+@contextlib.contextmanager
+def closing_on_error(resource: Any) -> Iterator[Any]:
+    """Yield ``resource``; close it if the block fails (a half-opened store must not leak it)."""
+    try:
+        yield resource
+    except BaseException:
+        resource.close()
+        raise
+
+
 def refuse_foreign_dir(path: Path) -> None:
     """Refuse to create an index in a non-empty directory that is not one.
 
@@ -98,7 +110,8 @@ def check_same_shape(store: Any, path: Path, dim: int, metric: str) -> Any:
     return store
 
 
-def class_deltas(labels: Sequence[str], vecs: np.ndarray, dim: int, sign: int = 1) -> dict[str, tuple[int, np.ndarray]]:
+def class_deltas(labels: Sequence[str], vecs: np.ndarray, dim: int,
+                 sign: int = 1) -> dict[str, tuple[int, np.ndarray]]:
     """label -> (count, float64 sum of vectors) for a batch; ``sign=-1`` for a removal.
 
     Sums are kept in float64 so that many adds and removes do not drift the
@@ -135,5 +148,5 @@ def check_rewrite(wanted: np.ndarray, vectors: np.ndarray, dim: int, metric: str
     return vecs
 
 
-__all__ = ["REBUILD_PARAMS", "check_rewrite", "check_same_shape", "class_deltas", "create_args", "is_index_dir",
-           "label_filter", "make_config", "merged_config", "refuse_existing", "refuse_foreign_dir"]
+__all__ = ["REBUILD_PARAMS", "check_rewrite", "check_same_shape", "class_deltas", "closing_on_error", "create_args",
+           "is_index_dir", "label_filter", "make_config", "merged_config", "refuse_existing", "refuse_foreign_dir"]

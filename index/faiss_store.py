@@ -26,8 +26,8 @@ from .blobs import BlobStore, blob_keys
 from .cache_files import remove_stale
 from .checkpoint import needs_checkpoint
 from .checks import class_problems, manifest_problems, vector_problems
-from .common import (REBUILD_PARAMS, check_rewrite, check_same_shape, class_deltas, create_args, is_index_dir,
-                     label_filter, make_config, merged_config, refuse_existing, refuse_foreign_dir)
+from .common import (REBUILD_PARAMS, check_rewrite, check_same_shape, class_deltas, closing_on_error, create_args,
+                     is_index_dir, label_filter, make_config, merged_config, refuse_existing, refuse_foreign_dir)
 from .errors import CorruptIndexError, LockTimeoutError, NotAnIndexError, StoreError, ValidationError
 from .faiss_builder import BuilderMixin
 from .faiss_routing import FILTER_EXACT_FRACTION, nprobe_for, to_hits, vector_search
@@ -105,8 +105,7 @@ class FaissStore(StateMixin, BuilderMixin, VectorStore):
             refuse_foreign_dir(path)
         with DirLock(path, lock_timeout):
             if not is_index_dir(path):
-                db = MetaDB(path / META_NAME, busy_timeout=lock_timeout)
-                try:
+                with closing_on_error(MetaDB(path / META_NAME, busy_timeout=lock_timeout)) as db:
                     db.initialise(dim=dim, metric=metric, extra=extra, backend=BACKEND,
                                   format_version=FORMAT_VERSION, created=time.time())
                     with db.write():
@@ -114,9 +113,6 @@ class FaissStore(StateMixin, BuilderMixin, VectorStore):
                     store = cls(path, db, readonly=False, lock_timeout=lock_timeout, autosave=autosave)
                     store._state = store._load_state()
                     store._persist()
-                except BaseException:
-                    db.close()
-                    raise
                 return store
         if not exist_ok:
             refuse_existing(path)
@@ -150,17 +146,13 @@ class FaissStore(StateMixin, BuilderMixin, VectorStore):
         path = Path(path)
         lock_timeout = validate_timeout(lock_timeout)
         _check_index_files(path)
-        db = _open_db(path, lock_timeout, durability)
-        try:
+        with closing_on_error(_open_db(path, lock_timeout, durability)) as db:
             store = cls(path, db, readonly=readonly, lock_timeout=lock_timeout, autosave=autosave,
                         mmap=readonly if mmap is None else bool(mmap) and readonly)
             if readonly:
                 store._state = store._load_state()
             else:
                 store._settle()
-        except BaseException:
-            db.close()
-            raise
         return store
 
     def _settle(self) -> None:
@@ -689,17 +681,13 @@ def _check_index_files(path: Path) -> None:
 
 def _open_db(path: Path, lock_timeout: float, durability: str) -> MetaDB:
     """The checked meta.sqlite connection of an index (closed again if a check fails)."""
-    db = MetaDB(path / META_NAME, busy_timeout=lock_timeout)
-    try:
+    with closing_on_error(MetaDB(path / META_NAME, busy_timeout=lock_timeout)) as db:
         # PRAGMA quick_check reads every page, so its cost grows with the file. Large indexes skip
         # it on open (verify() still runs it); a damaged header or schema is caught either way.
         db.check(full=_file_size(path / META_NAME) <= QUICK_CHECK_MAX_BYTES)
         if durability == "normal":
             db.conn.execute("PRAGMA synchronous=NORMAL")
         check_format_version(db.read_meta().format_version, path)
-    except BaseException:
-        db.close()
-        raise
     return db
 
 

@@ -71,8 +71,8 @@ import numpy as np
 from .atomic import temp_path_for
 from .base import Hit, Record, StoreSnapshot, VectorStore, cover_records
 from .blobs import BlobStore, blob_keys
-from .common import (REBUILD_PARAMS, check_rewrite, check_same_shape, class_deltas, create_args, is_index_dir,
-                     label_filter, merged_config, refuse_existing, refuse_foreign_dir)
+from .common import (REBUILD_PARAMS, check_rewrite, check_same_shape, class_deltas, closing_on_error, create_args,
+                     is_index_dir, label_filter, merged_config, refuse_existing, refuse_foreign_dir)
 from .errors import LockTimeoutError, NotAnIndexError, StoreError, ValidationError
 from .index_config import IndexConfig
 from .locking import DirLock
@@ -202,6 +202,18 @@ class MilvusStore(VectorStore):
             files={}, created=now, updated=now, uri=stored_uri, collection=name, epoch=0,
             index=json.loads(config.to_json()),
         )
+        return cls._initialise(path, manifest, config, made_dir=made_dir, timeout=timeout, token=token,
+                               lock_timeout=lock_timeout)
+
+    @classmethod
+    def _initialise(cls, path: Path, manifest: dict[str, Any], config: IndexConfig, *, made_dir: bool,
+                    timeout: float, token: str | None, lock_timeout: float) -> "MilvusStore":
+        """Under the lock: connect, make both collections, then write the manifest.
+
+        The manifest comes last so that a failure leaves no index that names
+        missing collections; a directory this create made is removed again.
+        """
+        name = manifest["collection"]
         with DirLock(path, lock_timeout):
             try:
                 store = cls(path, manifest, readonly=False, timeout=timeout, token=token, lock_timeout=lock_timeout)
@@ -217,7 +229,7 @@ class MilvusStore(VectorStore):
                                 f"Milvus at {store._uri} already has a collection {coll!r}; pass another "
                                 "collection name or drop it"
                             )
-                    store._create_collections(name, dim, metric, config)
+                    store._create_collections(name, manifest["dim"], manifest["metric"], config)
                 write_manifest(path, manifest)
             except BaseException:
                 store.close()
@@ -249,7 +261,7 @@ class MilvusStore(VectorStore):
         if manifest.get("backend") != BACKEND:
             raise StoreError(f"{path} is a {manifest.get('backend')!r} index, not a Milvus one")
         store = cls(path, manifest, readonly=readonly, timeout=timeout, token=token, lock_timeout=lock_timeout)
-        try:
+        with closing_on_error(store):
             with store._calls("open"):
                 name = manifest["collection"]
                 for coll in (name, name + "_classes"):
@@ -260,9 +272,6 @@ class MilvusStore(VectorStore):
                         )
                     store._client.load_collection(coll, timeout=timeout)
             store._read_session()
-        except BaseException:
-            store.close()
-            raise
         return store
 
     def close(self) -> None:
