@@ -6,6 +6,12 @@ a directory lock and commit each write as one SQLite transaction, then update
 the in-memory FAISS indexes and (with ``autosave``) the cache files. Readers
 take no lock: before each read they compare the SQLite generation with the one
 they loaded and reload if another process wrote in between.
+
+This module is the store's API (lifecycle, writes, reads, maintenance) and
+the locking around it; the jobs that share its mutex live beside it, each in
+a module of its own: state replay and persistence (:mod:`index.faiss_state`),
+the background index builder (:mod:`index.faiss_builder`) and search routing
+(:mod:`index.faiss_routing`).
 """
 
 from __future__ import annotations
