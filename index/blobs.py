@@ -8,6 +8,7 @@ key can be trusted to name exactly that content.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -15,9 +16,9 @@ import re
 import stat
 import time
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from .atomic import fsync_dir, temp_path_for
 from .errors import ValidationError
@@ -72,17 +73,10 @@ class BlobStore:
         if self._reuse(target):
             return key
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._temp_path()
-        try:
-            with open(tmp, "xb") as fh:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX)  # in use: sweep_temps() skips it
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-                os.replace(tmp, target)  # before closing, so the lock covers the rename
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        with self._temp_file() as (fh, tmp):
+            fh.write(data)
+            _durable(fh)
+            os.replace(tmp, target)  # before closing, so the lock covers the rename
         fsync_dir(target.parent)
         return key
 
@@ -100,29 +94,38 @@ class BlobStore:
         except ValidationError:
             suffix = ""
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self._temp_path()
         hasher = hashlib.sha256()
+        with open(src, "rb") as fin, self._temp_file() as (fout, tmp):
+            while chunk := fin.read(_CHUNK):
+                hasher.update(chunk)
+                fout.write(chunk)
+            _durable(fout)
+            digest = hasher.hexdigest()
+            key = f"{BLOB_DIR}/{digest[:2]}/{digest}{suffix}"
+            target = self.path(key)
+            if self._reuse(target):
+                tmp.unlink()
+                return key
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, target)  # before closing, so the lock covers the rename
+        fsync_dir(target.parent)
+        return key
+
+    @contextlib.contextmanager
+    def _temp_file(self) -> Iterator[tuple[BinaryIO, Path]]:
+        """A new temp file, held under an exclusive flock while open; removed if the block fails.
+
+        The lock marks it as in use, so that :meth:`sweep_temps` of another
+        process never deletes a copy being written or renamed into place.
+        """
+        tmp = self._temp_path()
         try:
-            with open(src, "rb") as fin, open(tmp, "xb") as fout:
-                fcntl.flock(fout.fileno(), fcntl.LOCK_EX)  # in use: sweep_temps() skips it
-                while chunk := fin.read(_CHUNK):
-                    hasher.update(chunk)
-                    fout.write(chunk)
-                fout.flush()
-                os.fsync(fout.fileno())
-                digest = hasher.hexdigest()
-                key = f"{BLOB_DIR}/{digest[:2]}/{digest}{suffix}"
-                target = self.path(key)
-                if self._reuse(target):
-                    tmp.unlink()
-                    return key
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(tmp, target)  # before closing, so the lock covers the rename
+            with open(tmp, "xb") as fh:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+                yield fh, tmp
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        fsync_dir(target.parent)
-        return key
 
     def path(self, key: str) -> Path:
         """Absolute path of ``key``; ValidationError for anything but a well-formed blob key.
@@ -353,3 +356,9 @@ def require_blobs(index_dir: str | Path, metadata: Iterable[Any]) -> None:
         raise MissingBlobError(
             f"{len(gone)} stored example copy(ies) this add refers to are gone (e.g. {gone[0]}), deleted by a "
             "concurrent remove; store them again and retry", field=BLOB_KEY, expected=gone[0])
+
+
+def _durable(fh: BinaryIO) -> None:
+    """Flush and fsync an open file, so that a rename of it never exposes a partly written copy."""
+    fh.flush()
+    os.fsync(fh.fileno())

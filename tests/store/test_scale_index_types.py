@@ -123,9 +123,10 @@ def test_hnsw_removals_are_tombstones_until_compaction(tmp_path: Path, data) -> 
 
 
 def test_auto_switches_to_hnsw_in_the_background_without_blocking_queries(tmp_path: Path, monkeypatch) -> None:
+    import index.faiss_state as fst
     import index.faiss_store as fs
 
-    monkeypatch.setattr(fs, "SYNC_BUILD_MAX", 100)  # force the background path at test size
+    monkeypatch.setattr(fst, "SYNC_BUILD_MAX", 100)  # force the background path at test size
     vecs = clustered(3000)
     store = FaissStore.create(tmp_path / "ix", DIM, index_params={"auto_threshold": 1000})
     store.add(vecs[:900], ["a"] * 900)
