@@ -8,8 +8,9 @@ HNSW, IVF, IVF-PQ; ``auto`` by size) and ``index.milvus_store.MilvusStore`` for
 the Milvus backend (imported on demand: pymilvus is optional).
 """
 
-from .base import ClassMatches, Hit, Record, VectorStore
-from .blobs import BlobStore
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     ConflictError,
     CorruptIndexError,
@@ -22,10 +23,35 @@ from .errors import (
     StoreError,
     ValidationError,
 )
-from .factory import available_backends, create_store, open_store
-from .faiss_store import FaissStore, is_index_dir
-from .index_config import INDEX_TYPES, IndexConfig
-from .layout import FORMAT_VERSION
+
+# The rest loads FAISS and numpy: imported on first use, so a caller that only
+# validates labels (the CLI's output, a client of ``fewshot serve``) stays light.
+_LAZY = {
+    "ClassMatches": "types", "Hit": "types", "Record": "types", "VectorStore": "base",
+    "BlobStore": "blobs", "available_backends": "factory", "create_store": "factory",
+    "open_store": "factory", "FaissStore": "faiss_store", "is_index_dir": "common",
+    "INDEX_TYPES": "index_config", "IndexConfig": "index_config", "FORMAT_VERSION": "layout",
+}
+
+if TYPE_CHECKING:
+    from .base import VectorStore
+    from .blobs import BlobStore
+    from .common import is_index_dir
+    from .factory import available_backends, create_store, open_store
+    from .faiss_store import FaissStore
+    from .index_config import INDEX_TYPES, IndexConfig
+    from .layout import FORMAT_VERSION
+    from .types import ClassMatches, Hit, Record
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'index' has no attribute {name!r}")
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "FORMAT_VERSION",
