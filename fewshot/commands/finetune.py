@@ -116,7 +116,12 @@ def command(encoder, data, classes, loss, margin, temperature, train_last, freez
     if as_json:
         click.echo(json.dumps(json_safe(d), default=str, allow_nan=False))
         return
-    s = d
+    click.echo(summary_text(d))
+    sys.stdout.flush()
+
+
+def summary_text(s: dict) -> str:
+    """The human summary of a fine-tune (``FinetuneResult.to_dict()``): what trained, on what, what changed."""
     noun = "images" if s.get("input_kind", "image") == "image" else "sequences"
     grown = {"dihedral": ", x8 by rotations and mirroring", "rotations": ", x4 by rotations"}.get(s["expand"], "")
     lines = [f"fine-tuned {s['base']} on {len(s['train_classes'])} classes ({s['n_train_images']} {noun}{grown}) "
@@ -130,5 +135,4 @@ def command(encoder, data, classes, loss, margin, temperature, train_last, freez
     lines += [f"note: {n}" for n in s.get("notes", [])]
     if s.get("into"):
         lines.append(f"switched {s['into']['index']} to it: re-embedded {s['into']['reembedded']} example(s)")
-    click.echo("\n".join(lines))
-    sys.stdout.flush()
+    return "\n".join(lines)
