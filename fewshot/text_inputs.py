@@ -72,7 +72,7 @@ class TextItem(InputItem):
 
 def text_item(text: Any, name: str | None = None) -> TextItem:
     """A checked :class:`TextItem`."""
-    shown = name or (shorten(text) if isinstance(text, str) else "<text>")
+    shown = name or (shorten(text) if isinstance(text, str) else "") or "<empty text>"
     return TextItem(check_text(text, shown), shown)
 
 
@@ -90,7 +90,12 @@ def text_items(inputs: Any) -> list[InputItem]:
         elif isinstance(x, str):
             items.append(text_item(x, None))
         elif isinstance(x, os.PathLike):
-            items += expand_inputs([x], TEXT_FILE_SUFFIXES)
+            found = expand_inputs([x], TEXT_FILE_SUFFIXES)
+            bad = [it for it in found if it.path is not None and it.path.suffix.lower() not in TEXT_FILE_SUFFIXES]
+            if bad:
+                raise InputError(f"{bad[0].name}: text inputs are strings or .txt files (only .txt, "
+                                 f"one example per file), not {bad[0].path.suffix or 'extension-less'} files")
+            items += found
         else:
             raise InputError(f"unsupported text input #{i} of type {type(x).__name__}: pass strings "
                              "or pathlib.Path objects of .txt files")
