@@ -132,6 +132,14 @@ def read_lines(path: str) -> list[TextItem]:
     return items
 
 
+def parse_json(text: str, name: str) -> Any:
+    """JSON text -> value; a syntax error is one InputError naming where."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{name} is not JSON ({exc.msg} at line {exc.lineno})") from None
+
+
 def _rows(text: str, fmt: str, name: str) -> list[dict]:
     """Rows of a CSV/TSV (with a header) or JSONL text as dicts."""
     if fmt == ".jsonl":
@@ -139,10 +147,7 @@ def _rows(text: str, fmt: str, name: str) -> list[dict]:
         for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{name}: line {n} is not JSON ({exc.msg})") from None
+            row = parse_json(line, f"{name}: line {n}")
             if not isinstance(row, dict):
                 raise InputError(f"{name}: line {n} is not a JSON object")
             rows.append(row)

@@ -12,7 +12,6 @@ exactly as Omniglot holds out alphabets. The out-of-scope queries
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -24,13 +23,10 @@ SUPPORT_SPLIT, QUERY_SPLIT, OOS_SPLIT = "train", "test", "oos_val"
 
 
 def _read_json(path: Path) -> object:
-    from fewshot.text_inputs import read_source
+    from fewshot.text_inputs import parse_json, read_source
 
     text, name = read_source(str(path), "dataset")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{name}: not JSON ({exc.msg} at line {exc.lineno})") from None
+    return parse_json(text, name)
 
 
 def _clinc(path: Path) -> dict:

@@ -27,7 +27,7 @@ import torch
 
 from fewshot.encoders.base import TorchEncoder
 from fewshot.errors import EncoderError
-from fewshot.inputs import InputItem
+from fewshot.inputs import InputItem, file_digest
 
 MINILM = "minilm"
 MINILM_REPO = "sentence-transformers/all-MiniLM-L6-v2"
@@ -78,14 +78,6 @@ class TextEncoder(TorchEncoder):
         return self.tokenize([read_item_text(it) for it in items])
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def weights_file(model_dir: Path) -> Path:
     """The weights file of a sentence-transformers folder (safetensors preferred)."""
     for name in _WEIGHT_FILES:
@@ -97,7 +89,7 @@ def weights_file(model_dir: Path) -> Path:
 def verified_weights(model_dir: Path, sha256: str | None) -> str:
     """sha256 of the folder's weights, which must equal ``sha256`` when given (else refused, not loaded)."""
     f = weights_file(model_dir)
-    digest = sha256_file(f)
+    digest = file_digest(f)
     if sha256 is not None and digest != sha256:
         raise EncoderError(f"{f}: sha256 {digest[:16]}... is not the official {sha256[:16]}...; refusing to load "
                            f"modified weights (reinstall {MINILM_PACKAGE} or clear the cached download)")
