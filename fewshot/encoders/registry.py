@@ -26,6 +26,12 @@ DEFAULT_IMAGE_ENCODER = DEFAULTS["image"]
 KINDS: dict[str, type[TorchEncoder]] = {"image": TorchImageEncoder, "sequence": TorchSequenceEncoder}
 
 
+def _text_kind() -> type[TorchEncoder]:
+    from fewshot.encoders.text_rnn import TorchTextEncoder
+
+    return TorchTextEncoder
+
+
 @dataclass(frozen=True)
 class EncoderSpec:
     name: str
@@ -75,6 +81,8 @@ def from_file(path: str | os.PathLike, name: str | None = None) -> TorchEncoder:
                            "to use a torchvision state dict, pass it as weights=PATH with a named encoder")
     cfg = payload["config"]
     kind = cfg.get("input_kind", "image")
+    if kind == "text" and kind not in KINDS:  # registered on first use: text_rnn imports the text module
+        KINDS["text"] = _text_kind()
     if kind not in KINDS:
         raise EncoderError(f"{path}: unknown input kind {kind!r} (known: {', '.join(KINDS)})")
     return KINDS[kind].from_payload(payload, name or cfg.get("name") or Path(path).stem, str(path))
