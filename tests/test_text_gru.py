@@ -64,3 +64,15 @@ def test_smoke_distillation_run(tmp_path):
                             teacher=str(tmp_path / "teacher.pt"), **SMOKE)
     assert np.load(tmp_path / "run" / "teacher.npy").shape == (18, 24)  # the train rows of the domain not held out
     assert "distill" in __import__("torch").load(tmp_path / "run" / "last.pt", weights_only=True)
+
+
+def test_shipped_text_gru_resolves_offline():
+    """The shipped weights: package data under 10 MiB, no extra needed, a text index default alternative."""
+    from fewshot.encoders.weights import packaged_path
+
+    assert packaged_path("text_gru.pt").stat().st_size < 10 * 2**20
+    enc = encoders.resolve("text-gru")
+    assert enc.input_kind == "text" and enc.dim == 128 and enc.registered_as == ("text-gru", None)
+    v = enc.embed(["how much money do i have", "what's my account balance", "turn off the lights"])
+    assert (v[0] @ v[1]) / np.linalg.norm(v[0]) / np.linalg.norm(v[1]) > \
+        (v[0] @ v[2]) / np.linalg.norm(v[0]) / np.linalg.norm(v[2])
