@@ -15,11 +15,12 @@ Writes a PNG of the accuracies (``--plot``, default runs/finetune_digits.png).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from pathlib import Path
+
+from demo_args import add_ints, demo_parser
 
 TRAIN_CLASSES, TEST_CLASSES = "0-4", ["5", "6", "7", "8", "9"]
 # Per-loss learning rates: batch-hard triplet gets its gradient from two pairs per
@@ -28,7 +29,7 @@ LOSS_LR = {"proto": 1e-3, "triplet": 2e-3, "supcon": 1e-3}
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = demo_parser(__doc__)
     p.add_argument("--encoder", default="omniglot-conv4", help="encoder to start from (name or file)")
     p.add_argument("--losses", default="proto", help="comma-separated subset of proto,triplet,supcon, or 'all'")
     p.add_argument("--steps", type=int, default=300, help="fine-tuning steps per loss")
@@ -38,12 +39,7 @@ def main() -> None:
     p.add_argument("--expand", default="dihedral", choices=["dihedral", "rotations", "none"])
     p.add_argument("--val-fraction", type=float, default=0.0,
                    help="share of 0-4 held out for early stopping (default 0: all five classes train)")
-    p.add_argument("--ways", type=int, default=5)
-    p.add_argument("--shots", type=int, default=1)
-    p.add_argument("--queries", type=int, default=15)
-    p.add_argument("--episodes", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
+    add_ints(p, ways=5, shots=1, queries=15, episodes=1000, seed=0, threads=2)
     p.add_argument("--max-per-class", type=int, default=0,
                    help="use at most this many images per digit (0: all ~180; small values for smoke tests)")
     p.add_argument("--plot", default="runs/finetune_digits.png", help="PNG to write ('' for none)")

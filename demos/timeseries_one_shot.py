@@ -17,13 +17,14 @@ with one test example per class and the other test series are classified with it
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
 import time
 
 import numpy as np
+
+from demo_args import add_ints, demo_parser
 
 DATASETS = ("JapaneseVowels", "PickupGestureWiimoteZ", "BasicMotions")
 
@@ -47,12 +48,9 @@ def load(name: str):
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = demo_parser(__doc__)
     p.add_argument("--dataset", default="JapaneseVowels", choices=DATASETS)
-    p.add_argument("--steps", type=int, default=150)
-    p.add_argument("--episodes", type=int, default=500)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
+    add_ints(p, steps=150, episodes=500, seed=0, threads=2)
     p.add_argument("--json", action="store_true", help="print the results as one JSON line")
     a = p.parse_args()
 

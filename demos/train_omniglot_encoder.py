@@ -11,7 +11,6 @@ weights are that file, copied to ``fewshot/encoders/weights/omniglot_conv4.pt``.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
 
@@ -22,19 +21,16 @@ from fewshot.train.export import export_image_encoder
 from fewshot.train.loop import TrainConfig
 from fewshot.train.recipes import train_model
 
+from demo_args import add_ints, demo_parser
+
 HELD_OUT = ["Bengali", "Futurama", "Greek", "Korean", "Tifinagh"]
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = demo_parser(__doc__)
     p.add_argument("--data", default="../shared/data/omniglot/images_background.zip")
     p.add_argument("--out", default="runs/omniglot_conv4")
-    p.add_argument("--steps", type=int, default=4500)
-    p.add_argument("--ways", type=int, default=60)
-    p.add_argument("--shots", type=int, default=1)
-    p.add_argument("--queries", type=int, default=5)
-    p.add_argument("--width", type=int, default=64)
-    p.add_argument("--size", type=int, default=28)
+    add_ints(p, steps=4500, ways=60, shots=1, queries=5, width=64, size=28)
     p.add_argument("--within-group", type=float, default=0.25)
     p.add_argument("--held-out", default=",".join(HELD_OUT))
     p.add_argument("--seed", type=int, default=0)

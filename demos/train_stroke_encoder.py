@@ -16,9 +16,10 @@ held-out alphabet (``--eval-episodes``), with fusion against the CNN.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
+
+from demo_args import add_ints, demo_parser
 
 HELD_OUT = ["Greek"]
 
@@ -43,16 +44,10 @@ def fusion_weight(spec: str | None, enc, image, val, embedded) -> tuple[float, d
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = demo_parser(__doc__)
     p.add_argument("--data", default="../shared/data/omniglot/strokes_background_small1.zip")
     p.add_argument("--out", default="runs/strokes_gru")
-    p.add_argument("--steps", type=int, default=1500)
-    p.add_argument("--ways", type=int, default=40)
-    p.add_argument("--queries", type=int, default=4)
-    p.add_argument("--hidden", type=int, default=128)
-    p.add_argument("--layers", type=int, default=1)
-    p.add_argument("--input-proj", type=int, default=64)
-    p.add_argument("--dim", type=int, default=128)
+    add_ints(p, steps=1500, ways=40, queries=4, hidden=128, layers=1, input_proj=64, dim=128)
     p.add_argument("--cell", default="gru", choices=["gru", "lstm"])
     p.add_argument("--pooling", default="attention", choices=["attention", "mean", "last"])
     p.add_argument("--resample", type=float, default=0.05)
@@ -68,10 +63,7 @@ def main() -> None:
     p.add_argument("--reverse-prob", type=float, default=0.0, help="augmentation: reverse a stroke")
     p.add_argument("--shuffle-prob", type=float, default=0.0, help="augmentation: reorder the strokes")
     p.add_argument("--held-out", default=",".join(HELD_OUT))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--val-every", type=int, default=50)
-    p.add_argument("--eval-episodes", type=int, default=1000)
+    add_ints(p, seed=0, threads=2, val_every=50, eval_episodes=1000)
     p.add_argument("--eval-only", metavar="ENCODER", default=None,
                    help="skip training: evaluate this stroke encoder (name or file) on the held-out alphabet")
     p.add_argument("--image-encoder", default="omniglot-conv4", help="the CNN for the fusion comparison")

@@ -24,7 +24,6 @@ the records (``store.repair()``), and removes leftovers. The records themselves
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,6 @@ from fewshot.prototypes import l2_normalize
 DEFAULT_MIN_AGE_S = 300.0
 #: Largest allowed gap between a stored (normalised) vector and its re-embedding, per coordinate.
 DEFAULT_ATOL = 1e-4
-_BLOB_DIR = "examples"
 _TMP = ".tmp"
 _SHOW = 3  # ids named in one problem line
 
@@ -58,6 +56,10 @@ def check(index: Any, sample: int | None = 32, repair: bool = False, *, min_age_
     (found), ``repaired`` (actions taken), ``remaining`` (problems after
     repair), ``notes`` and ``stats``.
     """
+    from index import BlobStore
+
+    if repair:  # the index owns only its own examples/ folder: never sweep through a link
+        BlobStore(getattr(index, "path", index)).refuse_linked_root()
     if isinstance(index, (str, os.PathLike)):
         return _check_path(Path(index), sample, repair, min_age_s, atol, seed)
     encoder = getattr(index, "encoder", None)
@@ -208,14 +210,6 @@ def _prototype_problems(store: Any, rows: dict[str, Any]) -> list[str]:
     return problems
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _blob_problems(index_dir: Path, rows: dict[str, Any]) -> tuple[list[str], set[str]]:
     """Every record's stored example: a well-formed key, present, content matching its hash name."""
     from index import BlobStore, ValidationError
@@ -232,12 +226,9 @@ def _blob_problems(index_dir: Path, rows: dict[str, Any]) -> tuple[list[str], se
             continue
         if key not in verdict:
             try:
-                path = blobs.path(key)
-                if not path.is_file():
-                    verdict[key] = "missing"
-                else:
-                    digest = Path(key).name.split(".")[0]
-                    verdict[key] = "ok" if _sha256(path) == digest else "damaged"
+                verdict[key] = "missing" if not os.path.lexists(blobs.path(key)) else "ok"
+                if verdict[key] == "ok":
+                    blobs.verified_path(key)  # a regular file (not a link) hashing to its name
             except ValidationError:
                 verdict[key] = "damaged"
             except OSError:
@@ -257,38 +248,45 @@ def _blob_problems(index_dir: Path, rows: dict[str, Any]) -> tuple[list[str], se
                         "re-add those examples (or remove them) so the index can be re-embedded")
     if damaged:
         problems.append(f"the stored copy of {len(damaged)} example(s) is damaged: its content no longer matches "
-                        f"its checksum (e.g. id {damaged[:_SHOW]}); re-add those examples")
+                        f"its checksum, or it is a link, not a file (e.g. id {damaged[:_SHOW]}); re-add those examples")
     return problems, good
 
 
 def _leftover_problems(index_dir: Path, rows: dict[str, Any], min_age_s: float
                        ) -> tuple[list[str], list[str], int, int]:
-    """Unreferenced example files and temp files; young ones are only noted (a write may be in flight)."""
+    """Unreferenced example files and temp files; young ones are only noted (a write may be in flight).
+
+    Only the blob store's own file names count (see ``BlobStore.leftovers``):
+    other files under ``examples/`` are not the index's, so neither a problem
+    nor something repair would delete.
+    """
     import time
+
+    from index import BlobStore, ValidationError
 
     referenced = {k for k in rows["keys"] if isinstance(k, str)}
     cutoff = time.time() - min_age_s
     old_orphans = young_orphans = old_temps = young_temps = 0
-    candidates = [p for p in index_dir.iterdir() if p.name.endswith(_TMP)]
-    root = index_dir / _BLOB_DIR
-    if root.is_dir():
-        for dirpath, _dirs, files in os.walk(root):
-            candidates += [Path(dirpath) / f for f in files]
-    for p in candidates:
+    try:
+        candidates = BlobStore(index_dir).leftovers(referenced)
+    except ValidationError as exc:  # a linked examples/: nothing under it is checked or deleted
+        return [str(exc)], [], 0, 0
+    candidates += [(p, True) for p in index_dir.iterdir() if p.name.endswith(_TMP)]
+    for p, is_temp in candidates:
         try:
             old = p.lstat().st_mtime <= cutoff
         except FileNotFoundError:
             continue
-        if p.name.endswith(_TMP):
+        if is_temp:
             old_temps += old
             young_temps += not old
-        elif p.relative_to(index_dir).as_posix() not in referenced:
+        else:
             old_orphans += old
             young_orphans += not old
     problems, notes = [], []
     if old_orphans:
-        problems.append(f"{old_orphans} stored example file(s) belong to no record (left by interrupted adds); "
-                        "run `fewshot check --repair` to delete them")
+        problems.append(f"{old_orphans} stored example file(s) belong to no record (left by an interrupted add or "
+                        "remove); run `fewshot check --repair` to delete them")
     if old_temps:
         problems.append(f"{old_temps} temporary file(s) left by interrupted writes; "
                         "run `fewshot check --repair` to delete them")
@@ -377,16 +375,20 @@ def _repair(store: Any, encoder: Any, found: dict[str, Any], min_age_s: float) -
 
 def _reembed_all(store: Any, encoder: Any) -> list[str]:
     """Re-embed every record from its stored copy and replace all vectors in one atomic write."""
-    from index import BlobStore
+    from index import BlobStore, ValidationError
 
     blobs = BlobStore(store.path)
     ids, items = [], []
     for rec in store.records():
         key = rec.metadata.get("blob")
-        if not isinstance(key, str) or not blobs.exists(key):
-            return [f"could not re-embed: record {rec.id} has no stored copy of its example"]
+        try:
+            path = blobs.verified_path(key) if isinstance(key, str) else None
+        except (ValidationError, OSError):
+            path = None
+        if path is None:
+            return [f"could not re-embed: record {rec.id} has no intact stored copy of its example"]
         ids.append(int(rec.id))
-        items.append(InputItem(blobs.path(key), str(rec.metadata.get("source", key))))
+        items.append(InputItem(path, str(rec.metadata.get("source", key))))
     vecs = encoder.embed(items) if items else np.zeros((0, store.dim), np.float32)
     store.rewrite_vectors(ids, vecs)
     return [f"re-embedded all {len(ids)} example(s) from their stored copies with {encoder.name}"]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 
+from fewshot.commands import progress_enabled as _progress
 from fewshot.cli_text import (ADD_FILE_HELP, QUERY_FILE_HELP, add_pairs, check_add_usage, from_file_option,
                               label_column_option, query_inputs, require_text_index, text_column_option, text_option,
                               wants_text)
@@ -81,8 +82,11 @@ def _describe(exc: BaseException) -> str:
 
 
 def _emit(obj, as_json: bool, text: str | None = None) -> None:
+    """Print ``obj`` as strict JSON (NaN/inf become null: any parser reads it), or ``text``."""
     if as_json:
-        click.echo(json.dumps(obj, ensure_ascii=False))
+        from fewshot.metrics import json_safe
+
+        click.echo(json.dumps(json_safe(obj), ensure_ascii=False, allow_nan=False))
     elif text is not None:
         click.echo(text)
 
@@ -120,10 +124,6 @@ def _open(index_dir: str, readonly: bool = False, lock_timeout: float = 10.0):
     if readonly:  # readers take no lock
         return FewShotIndex.open(index_dir, readonly=True)
     return FewShotIndex.open(index_dir, readonly=False, lock_timeout=lock_timeout)
-
-
-def _progress() -> bool:
-    return not os.environ.get("FEWSHOT_NO_PROGRESS")
 
 
 def _query_inputs(idx, index_dir: str, files, texts, from_file) -> list:
@@ -463,10 +463,11 @@ def _add_examples() -> None:
 
 def _register_commands() -> None:
     """Commands that live in their own modules (each imports torch only when it runs)."""
-    from fewshot.commands import check, evaluate, finetune, train
+    from fewshot.commands import check, evaluate, finetune, serve, train
 
-    for module in (train, finetune, evaluate, check):
+    for module in (train, finetune, evaluate, check, serve):
         cli.add_command(module.command)
+    serve.add_server_option(cli)  # classify/search/add/info --server URL
 
 
 _register_commands()

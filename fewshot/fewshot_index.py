@@ -12,7 +12,6 @@ them after an encoder change), probabilities and the open-set threshold.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -24,10 +23,15 @@ import numpy as np
 from fewshot.errors import EncoderError, FewShotError, InputError
 from fewshot.folder_add import FolderAdd, FolderNoticeWarning, add_folder_report, split_duplicates
 from fewshot.inputs import InputItem, display_path, expand_inputs
-from index import BlobStore, ValidationError, create_store, open_store
+from index import (BlobStore, ConflictError, MissingBlobError, RecordNotFoundError, RecordsChangedError,
+                   ValidationError, create_store, open_store)
 from index.validation import label_for_display, metadata_to_json, normalize_label, prepare_vectors, resolve_label
 
 DEFAULT_TEMPERATURE = 0.1
+#: Metadata keys the index writes itself for every example; caller metadata may not set them.
+RESERVED_METADATA_KEYS = ("added", "blob", "source")
+#: How often a write is redone when the index changed under it (a concurrent reindex, add or remove).
+MAX_ATTEMPTS = 5
 
 
 @dataclass
@@ -171,24 +175,11 @@ class FewShotIndex:
         from fewshot import encoders as reg
 
         store = open_store(path, readonly=readonly, **store_kwargs)
-        extra = store.extra
         try:
-            if encoder is None:
-                enc = _load_index_encoder(Path(store.path), extra)
-            else:
-                enc = reg.resolve(encoder)
-        except KeyError:
-            store.close()
-            raise EncoderError(f"index {path} records no encoder; it was not made by fewshot") from None
+            enc = _encoder_of(path, store.extra, None if encoder is None else reg.resolve(encoder))
         except Exception:
             store.close()
             raise
-        if enc.fingerprint != extra.get("fingerprint"):
-            store.close()
-            raise EncoderError(
-                f"index {path} was built with encoder {extra.get('encoder_name', extra.get('encoder'))!r} "
-                f"(fingerprint {extra.get('fingerprint')}), but encoder {enc.name!r} has fingerprint "
-                f"{enc.fingerprint}; use the same encoder, or run `fewshot reindex {path} --encoder ...`")
         return cls(store, enc)
 
     def close(self) -> None:
@@ -262,7 +253,13 @@ class FewShotIndex:
 
     def add_many(self, pairs: Sequence[tuple[str, Any]], metadata: dict | None = None,
                  progress: bool = False) -> list[int]:
-        """Add several (label, inputs) pairs in one atomic write: all or nothing."""
+        """Add several (label, inputs) pairs in one atomic write: all or nothing.
+
+        The vectors are committed only if the index is still on the encoder
+        that embedded them (checked under the writer lock): after a concurrent
+        reindex the examples are re-embedded with the new encoder and the
+        write is retried, so a re-encoded index never holds old vectors.
+        """
         items, labels, stored = [], [], None
         for label, inputs in pairs:
             stored = self.store.labels() if stored is None else stored
@@ -270,26 +267,55 @@ class FewShotIndex:
             its = self._items(inputs)
             items += its
             labels += [label] * len(its)
-        try:
-            metadata_to_json(metadata or {})
-        except ValidationError as exc:
-            raise InputError(str(exc)) from None
-        vecs = self.encoder.embed(items, progress=progress)
-        try:  # NaN/inf/zero or wrong-width output: fail before anything is written
-            prepare_vectors(vecs, self.store.dim, self.store.metric)
-        except ValidationError as exc:
-            raise InputError(f"encoder {self.encoder.name} produced unusable vectors: {exc}") from None
+        _check_metadata(metadata)
+        vecs = self._embed_for_store(items, progress)
         now = time.time()
+        metas = self._store_copies(items, metadata, now)
+        for _ in range(MAX_ATTEMPTS):
+            try:
+                ids = self.store.add(vecs, labels, metas, expect={"fingerprint": self.encoder.fingerprint})
+                return [int(i) for i in ids]
+            except MissingBlobError:  # a concurrent remove deleted a copy this add shares
+                metas = self._store_copies(items, metadata, now)
+            except ConflictError:  # a concurrent reindex switched the encoder
+                self._reload_encoder(self.store.extra)
+                vecs = self._embed_for_store(items, progress)
+            except ValidationError as exc:
+                raise InputError(str(exc)) from None
+        raise FewShotError(f"index {self.path} kept changing while adding (a reindex or remove in a loop?); "
+                           "nothing was added: try again")
+
+    def _embed_for_store(self, items: list[InputItem], progress: bool) -> np.ndarray:
+        """Embeddings the store will accept; NaN/inf/zero or wrong-width output fails before any write.
+
+        Vectors of the wrong width because another process reindexed to an
+        encoder of another dimension are made again with that encoder.
+        """
+        for _ in range(MAX_ATTEMPTS):
+            vecs = self.encoder.embed(items, progress=progress)
+            try:
+                prepare_vectors(vecs, self.store.dim, self.store.metric)
+                return vecs
+            except ValidationError as exc:
+                extra = self.store.extra
+                if extra.get("fingerprint") in (None, self.encoder.fingerprint):
+                    raise InputError(f"encoder {self.encoder.name} produced unusable vectors: {exc}") from None
+                self._reload_encoder(extra)
+        raise FewShotError(f"index {self.path} kept changing encoder while adding; nothing was added: try again")
+
+    def _store_copies(self, items: list[InputItem], metadata: dict | None, now: float) -> list[dict]:
+        """Copy each example into the index; the metadata of each record (index keys + caller's)."""
         metas = []
         for it in items:
             key = self._store_copy(it)
             src = display_path(it.path.resolve()) if it.path is not None else it.name
-            metas.append({"source": src, "blob": key, "added": now, **(metadata or {})})
-        try:
-            ids = self.store.add(vecs, labels, metas)
-        except ValidationError as exc:
-            raise InputError(str(exc)) from None
-        return [int(i) for i in ids]
+            metas.append({**(metadata or {}), "source": src, "blob": key, "added": now})
+        return metas
+
+    def _reload_encoder(self, extra: dict) -> Any:
+        """Switch to the encoder the index now records (another process reindexed it)."""
+        self.encoder = _encoder_of(self.path, extra, None)
+        return self.encoder
 
     def add_folder(self, root: str | os.PathLike, progress: bool = False,
                    skip_duplicates: bool = False) -> dict[str, int]:
@@ -315,7 +341,11 @@ class FewShotIndex:
         return split_duplicates(self, inputs)
 
     def remove(self, label: str) -> int:
-        """Remove a class and all its examples; returns how many examples went."""
+        """Remove a class and all its examples; returns how many examples went.
+
+        Their stored copies are deleted too, unless another record shares one:
+        removing a class for privacy reasons removes its images.
+        """
         n = self.store.remove_label(self.stored_label(label))
         if n == 0:
             raise InputError(f"no class named '{label_for_display(label)}' in {self.path}")
@@ -356,7 +386,10 @@ class FewShotIndex:
         items = self._items(inputs)
         vecs = self.encoder.embed(items, progress=progress)
         # One snapshot of every class: the probability is a softmax over all of them.
-        m = self.store.top_classes(vecs, top_k, temperature=self.temperature)
+        with self.store.snapshot() as snap:
+            vecs = self._embedded_for(snap.extra, items, vecs, progress)
+            temperature = float(snap.extra.get("temperature", DEFAULT_TEMPERATURE))
+            m = snap.top_classes(vecs, top_k, temperature=temperature)
         if m.n_classes == 0:
             raise FewShotError(f"index {self.path} has no classes yet; add examples first")
         out = []
@@ -378,9 +411,22 @@ class FewShotIndex:
             labels = [self.stored_label(lab) for lab in labels]
         items = self._items(inputs)
         vecs = self.encoder.embed(items, progress=progress)
-        hits = self.store.search(vecs, k, labels=labels, **search_params)
+        with self.store.snapshot() as snap:
+            vecs = self._embedded_for(snap.extra, items, vecs, progress)
+            hits = snap.search(vecs, k, labels=labels, **search_params)
         return [SearchResult(it.name, [Neighbor(int(h.id), h.label, float(h.score), h.metadata.get("source", ""))
                                        for h in hs]) for it, hs in zip(items, hits)]
+
+    def _embedded_for(self, extra: dict, items: list[InputItem], vecs: np.ndarray, progress: bool) -> np.ndarray:
+        """``vecs`` if the encoder that embedded them is the one of the state ``extra`` belongs to.
+
+        Otherwise another process reindexed since this index was opened (or
+        since ``vecs`` were embedded): load the encoder that state records and
+        embed again, so queries and stored vectors always come from one encoder.
+        """
+        if extra.get("fingerprint") in (None, self.encoder.fingerprint):
+            return vecs
+        return self._reload_encoder(extra).embed(items, progress=progress)
 
     def info(self) -> dict:
         extra = self.store.extra
@@ -412,40 +458,123 @@ class FewShotIndex:
     def reindex(self, encoder: Any = None, progress: bool = False, batch_size: int = 256) -> dict:
         """Re-embed every stored example (with ``encoder`` if given) in one atomic switch.
 
-        Examples are read from the index's own copies, so nothing depends on the
-        original files. Until the final commit the index stays on the old encoder;
-        a failure or a kill midway leaves it intact.
+        Examples are read from the index's own copies (each checked against its
+        SHA-256 first), so nothing depends on the original files. Until the final
+        commit the index stays on the old encoder; a failure or a kill midway
+        leaves it intact. Examples added by other processes meanwhile are
+        embedded under the lock in the same commit.
         """
         from fewshot import encoders as reg
 
         enc = self.encoder if encoder is None else reg.resolve(encoder)
-        records = list(self.store.records())
-        ids = [r.id for r in records]
-        items = []
-        for r in records:
-            key = r.metadata.get("blob")
-            if not key or not self.blobs.exists(key):
-                raise FewShotError(f"stored copy of example {r.id} ({r.metadata.get('source')}) is missing; "
-                                   "run `fewshot check --repair`")
-            items.append(InputItem(self.blobs.path(key), r.metadata.get("source", key)))
-        vecs = enc.embed(items, progress=progress, batch_size=batch_size) if items \
-            else np.zeros((0, enc.dim), np.float32)
-        same = enc.fingerprint == self.store.extra.get("fingerprint")
-        had = {f.name for f in self.path.glob("encoder-*.pt")}
-        extra = {**reg.manifest_entries(enc, previous=self.store.extra), "encoder_name": enc.name,
-                 "fingerprint": enc.fingerprint, "input_kind": enc.input_kind}
-        extra["encoder"] = _bind_encoder(self.path, extra["encoder"], enc.fingerprint)
-        if not same:  # another encoder's scores: its own temperature, never the old one's
-            extra["temperature"] = float(getattr(enc, "temperature", None) or DEFAULT_TEMPERATURE)
         try:
-            self.store.rewrite_vectors(ids, vecs, dim=enc.dim, extra=extra)
+            self.blobs.refuse_linked_root()
+        except ValidationError as exc:
+            raise FewShotError(f"{exc}; the index is unchanged") from None
+        had = {f.name for f in self.path.glob("encoder-*.pt")}
+        extra = self._encoder_extra(enc)
+        try:
+            n = self._rewrite_all(enc, extra, progress, batch_size)
         except BaseException:
             _drop_encoder_copies(self.path, keep=had)
             raise
         _drop_encoder_copies(self.path, keep={extra["encoder"]})
         self.encoder = enc
-        return {"reembedded": len(ids), "encoder": enc.name, "fingerprint": enc.fingerprint}
+        return {"reembedded": n, "encoder": enc.name, "fingerprint": enc.fingerprint}
+
+    def _rewrite_all(self, enc: Any, extra: dict, progress: bool, batch_size: int) -> int:
+        """Embed every record's copy with ``enc`` and commit them with ``extra``; the number rewritten.
+
+        A record removed while its copy was being read makes the listing start
+        again; the vectors already computed are kept (a stored copy never changes).
+        """
+        done: dict[int, np.ndarray] = {}
+
+        def fill(added: list) -> np.ndarray:  # under the lock: records added since the listing
+            return self._embed_copies(enc, added, False, batch_size)
+
+        for _ in range(MAX_ATTEMPTS):
+            records = list(self.store.records())
+            todo = [r for r in records if r.id not in done]
+            ids = [r.id for r in records]
+            try:
+                if todo:
+                    done.update(zip([r.id for r in todo], self._embed_copies(enc, todo, progress, batch_size)))
+            except RecordsChangedError:
+                continue
+            vecs = np.stack([done[i] for i in ids]) if ids else np.zeros((0, enc.dim), np.float32)
+            n = self.store.rewrite_vectors(ids, vecs, dim=enc.dim, extra=extra, fill=fill)
+            return len(ids) if n is None else int(n)
+        raise FewShotError(f"records of {self.path} kept changing during the reindex; the index is unchanged: "
+                           "try again")
+
+    def _encoder_extra(self, enc: Any) -> dict:
+        """The extra fields that bind the index to ``enc`` (written in the reindex's commit).
+
+        A user's encoder file is copied into the index first; another encoder's
+        scores get that encoder's own temperature, never the old one's.
+        """
+        from fewshot import encoders as reg
+
+        same = enc.fingerprint == self.store.extra.get("fingerprint")
+        extra = {**reg.manifest_entries(enc, previous=self.store.extra), "encoder_name": enc.name,
+                 "fingerprint": enc.fingerprint, "input_kind": enc.input_kind}
+        extra["encoder"] = _bind_encoder(self.path, extra["encoder"], enc.fingerprint)
+        if not same:
+            extra["temperature"] = float(getattr(enc, "temperature", None) or DEFAULT_TEMPERATURE)
+        return extra
+
+    def _embed_copies(self, enc: Any, records: list, progress: bool, batch_size: int) -> np.ndarray:
+        """Embed the stored copies of ``records`` after checking each one is the file the index wrote.
+
+        A copy swapped for other content, or replaced by a link (to a system
+        file, say), would otherwise be embedded under the record's label.
+        """
+        items = []
+        for r in records:
+            key = r.metadata.get("blob")
+            try:
+                if not key:
+                    raise ValidationError("it has no stored copy")
+                path = self.blobs.verified_path(key)
+            except ValidationError as exc:
+                if self._gone(r.id):  # removed (copy and all) since the listing: list again
+                    raise RecordsChangedError(f"record {r.id} was removed during the reindex") from None
+                raise FewShotError(f"cannot re-embed record {r.id} (label {r.label!r}): {exc}; the index is "
+                                   "unchanged: run `fewshot check`, then re-add or remove that example") from None
+            items.append(InputItem(path, f"stored copy {key} of record {r.id} (label {r.label!r})"))
+        return enc.embed(items, progress=progress, batch_size=batch_size)
+
+    def _gone(self, record_id: int) -> bool:
+        """True if the record no longer exists (a concurrent remove)."""
+        try:
+            self.store.get([record_id])
+            return False
+        except RecordNotFoundError:
+            return True
 
 
-def info_json(info: dict) -> str:
-    return json.dumps(info, indent=2, ensure_ascii=False)
+def _encoder_of(path: Any, extra: dict, given: Any) -> Any:
+    """The encoder ``extra`` records (or ``given``), refused unless its fingerprint is the recorded one."""
+    try:
+        enc = given if given is not None else _load_index_encoder(Path(path), extra)
+    except KeyError:
+        raise EncoderError(f"index {path} records no encoder; it was not made by fewshot") from None
+    if enc.fingerprint != extra.get("fingerprint"):
+        raise EncoderError(
+            f"index {path} was built with encoder {extra.get('encoder_name', extra.get('encoder'))!r} "
+            f"(fingerprint {extra.get('fingerprint')}), but encoder {enc.name!r} has fingerprint "
+            f"{enc.fingerprint}; use the same encoder, or run `fewshot reindex {path} --encoder ...`")
+    return enc
+
+
+def _check_metadata(metadata: Any) -> None:
+    """Caller metadata must be a JSON-able dict that does not set the index's own keys."""
+    try:
+        metadata_to_json(metadata or {})
+    except ValidationError as exc:
+        raise InputError(str(exc)) from None
+    reserved = sorted(set(metadata or {}) & set(RESERVED_METADATA_KEYS))
+    if reserved:
+        raise InputError(f"metadata key(s) {', '.join(map(repr, reserved))} are reserved: the index records "
+                         "each example's stored copy, original path and time under them; use other names")

@@ -241,6 +241,14 @@ def _stroke_body(data: bytes) -> bytes | None:
     return body.strip(b"\n")
 
 
+def _whole_break_lines(a: np.ndarray, letters: np.ndarray, letter_bytes: np.ndarray) -> bool:
+    """Whether the letter bytes ``letter_bytes``, at offsets ``letters`` of ``a``, are whole BREAK lines."""
+    b = letters[::5]  # where each BREAK starts, if these are BREAK lines
+    return not (len(letters) % 5 or (letter_bytes.reshape(-1, 5) != _BREAK).any()
+                or (letters.reshape(-1, 5) - b[:, None] != _FIVE).any()
+                or (a[b - 1] != 10).any() or (a[b + 5] != 10).any())  # b[0] == 0 wraps to the final newline
+
+
 def _fast_stroke_rows(bodies: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray] | None:
     """Stroke-file bodies -> (float32 ``[N, 3]`` rows ``(x, y, end_of_stroke)`` of all, rows per file).
 
@@ -256,12 +264,8 @@ def _fast_stroke_rows(bodies: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray] 
     cn = a[nd]
     is_let = cn > 57  # bytes above '9': only those of BREAK lines are for this parser
     letters = nd[is_let]
-    if len(letters):
-        b = letters[::5]  # where each BREAK starts, if these are BREAK lines
-        if len(letters) % 5 or (cn[is_let].reshape(-1, 5) != _BREAK).any() \
-                or (letters.reshape(-1, 5) - b[:, None] != _FIVE).any() \
-                or (a[b - 1] != 10).any() or (a[b + 5] != 10).any():  # b[0] == 0 wraps to the final newline
-            return None  # nan, inf, 1e5, a second START, non-ASCII, BREAK inside a line ...
+    if len(letters) and not _whole_break_lines(a, letters, cn[is_let]):
+        return None  # nan, inf, 1e5, a second START, non-ASCII, BREAK inside a line ...
     is_minus = cn == 45
     minus = nd[is_minus]
     low = ~(is_let | is_minus)
@@ -500,41 +504,7 @@ def stroke_features(a: np.ndarray, resample: float = 0.05, with_position: bool =
     the first (the offset leading to it was travelled with the pen lifted); the
     first row's offset is the start point itself, relative to the centre.
     """
-    a = np.asarray(a)
-    pts = a[:, :2].astype(np.float64)
-    n_pts = len(pts)
-    if a.shape[1] > 2:
-        ends = np.flatnonzero(a[:-1, 2] > 0.5)  # last point of each stroke (the final point always is)
-        ends = np.append(ends, n_pts - 1)
-    else:
-        ends = np.array([n_pts - 1])
-    lo, hi = pts.min(0), pts.max(0)
-    scale = float((hi - lo).max())
-    pts -= (lo + hi) / 2
-    pts /= scale if scale > 1e-6 else 1.0
-    firsts = np.empty_like(ends)
-    firsts[0] = 0
-    firsts[1:] = ends[:-1] + 1
-    if resample > 0:
-        d = np.diff(pts, axis=0)
-        g = np.empty(n_pts)
-        g[0] = 0.0
-        np.cumsum(np.hypot(d[:, 0], d[:, 1]), out=g[1:])
-        g0, length = g[firsts], g[ends] - g[firsts]
-        n = np.where(length > 0, np.ceil(length / resample).astype(np.int64) + 1, 1)
-        sid = np.repeat(np.arange(len(n)), n)
-        firsts = np.cumsum(n) - n
-        frac = (np.arange(int(n[-1] + firsts[-1])) - firsts[sid]) / np.maximum(n - 1, 1)[sid]
-        q = g0[sid] + frac * length[sid]
-        # ties in g (repeated points, zero-length pen jumps) are harmless: equal positions
-        pts = np.stack([np.interp(q, g, pts[:, 0]), np.interp(q, g, pts[:, 1])], 1)
-    out = np.zeros((len(pts), 5 if with_position else 3), np.float32)
-    out[0, :2] = pts[0]
-    out[1:, :2] = pts[1:] - pts[:-1]
-    out[firsts[1:], 2] = 1.0
-    if with_position:
-        out[:, 3:] = pts
-    return out
+    return stroke_features_batch([np.asarray(a)], resample, with_position)[0]
 
 
 def stroke_features_batch(arrays: Sequence[np.ndarray], resample: float = 0.05, with_position: bool = True

@@ -11,11 +11,14 @@ the Milvus backend (imported on demand: pymilvus is optional).
 from .base import ClassMatches, Hit, Record, VectorStore
 from .blobs import BlobStore
 from .errors import (
+    ConflictError,
     CorruptIndexError,
     FormatVersionError,
     LockTimeoutError,
+    MissingBlobError,
     NotAnIndexError,
     RecordNotFoundError,
+    RecordsChangedError,
     StoreError,
     ValidationError,
 )
@@ -29,15 +32,18 @@ __all__ = [
     "INDEX_TYPES",
     "BlobStore",
     "ClassMatches",
+    "ConflictError",
     "CorruptIndexError",
     "FaissStore",
     "FormatVersionError",
     "Hit",
     "IndexConfig",
     "LockTimeoutError",
+    "MissingBlobError",
     "NotAnIndexError",
     "Record",
     "RecordNotFoundError",
+    "RecordsChangedError",
     "StoreError",
     "ValidationError",
     "VectorStore",

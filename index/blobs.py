@@ -8,12 +8,17 @@ key can be trusted to name exactly that content.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
 import re
+import stat
 import time
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import Any, BinaryIO
 
 from .atomic import fsync_dir, temp_path_for
 from .errors import ValidationError
@@ -22,6 +27,13 @@ from .layout import TMP_SUFFIX
 BLOB_DIR = "examples"
 _KEY_RE = re.compile(r"^examples/([0-9a-f]{2})/([0-9a-f]{64})(\.[a-z0-9]{1,9})?$")
 _SUFFIX_RE = re.compile(r"^(\.[a-z0-9]{1,9})?$")
+#: The names the blob store itself writes: the only ones ``sweep`` may delete.
+_DIR_NAME_RE = re.compile(r"^[0-9a-f]{2}$")
+_BLOB_NAME_RE = re.compile(r"^([0-9a-f]{64})(\.[a-z0-9]{1,9})?$")
+#: ``temp_path_for`` names: ``.incoming.<12 hex>.tmp`` (and ``.<blob name>.<12 hex>.tmp`` of older writers).
+_TEMP_NAME_RE = re.compile(r"^\.(incoming|[0-9a-f]{64}(\.[a-z0-9]{1,9})?)\.[0-9a-f]{12}\.tmp$")
+#: The metadata key under which fewshot records an example's blob key.
+BLOB_KEY = "blob"
 _CHUNK = 1 << 20
 
 
@@ -61,17 +73,10 @@ class BlobStore:
         if self._reuse(target):
             return key
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._temp_path()
-        try:
-            with open(tmp, "xb") as fh:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX)  # in use: sweep_temps() skips it
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-                os.replace(tmp, target)  # before closing, so the lock covers the rename
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        with self._temp_file() as (fh, tmp):
+            fh.write(data)
+            _durable(fh)
+            os.replace(tmp, target)  # before closing, so the lock covers the rename
         fsync_dir(target.parent)
         return key
 
@@ -89,29 +94,38 @@ class BlobStore:
         except ValidationError:
             suffix = ""
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self._temp_path()
         hasher = hashlib.sha256()
+        with open(src, "rb") as fin, self._temp_file() as (fout, tmp):
+            while chunk := fin.read(_CHUNK):
+                hasher.update(chunk)
+                fout.write(chunk)
+            _durable(fout)
+            digest = hasher.hexdigest()
+            key = f"{BLOB_DIR}/{digest[:2]}/{digest}{suffix}"
+            target = self.path(key)
+            if self._reuse(target):
+                tmp.unlink()
+                return key
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, target)  # before closing, so the lock covers the rename
+        fsync_dir(target.parent)
+        return key
+
+    @contextlib.contextmanager
+    def _temp_file(self) -> Iterator[tuple[BinaryIO, Path]]:
+        """A new temp file, held under an exclusive flock while open; removed if the block fails.
+
+        The lock marks it as in use, so that :meth:`sweep_temps` of another
+        process never deletes a copy being written or renamed into place.
+        """
+        tmp = self._temp_path()
         try:
-            with open(src, "rb") as fin, open(tmp, "xb") as fout:
-                fcntl.flock(fout.fileno(), fcntl.LOCK_EX)  # in use: sweep_temps() skips it
-                while chunk := fin.read(_CHUNK):
-                    hasher.update(chunk)
-                    fout.write(chunk)
-                fout.flush()
-                os.fsync(fout.fileno())
-                digest = hasher.hexdigest()
-                key = f"{BLOB_DIR}/{digest[:2]}/{digest}{suffix}"
-                target = self.path(key)
-                if self._reuse(target):
-                    tmp.unlink()
-                    return key
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(tmp, target)  # before closing, so the lock covers the rename
+            with open(tmp, "xb") as fh:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+                yield fh, tmp
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        fsync_dir(target.parent)
-        return key
 
     def path(self, key: str) -> Path:
         """Absolute path of ``key``; ValidationError for anything but a well-formed blob key.
@@ -132,6 +146,75 @@ class BlobStore:
     def exists(self, key: str) -> bool:
         """True if the blob for ``key`` is stored."""
         return self.path(key).is_file()
+
+    def verified_path(self, key: str) -> Path:
+        """Path of ``key`` after checking it is a regular file whose content hashes to its name.
+
+        What re-embedding must check first: a copy swapped for other content,
+        or replaced by a link to a file outside the index, would otherwise be
+        embedded under the record's label. Raises ValidationError saying which.
+        """
+        path = self.path(key)
+        self.refuse_linked_root()
+        for part in (path.parent, path):
+            try:
+                mode = part.lstat().st_mode
+            except FileNotFoundError:
+                raise ValidationError(f"stored copy {key} is missing") from None
+            if stat.S_ISLNK(mode):
+                raise ValidationError(f"stored copy {key} is a symbolic link, not a file the index wrote")
+        if not stat.S_ISREG(path.lstat().st_mode):
+            raise ValidationError(f"stored copy {key} is not a regular file")
+        hasher = hashlib.sha256()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as fh:
+            while chunk := fh.read(_CHUNK):
+                hasher.update(chunk)
+        if hasher.hexdigest() != path.name.split(".")[0]:
+            raise ValidationError(f"stored copy {key} is damaged: its content no longer matches its SHA-256 name")
+        return path
+
+    def refuse_linked_root(self) -> None:
+        """Raise ValidationError when ``examples/`` is a symbolic link.
+
+        The index owns the files under ``examples/``; a linked folder would make
+        it read (and sweep or delete) files elsewhere on the machine.
+        """
+        if self.root.is_symlink():
+            raise ValidationError(
+                f"{self.root} is a symbolic link; the index only works on its own examples folder "
+                "(replace the link with the folder it points to)"
+            )
+
+    def missing(self, keys: Iterable[str]) -> list[str]:
+        """The keys among ``keys`` whose blob is not stored (as a regular file)."""
+        return [key for key in dict.fromkeys(keys) if not self.path(key).is_file()]
+
+    def delete(self, keys: Iterable[str]) -> int:
+        """Delete the blobs of ``keys`` (absent ones are skipped); returns how many went.
+
+        Only for blobs that no committed record references any more, by a
+        writer holding the index lock (so no add can commit a reference
+        meanwhile). A failure is a warning: the records are already committed,
+        and ``fewshot check --repair`` deletes the leftover later.
+        """
+        removed, dirs = 0, set()
+        if self.root.is_symlink():
+            return 0
+        for key in dict.fromkeys(keys):
+            try:
+                path = self.path(key)
+                path.unlink()
+                removed += 1
+                dirs.add(path.parent)
+            except (FileNotFoundError, ValidationError):  # gone, or a malformed key: not a file of ours
+                continue
+            except OSError as exc:
+                warnings.warn(f"could not delete stored copy {key} ({exc}); `fewshot check --repair` "
+                              "deletes it later", RuntimeWarning, stacklevel=2)
+        for directory in dirs:
+            fsync_dir(directory)
+        return removed
 
     def _temp_path(self) -> Path:
         """Staging name for a new blob: always directly under ``examples/``.
@@ -183,38 +266,61 @@ class BlobStore:
             fsync_dir(self.root)
         return removed
 
-    def sweep(self, referenced_keys: set[str], *, min_age_s: float = 300.0) -> int:
-        """Delete blobs not in ``referenced_keys`` and leftover temp files; returns how many.
+    def leftovers(self, referenced_keys: set[str]) -> list[tuple[Path, bool]]:
+        """(path, is_temp) of unreferenced blobs and temp files, by the blob store's own names only.
 
-        For writers only. Files younger than ``min_age_s`` are kept, because
-        another process may have just stored a blob whose record it has not
-        committed yet (re-storing an existing blob refreshes its age). Pass
-        ``min_age_s=0`` when no other writer can be active.
+        Only what this class writes is listed: ``<2 hex>/<sha256><suffix>``
+        files in the folder matching their hash, and temp files named by
+        ``temp_path_for``. Any other file (a user's document
+        dropped there), any link, and anything under a linked folder is not
+        the index's to delete. A linked ``examples/`` raises ValidationError.
         """
-        if not self.root.is_dir():
-            return 0
-        keep = set(referenced_keys)
+        self.refuse_linked_root()
+        out: list[tuple[Path, bool]] = []
+        try:
+            entries = list(os.scandir(self.root))
+        except (FileNotFoundError, NotADirectoryError):
+            return out
+        for entry in entries:
+            if _TEMP_NAME_RE.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                out.append((Path(entry.path), True))
+            elif _DIR_NAME_RE.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
+                for sub in os.scandir(entry.path):
+                    match = _BLOB_NAME_RE.fullmatch(sub.name)
+                    if not sub.is_file(follow_symlinks=False):
+                        continue
+                    if _TEMP_NAME_RE.fullmatch(sub.name):
+                        out.append((Path(sub.path), True))
+                    elif (match and match.group(1)[:2] == entry.name
+                          and f"{BLOB_DIR}/{entry.name}/{sub.name}" not in referenced_keys):
+                        out.append((Path(sub.path), False))
+        return out
+
+    def sweep(self, referenced_keys: set[str], *, min_age_s: float = 300.0) -> int:
+        """Delete the :meth:`leftovers` older than ``min_age_s``; returns how many.
+
+        For writers only. Younger files are kept, because another process may
+        have just stored a blob whose record it has not committed yet
+        (re-storing an existing blob refreshes its age). Pass ``min_age_s=0``
+        when no other writer can be active. Emptied hash folders are removed.
+        """
         cutoff = time.time() - min_age_s
         removed = 0
-        for dirpath, _dirnames, filenames in os.walk(self.root, topdown=False):
-            directory = Path(dirpath)
-            for name in filenames:
-                file = directory / name
-                key = file.relative_to(self.index_dir).as_posix()
-                if key in keep and not name.endswith(TMP_SUFFIX):
+        dirs: set[Path] = set()
+        for file, _is_temp in self.leftovers(set(referenced_keys)):
+            try:
+                if file.lstat().st_mtime > cutoff:
                     continue
-                try:
-                    if file.lstat().st_mtime > cutoff:
-                        continue
-                    file.unlink()
-                    removed += 1
-                except FileNotFoundError:
-                    continue
-            if directory != self.root:
-                try:
-                    directory.rmdir()  # only succeeds when empty
-                except OSError:
-                    pass
+                file.unlink()
+                removed += 1
+                dirs.add(file.parent)
+            except FileNotFoundError:
+                continue
+        for directory in dirs - {self.root}:
+            try:
+                directory.rmdir()  # only succeeds when empty
+            except OSError:
+                pass
         if removed:
             fsync_dir(self.root)
         return removed
@@ -227,3 +333,32 @@ class BlobStore:
             return True
         except FileNotFoundError:
             return False
+
+
+def blob_keys(metadata: Iterable[Any]) -> list[str]:
+    """The blob keys named by metadata dicts (under ``"blob"``), in order, without repeats."""
+    keys = [m.get(BLOB_KEY) for m in metadata if isinstance(m, Mapping)]
+    return list(dict.fromkeys(k for k in keys if isinstance(k, str)))
+
+
+def require_blobs(index_dir: str | Path, metadata: Iterable[Any]) -> None:
+    """Raise MissingBlobError when a blob named by ``metadata`` is not stored (call under the lock).
+
+    An add copies its examples before taking the lock; a remove committed in
+    between may have deleted a copy it shared with the removed records. The
+    add must then store it again rather than commit a record without its copy.
+    """
+    from .errors import MissingBlobError
+
+    keys = blob_keys(metadata)
+    gone = BlobStore(index_dir).missing(keys) if keys else []
+    if gone:
+        raise MissingBlobError(
+            f"{len(gone)} stored example copy(ies) this add refers to are gone (e.g. {gone[0]}), deleted by a "
+            "concurrent remove; store them again and retry", field=BLOB_KEY, expected=gone[0])
+
+
+def _durable(fh: BinaryIO) -> None:
+    """Flush and fsync an open file, so that a rename of it never exposes a partly written copy."""
+    fh.flush()
+    os.fsync(fh.fileno())

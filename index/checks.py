@@ -58,22 +58,29 @@ def manifest_problems(directory: Path, generation: int, dim: int, metric: str, c
             problems.append(f"{name} checksum mismatch ({actual} != {expected}); run repair")
             continue
         if isinstance(m_gen, int) and name == vectors_file_name(m_gen):
-            index = VectorIndex.read(path, dim, metric, mmap=True)
-            if index is None:
-                problems.append(f"{name} does not match the records (dim or metric); run repair")
-                continue
-            ids = np.sort(index.main_ids())
-            if current and index.kind != "hnsw" and not np.array_equal(ids, record_ids):
-                problems.append(f"{name} holds different ids than meta.sqlite; run repair")
-            elif current and not np.isin(record_ids, ids).all():
-                problems.append(f"{name} is missing records of meta.sqlite; run repair")
-            elif len(ids) and not current and int(ids[-1]) > int(manifest.get("max_id", ids[-1])):
-                problems.append(f"{name} holds ids newer than its checkpoint; run repair")
+            problems += _vectors_file_problems(path, dim, metric, record_ids, current, manifest.get("max_id"))
     if current:
         for name in (vectors_file_name(generation), prototypes_file_name(generation)):
             if name not in files:
                 problems.append(f"{name} is not listed in {MANIFEST_NAME}; run repair")
     return problems
+
+
+def _vectors_file_problems(path: Path, dim: int, metric: str, record_ids: np.ndarray, current: bool,
+                           max_id: int | None) -> list[str]:
+    """The vectors cache file against the records: all of them when it is current, none newer when it lags."""
+    name = path.name
+    index = VectorIndex.read(path, dim, metric, mmap=True)
+    if index is None:
+        return [f"{name} does not match the records (dim or metric); run repair"]
+    ids = np.sort(index.main_ids())
+    if current and index.kind != "hnsw" and not np.array_equal(ids, record_ids):
+        return [f"{name} holds different ids than meta.sqlite; run repair"]
+    if current and not np.isin(record_ids, ids).all():
+        return [f"{name} is missing records of meta.sqlite; run repair"]
+    if len(ids) and not current and int(ids[-1]) > int(ids[-1] if max_id is None else max_id):
+        return [f"{name} holds ids newer than its checkpoint; run repair"]
+    return []
 
 
 def vector_problems(db: MetaDB, dim: int, metric: str) -> list[str]:

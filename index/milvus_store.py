@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -68,31 +69,16 @@ from typing import Any
 import numpy as np
 
 from .atomic import temp_path_for
-from .base import Hit, Record, VectorStore
-from .errors import (
-    LockTimeoutError,
-    NotAnIndexError,
-    RecordNotFoundError,
-    StoreError,
-    ValidationError,
-)
+from .base import Hit, Record, StoreSnapshot, VectorStore, cover_records
+from .blobs import BlobStore, blob_keys
+from .common import (REBUILD_PARAMS, check_rewrite, check_same_shape, class_deltas, closing_on_error, create_args,
+                     is_index_dir, label_filter, merged_config, refuse_existing, refuse_foreign_dir)
+from .errors import LockTimeoutError, NotAnIndexError, StoreError, ValidationError
 from .index_config import IndexConfig
-from .layout import LOCK_NAME, MANIFEST_NAME, TMP_SUFFIX
 from .locking import DirLock
 from .manifest import ManifestUnreadable, build_manifest, check_format_version, read_manifest, write_manifest
 from .prototypes import prototype_matrix
-from .validation import (
-    prepare_vectors,
-    validate_dim,
-    validate_extra,
-    validate_ids,
-    validate_k,
-    validate_label,
-    validate_labels,
-    validate_metadata,
-    validate_metric,
-    validate_timeout,
-)
+from .validation import prepare_vectors, validate_dim, validate_k, validate_label, validate_timeout
 
 BACKEND = "milvus"
 SESSION_NAME = "milvus_session.json"
@@ -113,6 +99,15 @@ _SERVER_SCHEMES = ("http://", "https://", "tcp://", "grpc://", "unix:")
 
 _lite_lock = threading.Lock()
 _lite_refs: dict[str, int] = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Settings:
+    """The manifest's settings an add is checked against (see :meth:`MilvusStore._writer`)."""
+
+    extra: dict[str, Any]
+    dim: int
+    metric: str
 
 
 def is_server_uri(uri: str) -> bool:
@@ -168,13 +163,8 @@ class MilvusStore(VectorStore):
     # ------------------------------------------------------------------ lifecycle
 
     @classmethod
-    def create(
-        cls,
-        path: str | Path,
-        dim: int,
-        metric: str = "cosine",
-        extra: dict[str, Any] | None = None,
-        *,
+    def create(  # the FaissStore.create arguments, then where the Milvus collections live
+        cls, path: str | Path, dim: int, metric: str = "cosine", extra: dict[str, Any] | None = None, *,
         uri: str | None = None,
         token: str | None = None,
         collection: str | None = None,
@@ -191,37 +181,19 @@ class MilvusStore(VectorStore):
         ``FEWSHOT_MILVUS_TOKEN``) or a Milvus Lite file ending in ``.db``
         (default ``<path>/milvus.db``). The token is never written to disk.
         """
-        from .faiss_store import is_index_dir, make_config
-
-        dim = validate_dim(dim)
-        metric = validate_metric(metric)
-        extra = validate_extra(extra)
         timeout = _validate_call_timeout(timeout)
-        config = make_config(index_type, index_params)
-        path = Path(path)
-        if path.exists() and not path.is_dir():
-            raise ValidationError(f"{path} is a file; choose a directory path for the index")
+        path, dim, metric, extra, config = create_args(path, dim, metric, extra, index_type, index_params)
         if is_index_dir(path):
             if not exist_ok:
-                raise StoreError(f"{path} already holds a fewshot index; open it instead (or pass exist_ok=True)")
-            store = cls.open(path, token=token, timeout=timeout)
-            if store.dim != dim or store.metric != metric:
-                found = f"dim {store.dim}, metric {store.metric}"
-                store.close()
-                raise ValidationError(f"the existing index at {path} has {found}, not dim {dim}, metric {metric}")
-            return store
+                refuse_existing(path)
+            return check_same_shape(cls.open(path, token=token, timeout=timeout), path, dim, metric)
         stored_uri = _stored_uri(uri if uri is not None else str(path / "milvus.db"), path)
         name = collection or _collection_name(path)
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,200}", name):
             raise ValidationError(f"collection name {name!r} must be letters, digits and _ (not starting with a digit)")
         made_dir = not path.exists()
         path.mkdir(parents=True, exist_ok=True)
-        leftovers = [p.name for p in path.iterdir() if p.name != LOCK_NAME and not p.name.endswith(TMP_SUFFIX)]
-        if leftovers:
-            raise StoreError(
-                f"refusing to create an index in {path}: the directory is not empty (e.g. {leftovers[0]!r}) "
-                "and is not a fewshot index; choose a new or empty directory"
-            )
+        refuse_foreign_dir(path)
         if dim * 8 * 4 // 3 + 8 > MAX_VARCHAR:
             raise ValidationError(f"dim {dim} is too large for the Milvus backend (at most 6000)")
         now = time.time()
@@ -230,6 +202,18 @@ class MilvusStore(VectorStore):
             files={}, created=now, updated=now, uri=stored_uri, collection=name, epoch=0,
             index=json.loads(config.to_json()),
         )
+        return cls._initialise(path, manifest, config, made_dir=made_dir, timeout=timeout, token=token,
+                               lock_timeout=lock_timeout)
+
+    @classmethod
+    def _initialise(cls, path: Path, manifest: dict[str, Any], config: IndexConfig, *, made_dir: bool,
+                    timeout: float, token: str | None, lock_timeout: float) -> "MilvusStore":
+        """Under the lock: connect, make both collections, then write the manifest.
+
+        The manifest comes last so that a failure leaves no index that names
+        missing collections; a directory this create made is removed again.
+        """
+        name = manifest["collection"]
         with DirLock(path, lock_timeout):
             try:
                 store = cls(path, manifest, readonly=False, timeout=timeout, token=token, lock_timeout=lock_timeout)
@@ -245,7 +229,7 @@ class MilvusStore(VectorStore):
                                 f"Milvus at {store._uri} already has a collection {coll!r}; pass another "
                                 "collection name or drop it"
                             )
-                    store._create_collections(name, dim, metric, config)
+                    store._create_collections(name, manifest["dim"], manifest["metric"], config)
                 write_manifest(path, manifest)
             except BaseException:
                 store.close()
@@ -256,10 +240,7 @@ class MilvusStore(VectorStore):
 
     @classmethod
     def open(
-        cls,
-        path: str | Path,
-        *,
-        readonly: bool = False,
+        cls, path: str | Path, *, readonly: bool = False,
         token: str | None = None,
         timeout: float | None = None,
         lock_timeout: float = 10.0,
@@ -280,7 +261,7 @@ class MilvusStore(VectorStore):
         if manifest.get("backend") != BACKEND:
             raise StoreError(f"{path} is a {manifest.get('backend')!r} index, not a Milvus one")
         store = cls(path, manifest, readonly=readonly, timeout=timeout, token=token, lock_timeout=lock_timeout)
-        try:
+        with closing_on_error(store):
             with store._calls("open"):
                 name = manifest["collection"]
                 for coll in (name, name + "_classes"):
@@ -291,9 +272,6 @@ class MilvusStore(VectorStore):
                         )
                     store._client.load_collection(coll, timeout=timeout)
             store._read_session()
-        except BaseException:
-            store.close()
-            raise
         return store
 
     def close(self) -> None:
@@ -358,58 +336,38 @@ class MilvusStore(VectorStore):
         """Name of the records collection."""
         return str(self._manifest["collection"])
 
-    @property
-    def readonly(self) -> bool:
-        """True when opened with ``readonly=True``."""
-        return self._readonly
-
     # ------------------------------------------------------------------ writes
 
-    def add(
-        self,
-        vectors: np.ndarray,
-        labels: Sequence[str],
-        metadata: Sequence[dict[str, Any]] | None = None,
-    ) -> np.ndarray:
-        """Insert vectors with labels and metadata; returns their int64 ids."""
-        self._check_writable()
-        vecs = prepare_vectors(vectors, self.dim, self.metric)
-        labs = validate_labels(labels, len(vecs))
-        for label in labs:
+    def _check_batch(self, labels: list[str], metadata: list[str]) -> None:
+        """Milvus VARCHAR limits: labels up to ``_LABEL_BYTES``, metadata JSON up to ``MAX_VARCHAR`` bytes."""
+        for label in labels:
             if len(label.encode("utf-8")) > _LABEL_BYTES:
                 raise ValidationError(f"label {label[:40]!r}... is longer than {_LABEL_BYTES} bytes in UTF-8")
-        metas = validate_metadata(metadata, len(vecs))
-        for i, m in enumerate(metas):
+        for i, m in enumerate(metadata):
             if len(m.encode("utf-8")) > MAX_VARCHAR:
                 raise ValidationError(f"metadata[{i}] is {len(m.encode('utf-8'))} bytes as JSON; Milvus allows "
                                       f"{MAX_VARCHAR}")
-        if len(vecs) == 0:
-            return np.zeros(0, dtype=np.int64)
-        with self._writing():
-            ids = self._new_ids(len(vecs))
-            now = time.time()
-            rows = [{"id": int(i), "label": lab, "metadata": m, "created": now, "vector": v}
-                    for i, lab, m, v in zip(ids.tolist(), labs, metas, vecs.tolist())]
-            with self._calls("insert"):
-                for start in range(0, len(rows), _BATCH):
-                    self._client.insert(self.collection, rows[start : start + _BATCH], timeout=self._timeout)
-                    self._note_write()
-                self._apply_class_deltas(_class_deltas(labs, vecs, self.dim))
-            return ids
 
-    def remove(self, ids: Sequence[int]) -> int:
-        """Delete records by id; unknown ids are ignored. Returns how many were removed."""
-        wanted = validate_ids(ids)
-        if len(wanted) == 0:
-            return 0
+    def _insert(self, st: Any, vecs: np.ndarray, labs: list[str], metas: list[str]) -> np.ndarray:
+        """Insert in batches, then apply the class deltas (under the lock :meth:`_writer` holds)."""
+        ids = self._new_ids(len(vecs))
+        now = time.time()
+        rows = [{"id": int(i), "label": lab, "metadata": m, "created": now, "vector": v}
+                for i, lab, m, v in zip(ids.tolist(), labs, metas, vecs.tolist())]
+        with self._calls("insert"):
+            for start in range(0, len(rows), _BATCH):
+                self._client.insert(self.collection, rows[start : start + _BATCH], timeout=self._timeout)
+                self._note_write()
+            self._apply_class_deltas(class_deltas(labs, vecs, self.dim))
+        return ids
+
+    def _remove_ids(self, wanted: np.ndarray) -> int:
         self._check_writable()
         with self._writing():
             rows = self._fetch_rows(sorted({int(i) for i in wanted}), vectors=True)
             return self._delete_rows(rows)
 
-    def remove_label(self, label: str) -> int:
-        """Delete every record of ``label``. Returns how many were removed."""
-        label = validate_label(label)
+    def _remove_label(self, label: str) -> int:
         self._check_writable()
         with self._writing():
             ids = self._ids(f"label == {_quote(label)}")
@@ -420,8 +378,7 @@ class MilvusStore(VectorStore):
         if not rows:
             return 0
         vecs = np.asarray([r["vector"] for r in rows], dtype=np.float32)
-        deltas = {label: (-c, -s) for label, (c, s) in
-                  _class_deltas([r["label"] for r in rows], vecs, self.dim).items()}
+        deltas = class_deltas([r["label"] for r in rows], vecs, self.dim, sign=-1)
         with self._calls("delete"):
             ids = [int(r["id"]) for r in rows]
             for start in range(0, len(ids), _BATCH):
@@ -429,41 +386,36 @@ class MilvusStore(VectorStore):
                                                    timeout=self._timeout))
                 self._note_write(deleted=True)
             self._apply_class_deltas(deltas)
+        keys = blob_keys(json.loads(r["metadata"]) for r in rows)
+        if keys:  # under the lock, after the delete: copies no record names any more go too
+            BlobStore(self.path).delete(k for k in keys if k not in self._referenced_blobs(keys))
         return len(rows)
 
-    def rewrite_vectors(
-        self,
-        ids: Sequence[int],
-        vectors: np.ndarray,
-        *,
-        dim: int | None = None,
-        extra: dict[str, Any] | None = None,
-    ) -> None:
-        """Replace the vectors of all records at once (reindexing), keeping ids, labels and metadata.
+    def _referenced_blobs(self, keys: list[str]) -> set[str]:
+        """The blob keys among ``keys`` still named by some record (one scan of the metadata)."""
+        wanted = set(keys)
+        found: set[str] = set()
+        for row in self._query_all(self.collection, "id >= 0", ["metadata"]):
+            found.update(k for k in blob_keys([json.loads(row["metadata"])]) if k in wanted)
+        return found
+
+    def _rewrite(self, wanted: np.ndarray, vectors: np.ndarray, dim: int | None,
+                 extra_update: dict[str, Any], fill: Any) -> int:
+        """Keep ids, labels and metadata; records added or removed meanwhile: see ``fill``.
 
         New collections are filled first and the manifest is switched to them
         in one atomic rename, so a failure midway leaves the old index intact.
         """
-        wanted = validate_ids(ids)
-        extra_update = validate_extra(extra)
         self._check_writable()
         new_dim = validate_dim(dim) if dim is not None else self.dim
-        vecs = prepare_vectors(vectors, new_dim, self.metric)
-        if len(vecs) != len(wanted):
-            raise ValidationError(f"got {len(wanted)} ids but {len(vecs)} vectors; pass one vector per id")
-        if len(np.unique(wanted)) != len(wanted):
-            raise ValidationError("ids passed to rewrite_vectors contain duplicates; pass each record once")
+        vecs = check_rewrite(wanted, vectors, new_dim, self.metric)
         with self._writing():
             existing = self._ids("id >= 0")
-            missing, unknown = np.setdiff1d(existing, wanted), np.setdiff1d(wanted, existing)
-            if len(missing) or len(unknown):
-                raise ValidationError(
-                    f"rewrite_vectors must cover every record exactly once: {len(missing)} record(s) missing "
-                    f"(e.g. {missing[:3].tolist()}), {len(unknown)} unknown id(s) (e.g. {unknown[:3].tolist()}); "
-                    "re-read records() and retry"
-                )
+            wanted, vecs = cover_records(existing, wanted, vecs, lambda missing: self.get(missing.tolist()), fill,
+                                         new_dim, self.metric)
             order = {int(i): j for j, i in enumerate(wanted.tolist())}
             self._migrate(self._config, new_dim, existing, lambda rid: vecs[order[rid]], extra_update)
+            return len(wanted)
 
     def _migrate(self, config: IndexConfig, dim: int, ids: np.ndarray, vector_of: Any,
                  extra_update: dict[str, Any]) -> None:
@@ -516,14 +468,9 @@ class MilvusStore(VectorStore):
         collections with that index and switches to them (queries keep using
         the old ones meanwhile; Milvus builds indexes in the background).
         """
-        from .faiss_store import make_config
-
         self._check_writable()
-        current = json.loads(self._config.to_json())
-        current.pop("index_type", None)
-        config = make_config(index_type or self._config.index_type, {**current, **params})
-        rebuild = (config.index_type != self._config.index_type
-                   or {"hnsw_m", "ef_construction", "nlist", "pq_m"} & set(params))
+        config = merged_config(self._config, index_type, params)
+        rebuild = config.index_type != self._config.index_type or REBUILD_PARAMS & set(params)
         with self._writing():
             if rebuild:
                 self._migrate(config, self.dim, self._ids("id >= 0"), lambda rid: None, {})
@@ -549,9 +496,8 @@ class MilvusStore(VectorStore):
                 if self._client.has_collection(coll, timeout=self._timeout):
                     self._client.drop_collection(coll, timeout=self._timeout)
 
-    def set_extra(self, **fields: Any) -> None:
-        """Merge ``fields`` into ``extra`` (stored in manifest.json)."""
-        update = validate_extra(fields)
+    def _set_extra(self, update: dict[str, Any]) -> None:
+        """Merge ``update`` into ``extra`` (stored in manifest.json)."""
         self._check_writable()
         with self._writing():
             manifest = dict(self._manifest)
@@ -562,24 +508,15 @@ class MilvusStore(VectorStore):
 
     # ------------------------------------------------------------------ reads
 
-    def search(
-        self,
-        queries: np.ndarray,
-        k: int,
-        labels: Sequence[str] | None = None,
-        *,
-        ef_search: int | None = None,
-        nprobe: int | None = None,
-    ) -> list[list[Hit]]:
+    def _search(self, queries: np.ndarray, k: int, labels: Sequence[str] | None,
+                ef_search: int | None, nprobe: int | None) -> list[list[Hit]]:
         """k nearest records per query, best first (at most 16384, Milvus' top-k limit).
 
         A label filter is a scalar filter inside Milvus; with an approximate
         index Milvus scans the filtered rows exhaustively when few match.
         """
-        from .faiss_store import _label_filter
-
         k = validate_k(k)
-        wanted = None if labels is None else _label_filter(labels)
+        wanted = None if labels is None else label_filter(labels)
         q = prepare_vectors(queries, self.dim, self.metric, what="queries")
         if len(q) == 0:
             return []
@@ -645,18 +582,13 @@ class MilvusStore(VectorStore):
         rows = self._all_classes(["label", "count"])
         return {r["label"]: int(r["count"]) for r in sorted(rows, key=lambda r: r["label"])}
 
-    def get(self, ids: Sequence[int]) -> list[Record]:
-        """Records for ``ids`` in the given order; RecordNotFoundError for an unknown id."""
-        wanted = validate_ids(ids)
+    def _rows_by_id(self, wanted: np.ndarray) -> dict[int, Any]:
         self._check_open()
-        rows = {int(r["id"]): r for r in self._fetch_rows(sorted({int(i) for i in wanted}), vectors=True)}
-        missing = [int(i) for i in wanted if int(i) not in rows]
-        if missing:
-            raise RecordNotFoundError(
-                f"no record with id {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
-                + f" in {self.path}; it may have been removed"
-            )
-        return [_record(rows[int(i)]) for i in wanted]
+        return {int(r["id"]): r for r in self._fetch_rows(sorted({int(i) for i in wanted}), vectors=True)}
+
+    @staticmethod
+    def _record_of(row: Any) -> Record:
+        return _record(row)
 
     def records(self, label: str | None = None) -> Iterator[Record]:
         """All records (optionally of one label) in id order, fetched page by page."""
@@ -705,10 +637,8 @@ class MilvusStore(VectorStore):
                             f"{sum(c for c, _ in recomputed.values())}; run repair")
         return problems
 
-    def repair(self) -> list[str]:
-        """Recompute every class row from the records; returns the problems fixed."""
-        self._check_writable()
-        before = self.verify()
+    def _rebuild_derived(self) -> None:
+        """Recompute every class row from the records."""
         with self._writing():
             recomputed = self._recompute_classes()
             with self._calls("repair"):
@@ -719,8 +649,6 @@ class MilvusStore(VectorStore):
                     self._client.delete(name, filter=_label_in(stale), timeout=self._timeout)
                 self._write_classes(name, recomputed, self.dim)
                 self._note_write(name, deleted=bool(stale))
-        after = self.verify()
-        return [p for p in before if p not in after]
 
     # ------------------------------------------------------------------ internals
 
@@ -771,20 +699,46 @@ class MilvusStore(VectorStore):
                 ) from None
             raise StoreError(f"Milvus {what} failed at {self._uri}: {text}") from None
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StoreError(f"the store for {self.path} is closed; open it again")
-
-    def _check_writable(self) -> None:
-        self._check_open()
-        if self._readonly:
-            raise StoreError(f"{self.path} was opened read-only; open it with readonly=False to write")
-
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
         self._check_writable()
         with self._mutex, DirLock(self.path, self._lock_timeout):
+            self._refresh_manifest()
             yield
+
+    @contextlib.contextmanager
+    def _writer(self) -> Iterator[_Settings]:
+        """:meth:`_writing`, yielding the manifest's settings for :meth:`VectorStore.add`."""
+        with self._writing():
+            yield _Settings(self._manifest.get("extra", {}), self.dim, self.metric)
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[StoreSnapshot]:
+        """The current manifest's state (extra fields, collection); Milvus has no read snapshots.
+
+        Reads inside go to the collection this manifest names, so after another
+        process reindexed they answer from the new collection with its extra.
+        """
+        self._check_open()
+        with self._mutex:
+            self._refresh_manifest()
+            yield StoreSnapshot(self, self.extra)
+
+    def _refresh_manifest(self) -> None:
+        """Follow a manifest that another process switched (a reindex moves records to new collections)."""
+        try:
+            manifest = read_manifest(self.path)
+        except ManifestUnreadable:
+            return
+        if not manifest or manifest.get("backend") != BACKEND or manifest == self._manifest:
+            return
+        if manifest.get("collection") != self._manifest.get("collection"):
+            with self._calls("load collections"):
+                for coll in (manifest["collection"], manifest["collection"] + "_classes"):
+                    self._client.load_collection(coll, timeout=self._timeout)
+            self._class_cache = {}
+        self._manifest = manifest
+        self._config = IndexConfig.from_json(json.dumps(manifest.get("index", {})))
 
     def _collections(self) -> tuple[str, str]:
         return self.collection, self.collection + "_classes"
@@ -1072,15 +1026,6 @@ def _decode_sum(text: str, dim: int) -> np.ndarray:
     if arr.shape != (dim,):
         return np.full(dim, np.nan)
     return arr.copy()
-
-
-def _class_deltas(labels: Sequence[str], vecs: np.ndarray, dim: int) -> dict[str, tuple[int, np.ndarray]]:
-    out: dict[str, tuple[int, np.ndarray]] = {}
-    wide = vecs.astype(np.float64)
-    for i, label in enumerate(labels):
-        count, vsum = out.get(label, (0, np.zeros(dim, dtype=np.float64)))
-        out[label] = (count + 1, vsum + wide[i])
-    return out
 
 
 def _record(row: dict[str, Any]) -> Record:

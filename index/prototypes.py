@@ -20,7 +20,7 @@ import faiss
 import numpy as np
 
 from . import faiss_util
-from .base import ClassMatches
+from .types import ClassMatches
 from .sqlite_meta import ClassRow
 
 #: Score-matrix elements computed at once when ranking a batch (64 MB of float32): large

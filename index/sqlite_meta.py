@@ -235,6 +235,11 @@ class MetaDB:
         except (KeyError, ValueError, TypeError) as exc:
             raise CorruptIndexError(f"{self.path} has a malformed meta table ({exc!r})") from None
 
+    def meta_value(self, key: str) -> str | None:
+        """One raw setting from the ``meta`` table (None when absent)."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
     def set_meta(self, key: str, value: str) -> None:
         """Upsert one setting (call inside ``write()``)."""
         self.conn.execute(
@@ -326,26 +331,90 @@ class MetaDB:
         return [RecordRow(rid, lab, _decode(blob, dim, self.path, rid), meta, created)
                 for rid, lab, blob, meta, created in rows]
 
-    def iter_vectors(self, dim: int, chunk: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray, list[str]]]:
-        """(ids, float32 vectors, labels) for all records in id order, in chunks."""
-        last = -(2**63)
+    def _pages_after(self, columns: str, last_id: int, chunk: int) -> Iterator[list[tuple[Any, ...]]]:
+        """Rows (``id`` first, then ``columns``) of records with id > ``last_id``, in id order, in pages."""
+        last = last_id
         while True:
             rows = self.conn.execute(
-                "SELECT id, label, vector FROM records WHERE id > ? ORDER BY id LIMIT ?", (last, chunk)
+                f"SELECT id, {columns} FROM records WHERE id > ? ORDER BY id LIMIT ?", (last, chunk)
             ).fetchall()
             if not rows:
                 return
+            yield rows
+            last = int(rows[-1][0])
+
+    def iter_vectors(self, dim: int, chunk: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray, list[str]]]:
+        """(ids, float32 vectors, labels) for all records in id order, in chunks; each vector checked.
+
+        The checked path, for ``verify``: a vector of the wrong size raises
+        CorruptIndexError naming the record (see :meth:`vectors_after` for
+        the fast path).
+        """
+        for rows in self._pages_after("label, vector", -(2**63), chunk):
             ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
             vecs = np.empty((len(rows), dim), dtype=np.float32)
             for i, r in enumerate(rows):
                 vecs[i] = _decode(r[2], dim, self.path, r[0])
             yield ids, vecs, [r[1] for r in rows]
-            last = int(ids[-1])
+
+    def vectors_after(self, last_id: int, dim: int, chunk: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids, float32 vectors) of records with id > ``last_id``, in id order, in chunks.
+
+        What makes large indexes cheap to refresh: ids only ever grow
+        (``AUTOINCREMENT``), so what changed since a cache file was written is
+        the ids above its largest id, plus whichever older ids disappeared
+        (detected by :meth:`count_upto`). Vectors are decoded in one call per
+        chunk, unchecked (:meth:`iter_vectors` is the checked path).
+        """
+        for rows in self._pages_after("vector", last_id, chunk):
+            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim).copy()
+            yield ids, vecs
+
+    def all_vectors(self, dim: int, chunk: int = 8192) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids, float32 vectors) of every record in id order, in chunks (what an index build reads)."""
+        return self.vectors_after(-(2**63), dim, chunk)
+
+    def vectors_for(self, ids: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids found, float32 vectors) for ``ids`` (missing ids are left out), sorted by id."""
+        found_ids: list[int] = []
+        blobs: list[bytes] = []
+        for part in _chunks(sorted({int(i) for i in ids})):
+            marks = ",".join("?" * len(part))
+            for rid, blob in self.conn.execute(f"SELECT id, vector FROM records WHERE id IN ({marks})", part):
+                found_ids.append(rid)
+                blobs.append(blob)
+        if not found_ids:
+            return np.zeros(0, np.int64), np.zeros((0, dim), np.float32)
+        order = np.argsort(found_ids)
+        vecs = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), dim)
+        return np.asarray(found_ids, dtype=np.int64)[order], np.ascontiguousarray(vecs[order])
 
     def all_ids(self) -> np.ndarray:
-        """Sorted ids of every record."""
-        return np.array([r[0] for r in self.conn.execute("SELECT id FROM records ORDER BY id")],
-                        dtype=np.int64)
+        """Sorted ids of every record (one fetch, converted in C)."""
+        rows = self.conn.execute("SELECT id FROM records ORDER BY id").fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def max_id(self) -> int:
+        """Largest record id ever handed out (0 for a new index); ids are never reused."""
+        row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'records'").fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def count_upto(self, last_id: int) -> int:
+        """Records with id <= ``last_id`` (one count detects removals among known ids)."""
+        return int(self.conn.execute("SELECT COUNT(*) FROM records WHERE id <= ?", (last_id,)).fetchone()[0])
+
+    def referenced_blobs(self, keys: list[str]) -> set[str]:
+        """The blob keys among ``keys`` that some record's metadata still names (one scan per chunk of keys)."""
+        found: set[str] = set()
+        for chunk in _chunks(keys):
+            marks = ",".join("?" * len(chunk))
+            rows = self.conn.execute(
+                f"SELECT DISTINCT json_extract(metadata, '$.blob') FROM records "
+                f"WHERE json_extract(metadata, '$.blob') IN ({marks})", chunk
+            )
+            found.update(r[0] for r in rows)
+        return found
 
     def update_vectors(self, ids: Sequence[int], vectors: np.ndarray) -> None:
         """Overwrite vectors by id (call inside ``write()``)."""

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import METRICS
+from .types import METRICS
 from .errors import ValidationError
 
 MAX_LABEL_LENGTH = 200

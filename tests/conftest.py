@@ -1,4 +1,11 @@
-"""Shared fixtures: the real Omniglot data from ../shared/data (skipped, with the reason, when absent)."""
+"""Shared fixtures: the real Omniglot data from ../shared/data (skipped when absent), the shipped encoder.
+
+Layout: one folder per package under test (``store/``: ``index/``; ``library/``: the index API,
+``fewshot_index.py``, ``check.py``, inputs and limits; ``encoders/``, ``data/``, ``train/``,
+``evaluation/``, ``cli/``). No folder has an ``__init__.py`` and none is named like a top-level
+package (``index``, ``fewshot``): ``tests/`` is on ``sys.path`` and would shadow it. Plain helper
+functions are in ``helpers.py`` (``from helpers import drawing``), never imported from a test module.
+"""
 from __future__ import annotations
 
 import os
@@ -42,3 +49,11 @@ def omniglot_alphabet(tmp_path_factory, omniglot_zip) -> Path:
         members = [n for n in zf.namelist() if n.startswith("images_background/Korean/") and n.endswith(".png")]
         zf.extractall(out, members)
     return out / "images_background" / "Korean"
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    """The shipped image encoder (omniglot-conv4), loaded once per module."""
+    from fewshot import encoders
+
+    return encoders.load("omniglot-conv4")

@@ -13,6 +13,8 @@ import json
 
 import click
 
+from fewshot.metrics import json_safe
+
 
 class SampleType(click.ParamType):
     """A count of examples to re-embed: an integer >= 0, or ``all``."""
@@ -60,7 +62,7 @@ def command(index_dir: str, repair: bool, sample: int | None, as_json: bool) -> 
     from fewshot.check import check
 
     report = check(index_dir, sample=sample, repair=repair)
-    click.echo(json.dumps(report, ensure_ascii=False) if as_json else _text(report))
+    click.echo(json.dumps(json_safe(report), ensure_ascii=False, allow_nan=False) if as_json else _text(report))
     if not report["healthy"]:
         first = report["remaining"][0]
         more = f" (and {len(report['remaining']) - 1} more)" if len(report["remaining"]) > 1 else ""

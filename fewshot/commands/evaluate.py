@@ -15,19 +15,16 @@ Torch is imported inside the command, so ``fewshot --help`` stays instant.
 from __future__ import annotations
 
 import json
-import os
 
 import click
+
+from fewshot.commands import progress_enabled
 
 def _names(value: str | None) -> list[str] | None:
     if not value:
         return None
     names = [v.strip() for v in value.split(",") if v.strip()]
     return names or None
-
-
-def _progress() -> bool:
-    return not os.environ.get("FEWSHOT_NO_PROGRESS")
 
 
 @click.command("evaluate")
@@ -72,7 +69,7 @@ def command(data, encoder, weights, ways, shots, queries, episodes, seed, within
     if oos and kind != "text":
         raise click.UsageError("--oos applies to text data (CLINC150 JSON)")
     report = evaluate_data(data, encoder, weights, ways, shots, queries, episodes, seed, within, _names(alphabets),
-                           _names(exclude_alphabets), tta, plot_path, progress=_progress(), oos=oos)
+                           _names(exclude_alphabets), tta, plot_path, progress=progress_enabled(), oos=oos)
     if as_json:
         click.echo(json.dumps(json_safe(report.out), ensure_ascii=False, allow_nan=False))
     else:

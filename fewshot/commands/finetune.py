@@ -6,10 +6,11 @@ the command, so ``fewshot --help`` stays instant.
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 import click
+
+from fewshot.commands import progress_enabled
 
 LOSS_CHOICES = ("proto", "triplet", "supcon")
 
@@ -95,7 +96,7 @@ def command(encoder, data, classes, loss, margin, temperature, train_last, freez
         loss_kwargs["margin"] = margin
     if temperature is not None:
         loss_kwargs["temperature"] = temperature
-    progress = not os.environ.get("FEWSHOT_NO_PROGRESS")
+    progress = progress_enabled()
     try:
         result = finetune(encoder, data, classes=classes, loss=loss, loss_kwargs=loss_kwargs, ways=ways,
                           shots=shots, queries=queries, batch_size=batch_size, steps=steps, lr=lr,

@@ -21,19 +21,16 @@ Running the same command again resumes from ``OUT/last.pt``.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import click
+
+from fewshot.commands import progress_enabled
 
 ARCHS = ("conv", "rnn-gru", "rnn-lstm")
 # Options of one family only: giving one to the other family is a usage error.
 CONV_ONLY = ("width", "depth", "size")
 RNN_ONLY = ("hidden", "layers", "pooling", "bidirectional", "resample", "teacher")
-
-
-def _progress() -> bool:
-    return not os.environ.get("FEWSHOT_NO_PROGRESS")
 
 
 @click.command("train")
@@ -94,7 +91,7 @@ def command(data, out_dir, arch, width, depth, size, hidden, layers, pooling, bi
     opts = TrainOptions(data, out_dir, arch, width, depth, size, hidden, layers, pooling, bidirectional, resample,
                         teacher, ways, shots, queries, steps, lr, seed, held_out, rotations, within_group_fraction,
                         threads, name)
-    result = train(opts, progress=_progress(), log=lambda line: click.echo(line, err=True))
+    result = train(opts, progress=progress_enabled(), log=lambda line: click.echo(line, err=True))
     val_ways = result.pop("val_ways")
     if as_json:
         click.echo(json.dumps(json_safe(result), allow_nan=False))

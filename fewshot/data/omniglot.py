@@ -25,6 +25,19 @@ SPLITS = ("images_background", "images_evaluation", "strokes_background", "strok
           "strokes_background_small1", "strokes_background_small2")
 
 
+def select_alphabets(entries: list[tuple], alphabets=None, exclude_alphabets=None,
+                     noun: str = "Omniglot alphabet") -> list[tuple]:
+    """The ``(alphabet, character, name)`` entries of ``alphabets`` (all when None) less
+    ``exclude_alphabets``, sorted; a ValueError names an alphabet that is not there."""
+    keep = set(alphabets) if alphabets else None
+    drop = set(exclude_alphabets or ())
+    known = {a for a, _, _ in entries}
+    for name in (keep or set()) | drop:
+        if name not in known:
+            raise ValueError(f"unknown {noun} {name!r}; known: {', '.join(sorted(known))}")
+    return sorted(e for e in entries if (keep is None or e[0] in keep) and e[0] not in drop)
+
+
 def _is_junk(name: str) -> bool:
     parts = name.replace("\\", "/").split("/")
     return any(p.startswith("__MACOSX") or p.startswith(".") for p in parts)
@@ -68,13 +81,7 @@ def load_omniglot(path: str | os.PathLike, size: int = 28, alphabets: list[str] 
         read = lambda n: read_file(n, n)  # noqa: E731 - size checked before reading
     if not entries:
         raise ValueError(f"{path} holds no Omniglot images (<Alphabet>/<character>/<file>.png)")
-    keep = set(alphabets) if alphabets else None
-    drop = set(exclude_alphabets or ())
-    known = {a for a, _, _ in entries}
-    for name in (keep or set()) | drop:
-        if name not in known:
-            raise ValueError(f"unknown Omniglot alphabet {name!r}; known: {', '.join(sorted(known))}")
-    entries = sorted(e for e in entries if (keep is None or e[0] in keep) and e[0] not in drop)
+    entries = select_alphabets(entries, alphabets, exclude_alphabets)
     images = np.empty((len(entries), size, size), dtype=np.uint8)
     for i, (_, _, name) in enumerate(entries):
         with decode_image_bytes(read(name), f"{path.name}:{name}" if path.is_file() else name) as im:

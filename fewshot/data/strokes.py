@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from fewshot.data.dataset import LabelledSet
+from fewshot.data.omniglot import select_alphabets
 from fewshot.errors import InputError
 from fewshot.limits import read_file, read_zip_entry
 from fewshot.sequences import parse_stroke_files, parse_strokes, strokes_to_array
@@ -57,13 +58,7 @@ def load_omniglot_strokes(path: str | os.PathLike, alphabets: list[str] | None =
         read = lambda n: read_file(n, n, "FEWSHOT_MAX_SEQUENCE_BYTES")  # noqa: E731
     if not entries:
         raise ValueError(f"{path} holds no Omniglot stroke files (<Alphabet>/<character>/<file>.txt)")
-    keep = set(alphabets) if alphabets else None
-    drop = set(exclude_alphabets or ())
-    known = {a for a, _, _ in entries}
-    for name in (keep or set()) | drop:
-        if name not in known:
-            raise ValueError(f"unknown alphabet {name!r}; known: {', '.join(sorted(known))}")
-    entries = sorted(e for e in entries if (keep is None or e[0] in keep) and e[0] not in drop)
+    entries = select_alphabets(entries, alphabets, exclude_alphabets, noun="alphabet")
     in_zip = path.is_file()
     sources = [f"{path}:{n}" if in_zip else n for _, _, n in entries]
     decode = lambda data, name: data.decode("utf-8-sig", errors="replace")  # noqa: E731
