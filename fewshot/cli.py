@@ -16,6 +16,9 @@ from pathlib import Path
 import click
 
 from fewshot.commands import progress_enabled as _progress
+from fewshot.cli_text import (ADD_FILE_HELP, QUERY_FILE_HELP, add_pairs, check_add_usage, from_file_option,
+                              label_column_option, query_inputs, require_text_index, text_column_option, text_option,
+                              wants_text)
 
 EXIT_ERROR, EXIT_USAGE = 1, 2
 
@@ -123,6 +126,13 @@ def _open(index_dir: str, readonly: bool = False, lock_timeout: float = 10.0):
     return FewShotIndex.open(index_dir, readonly=False, lock_timeout=lock_timeout)
 
 
+def _query_inputs(idx, index_dir: str, files, texts, from_file) -> list:
+    """classify/search inputs: FILE... as before; --text / --from-file only on a text index."""
+    if wants_text(texts, from_file):
+        require_text_index(idx, index_dir)
+    return query_inputs(files, texts, from_file, idx.encoder.input_kind)
+
+
 @click.group(cls=FewshotGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="fewshot", prog_name="fewshot")
 def cli() -> None:
@@ -153,8 +163,8 @@ def encoders_cmd(as_json: bool) -> None:
 @weights_option
 @click.option("--metric", type=click.Choice(["cosine", "l2"]), default="cosine", show_default=True)
 @click.option("--temperature", type=float, default=None, help="Softmax temperature for probabilities.")
-@click.option("--kind", type=click.Choice(["image", "sequence"]), default="image", show_default=True,
-              help="Input kind when --encoder is not given: the default image or stroke encoder.")
+@click.option("--kind", type=click.Choice(["image", "sequence", "text"]), default="image", show_default=True,
+              help="Input kind when --encoder is not given: the default image, stroke or text (minilm) encoder.")
 @click.option("--index-type", type=click.Choice(INDEX_TYPES), default="auto", show_default=True,
               help="auto: exact until 100k vectors, then HNSW (see docs/SCALING.md).")
 @ef_search_option
@@ -198,10 +208,18 @@ def init_cmd(index_dir, encoder, weights, metric, temperature, kind, index_type,
               help="Add each sub-folder of DIR as a class named after it (nested folders join it).")
 @click.option("--skip-duplicates", is_flag=True,
               help="Leave out files whose bytes equal a stored example's (or an earlier file's).")
+@text_option
+@from_file_option(ADD_FILE_HELP)
+@text_column_option
+@label_column_option
 @lock_timeout_option
 @json_option
-def add_cmd(index_dir, files, label, from_folder, skip_duplicates, lock_timeout, as_json) -> None:
-    """Add examples: FILE... under --label, or a folder of class folders."""
+def add_cmd(index_dir, files, label, from_folder, skip_duplicates, texts, from_file, text_column, label_column,
+            lock_timeout, as_json) -> None:
+    """Add examples: FILE... (or --text) under --label, a folder of class folders, or a labelled --from-file."""
+    if wants_text(texts, from_file):
+        check_add_usage(label, files, from_folder, texts, from_file, skip_duplicates)
+        return _add_text(index_dir, label, texts, from_file, text_column, label_column, lock_timeout, as_json)
     if (from_folder is None) == (label is None):
         raise click.UsageError("give either --label LABEL FILE... or --from-folder DIR")
     if label is not None and not files:
@@ -218,22 +236,46 @@ def add_cmd(index_dir, files, label, from_folder, skip_duplicates, lock_timeout,
         total = idx.store.count()
     for notice in rep.notices:
         click.echo(f"warning: {_shown(notice)}", err=True)
+    _emit_added(rep, total, as_json)
+
+
+def _emit_added(rep, total: int, as_json: bool) -> None:
     n = sum(rep.labels.values())
     _emit({"added": n, "labels": rep.labels, "ids": rep.ids, "count": total, "skipped": rep.skipped,
            "warnings": rep.notices}, as_json,
           f"added {n} example(s) to {len(rep.labels)} class(es); index holds {total}")
 
 
+def _add_text(index_dir, label, texts, from_file, text_column, label_column, lock_timeout, as_json) -> None:
+    """``add --text`` / ``--from-file``: every text is read and checked before the index is written."""
+    from fewshot.folder_add import FolderAdd
+
+    pairs = add_pairs(label, texts, from_file, text_column, label_column)
+    with _open(index_dir, lock_timeout=lock_timeout) as idx:
+        require_text_index(idx, index_dir)
+        ids = idx.add_many(pairs, progress=_progress())
+        stored = idx.store.labels()
+        labels: dict[str, int] = {}
+        for lab, items in pairs:
+            key = idx.stored_label(lab, stored=stored)
+            labels[key] = labels.get(key, 0) + len(items)
+        total = idx.store.count()
+    _emit_added(FolderAdd(ids, labels, [], []), total, as_json)
+
+
 @cli.command("classify")
 @click.argument("index_dir", type=click.Path(file_okay=False))
-@click.argument("files", nargs=-1, required=True, type=click.Path())
+@click.argument("files", nargs=-1, type=click.Path())
 @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--threshold", type=float, default=None, help="Below this score the label is null (unknown).")
+@text_option
+@from_file_option(QUERY_FILE_HELP)
 @json_option
-def classify_cmd(index_dir, files, top_k, threshold, as_json) -> None:
-    """Classify FILE... by the nearest class prototype."""
+def classify_cmd(index_dir, files, top_k, threshold, texts, from_file, as_json) -> None:
+    """Classify FILE... (or --text / --from-file queries) by the nearest class prototype."""
     with _open(index_dir, readonly=True) as idx:
-        preds = idx.classify(list(files), top_k=top_k, threshold=threshold, progress=_progress())
+        inputs = _query_inputs(idx, index_dir, files, texts, from_file)
+        preds = idx.classify(inputs, top_k=top_k, threshold=threshold, progress=_progress())
     text = "\n".join(f"{_shown(p.input)}\t{_shown(p.label) if p.label is not None else '<unknown>'}\t"
                      f"score={p.score:.4f}\tp={p.probability:.4f}" for p in preds)
     _emit([p.to_dict() for p in preds], as_json, text)
@@ -241,16 +283,19 @@ def classify_cmd(index_dir, files, top_k, threshold, as_json) -> None:
 
 @cli.command("search")
 @click.argument("index_dir", type=click.Path(file_okay=False))
-@click.argument("files", nargs=-1, required=True, type=click.Path())
+@click.argument("files", nargs=-1, type=click.Path())
 @click.option("-k", "k", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--label", "labels", multiple=True, help="Only look among these labels (repeatable).")
 @ef_search_option
 @nprobe_option
+@text_option
+@from_file_option(QUERY_FILE_HELP)
 @json_option
-def search_cmd(index_dir, files, k, labels, ef_search, nprobe, as_json) -> None:
-    """The k nearest stored examples of each FILE."""
+def search_cmd(index_dir, files, k, labels, ef_search, nprobe, texts, from_file, as_json) -> None:
+    """The k nearest stored examples of each FILE (or --text / --from-file query)."""
     with _open(index_dir, readonly=True) as idx:
-        results = idx.search(list(files), k=k, labels=list(labels) or None, progress=_progress(),
+        inputs = _query_inputs(idx, index_dir, files, texts, from_file)
+        results = idx.search(inputs, k=k, labels=list(labels) or None, progress=_progress(),
                              **_index_params(ef_search, nprobe))
     lines = []
     for r in results:
@@ -260,23 +305,33 @@ def search_cmd(index_dir, files, k, labels, ef_search, nprobe, as_json) -> None:
 
 
 @cli.command("embed")
-@click.argument("files", nargs=-1, required=True, type=click.Path())
+@click.argument("files", nargs=-1, type=click.Path())
 @encoder_option
 @weights_option
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write embeddings to OUT.npy.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@text_option
+@from_file_option(QUERY_FILE_HELP)
 @json_option
-def embed_cmd(files, encoder, weights, output, batch_size, as_json) -> None:
-    """Embeddings of FILE... (float32 [n, dim])."""
+def embed_cmd(files, encoder, weights, output, batch_size, texts, from_file, as_json) -> None:
+    """Embeddings of FILE... or of --text / --from-file texts (float32 [n, dim])."""
     import numpy as np
 
     from fewshot import encoders
     from fewshot.inputs import SEQUENCE_SUFFIXES, IMAGE_SUFFIXES, expand_inputs
 
-    # stroke / series files get the sequence encoder
-    kind = "sequence" if all(Path(f).suffix.lower() in SEQUENCE_SUFFIXES for f in files) else "image"
+    if not files and not wants_text(texts, from_file):
+        raise click.UsageError("give FILE..., --text TEXT or --from-file FILE")
+    # stroke / series files get the sequence encoder; --text / --from-file the text encoder
+    kind = "text" if wants_text(texts, from_file) else \
+        "sequence" if all(Path(f).suffix.lower() in SEQUENCE_SUFFIXES for f in files) else "image"
     enc = encoders.resolve(encoder, weights=weights, kind=kind)
-    items = expand_inputs(list(files), SEQUENCE_SUFFIXES if enc.input_kind == "sequence" else IMAGE_SUFFIXES)
+    if enc.input_kind == "text":
+        items = enc._items(query_inputs(files, texts, from_file, "text"))
+    elif kind == "text":
+        raise click.ClickException(f"--text / --from-file give text, but encoder {enc.name} takes {enc.input_kind}s")
+    else:
+        items = expand_inputs(list(files), SEQUENCE_SUFFIXES if enc.input_kind == "sequence" else IMAGE_SUFFIXES)
     vecs = enc.embed(items, batch_size=batch_size, progress=_progress())
     if output:
         tmp = Path(output).with_name(Path(output).name + ".tmp.npy")
@@ -373,11 +428,16 @@ def reindex_cmd(index_dir, encoder, weights, index_type, ef_search, nprobe, lock
 
 EXAMPLES = {  # two per command, shown at the end of its --help
     "encoders": ["fewshot encoders", "fewshot encoders --json"],
-    "init": ["fewshot init my_index", "fewshot init strokes_index --kind sequence --index-type hnsw"],
+    "init": ["fewshot init my_index", "fewshot init strokes_index --kind sequence --index-type hnsw",
+             "fewshot init intents --kind text"],
     "add": ["fewshot add my_index --label alpha alpha1.png alpha2.png",
-            "fewshot add my_index --from-folder photos/ --skip-duplicates --json"],
+            "fewshot add my_index --from-folder photos/ --skip-duplicates --json",
+            "fewshot add intents --label balance --text 'how much money do I have'",
+            "fewshot add intents --from-file examples.csv --text-column utterance --label-column intent"],
     "classify": ["fewshot classify my_index query.png",
-                 "fewshot classify my_index queries/ --top-k 3 --threshold 0.6 --json"],
+                 "fewshot classify my_index queries/ --top-k 3 --threshold 0.6 --json",
+                 "fewshot classify intents --text 'what is my balance' --json",
+                 "cat queries.txt | fewshot classify intents --from-file -"],
     "search": ["fewshot search my_index query.png -k 10",
                "fewshot search my_index query.png --label alpha --label beta --json"],
     "embed": ["fewshot embed a.png b.png -o vectors.npy",

@@ -3,7 +3,10 @@
 An episode picks ``ways`` classes, then for each class ``shots`` support and
 ``queries`` query examples, disjoint. With ``within_group`` all classes of an
 episode come from one group (one Omniglot alphabet): the harder protocol of
-Lake et al. (2015), where distractors share the writing system.
+Lake et al. (2015), where distractors share the writing system. With ``roles``
+(one ``"support"`` or ``"query"`` per example) supports come only from support
+rows and queries only from query rows: a dataset's train split supports, its test
+split queries (CLINC150), as a deployed index would see them.
 """
 from __future__ import annotations
 
@@ -27,6 +30,18 @@ class Episode:
         return len(self.classes)
 
 
+def split_roles(by_class: dict[str, list[int]], roles: Sequence[str], shots: int, queries: int
+                ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(support rows, query rows) of each class with at least ``shots`` and ``queries`` of them."""
+    out = {}
+    for c, ix in by_class.items():
+        sup = np.asarray([i for i in ix if roles[i] == "support"], dtype=np.int64)
+        qry = np.asarray([i for i in ix if roles[i] == "query"], dtype=np.int64)
+        if len(sup) >= shots and len(qry) >= queries:
+            out[c] = (sup, qry)
+    return out
+
+
 class EpisodeSampler:
     """Draws episodes from labels (and optional groups) with a seeded generator.
 
@@ -35,14 +50,20 @@ class EpisodeSampler:
     """
 
     def __init__(self, labels: Sequence[str], ways: int, shots: int, queries: int,
-                 groups: Sequence[str] | None = None, within_group: bool = False, seed: int = 0):
+                 groups: Sequence[str] | None = None, within_group: bool = False, seed: int = 0,
+                 roles: Sequence[str] | None = None):
         if ways < 2 or shots < 1 or queries < 1:
             raise ValueError("need ways >= 2, shots >= 1, queries >= 1")
         by_class: dict[str, list[int]] = defaultdict(list)
         for i, lab in enumerate(labels):
             by_class[lab].append(i)
         need = shots + queries
-        self.by_class = {c: np.asarray(ix) for c, ix in sorted(by_class.items()) if len(ix) >= need}
+        self.split = None
+        if roles is not None and len(roles):
+            self.split = split_roles(by_class, roles, shots, queries)
+            by_class = {c: ix for c, ix in by_class.items() if c in self.split}
+        self.by_class = {c: np.asarray(ix) for c, ix in sorted(by_class.items())
+                         if len(ix) >= need or self.split is not None}
         if len(self.by_class) < ways:
             raise ValueError(f"only {len(self.by_class)} classes have >= {need} examples "
                              f"(shots + queries); cannot draw {ways}-way episodes")
@@ -63,6 +84,10 @@ class EpisodeSampler:
         rng = np.random.default_rng([self.seed, index])
         pool = self.pools[rng.integers(len(self.pools))]
         chosen = [pool[i] for i in rng.choice(len(pool), self.ways, replace=False)]
+        if self.split is not None:
+            sup = np.stack([rng.choice(self.split[c][0], self.shots, replace=False) for c in chosen])
+            qry = np.stack([rng.choice(self.split[c][1], self.queries, replace=False) for c in chosen])
+            return Episode(chosen, sup, qry)
         need = self.shots + self.queries
         picks = np.stack([rng.choice(self.by_class[c], need, replace=False) for c in chosen])
         return Episode(chosen, picks[:, : self.shots], picks[:, self.shots:])

@@ -201,7 +201,10 @@ class FewShotIndex:
 
     # --- inputs -------------------------------------------------------------------------
     def _items(self, inputs: Any) -> list[InputItem]:
-        if self.encoder.input_kind == "sequence":
+        if self.encoder.input_kind not in ("image", "sequence"):  # a plug-in kind reads its own inputs
+            items = self.encoder._items(inputs)
+            bad = []
+        elif self.encoder.input_kind == "sequence":
             from fewshot.inputs import SEQUENCE_SUFFIXES
 
             items = expand_inputs(inputs, SEQUENCE_SUFFIXES)
@@ -227,6 +230,8 @@ class FewShotIndex:
         """Content-addressed copy of the example inside the index, so it can be re-embedded."""
         if item.path is not None:
             return self.blobs.put_file(item.path)
+        if hasattr(item, "blob_bytes"):  # an in-memory item that says how it is stored (text)
+            return self.blobs.put_bytes(*item.blob_bytes())
         if self.encoder.input_kind == "sequence":
             import io
 

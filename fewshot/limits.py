@@ -24,6 +24,8 @@ LIMITS = {  # env var: (default, what it bounds)
     "FEWSHOT_MAX_PIXELS": (64_000_000, "pixels of one image (width x height), decoded or in memory"),
     "FEWSHOT_MAX_SEQUENCE_BYTES": (16 * 2**20, "bytes of one sequence file (.txt, .csv, .npy) or zip entry"),
     "FEWSHOT_MAX_SEQUENCE_POINTS": (200_000, "points (rows) of one sequence, before resampling"),
+    "FEWSHOT_MAX_TEXT_CHARS": (10_000, "characters of one text example or query"),
+    "FEWSHOT_MAX_TEXT_FILE_BYTES": (64 * 2**20, "bytes of one text file (.txt, .csv, .tsv, .jsonl) or stdin"),
 }
 
 

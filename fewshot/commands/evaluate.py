@@ -30,7 +30,8 @@ def _names(value: str | None) -> list[str] | None:
 @click.command("evaluate")
 @click.option("--data", required=True, metavar="PATH|NAME",
               help="Omniglot zip or folder (images or strokes), a folder with one sub-folder per class "
-                   "(images, or .txt/.npy/.csv sequences), or 'digits'.")
+                   "(images, or .txt/.npy/.csv sequences), 'digits', or text: CLINC150 JSON (supports from "
+                   "train, queries from test, groups = domains) or a .csv/.tsv/.jsonl with text and label columns.")
 @click.option("--encoder", default=None, metavar="NAME|PATH",
               help="Encoder name (see `fewshot encoders`) or encoder file [default: the shipped one for "
                    "the data's kind: omniglot-conv4 for images, omniglot-strokes-fusion for sequences].")
@@ -44,15 +45,17 @@ def _names(value: str | None) -> list[str] | None:
 @click.option("--within-alphabet", "within", is_flag=True,
               help="Draw all classes of an episode from one alphabet (group): the harder protocol.")
 @click.option("--alphabets", default=None, metavar="A,B,...",
-              help="Only these Omniglot alphabets (groups of a grouped sequence folder).")
+              help="Only these Omniglot alphabets (groups of a grouped sequence folder; CLINC150 domains).")
 @click.option("--exclude-alphabets", default=None, metavar="A,B,...", help="Leave out these Omniglot alphabets.")
 @click.option("--tta", is_flag=True,
               help="Average each embedding over the image and its 1-pixel shifts (images only).")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, metavar="OUT.png",
               help="Write accuracy against shots and a confusion matrix to OUT.png.")
+@click.option("--oos", is_flag=True,
+              help="Text (CLINC150 JSON): also the AUROC of in-scope vs its out-of-scope queries (oos_val).")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
 def command(data, encoder, weights, ways, shots, queries, episodes, seed, within, alphabets,
-            exclude_alphabets, tta, plot_path, as_json) -> None:
+            exclude_alphabets, tta, plot_path, oos, as_json) -> None:
     """Episodic N-way K-shot accuracy (95% CI, macro precision/recall/F1) of an encoder on a dataset."""
     from fewshot.data.registry import dataset_kind, describe_dataset
     from fewshot.evaluation import evaluate_data
@@ -60,16 +63,24 @@ def command(data, encoder, weights, ways, shots, queries, episodes, seed, within
 
     if plot_path and not plot_path.lower().endswith(".png"):
         raise click.UsageError("--plot writes a PNG; give a path ending in .png")
-    if tta and dataset_kind(data) == "sequence":
-        raise click.UsageError("--tta applies to images, not to sequence data")
+    kind = dataset_kind(data)
+    if tta and kind != "image":
+        raise click.UsageError(f"--tta applies to images, not to {kind} data")
+    if oos and kind != "text":
+        raise click.UsageError("--oos applies to text data (CLINC150 JSON)")
     report = evaluate_data(data, encoder, weights, ways, shots, queries, episodes, seed, within, _names(alphabets),
-                           _names(exclude_alphabets), tta, plot_path, progress=progress_enabled())
+                           _names(exclude_alphabets), tta, plot_path, progress=progress_enabled(), oos=oos)
     if as_json:
         click.echo(json.dumps(json_safe(report.out), ensure_ascii=False, allow_nan=False))
     else:
         enc, result = report.encoder, report.result
         click.echo(f"{enc.name} ({enc.fingerprint}) on {data} [{describe_dataset(report.dataset)}]")
         click.echo(result.summary())
+        if "oos" in report.out:
+            o = report.out["oos"]
+            click.echo(f"out-of-scope AUROC {o['auroc']:.4f} +- {o['auroc_ci95']:.4f} ({o['n_oos']} oos queries); "
+                       f"at the threshold keeping {100 * o['in_scope_kept']:.0f}% of in-scope queries: "
+                       f"{100 * o['false_accept_rate']:.1f}% of oos accepted, accuracy {100 * o['accuracy_kept']:.2f}%")
         if plot_path:
             pts = ", ".join(f"{p['shots']}-shot {100 * p['accuracy']:.1f}% ({p['episodes']} episodes)"
                             for p in report.out["plot"]["points"])

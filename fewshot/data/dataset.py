@@ -13,12 +13,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-KINDS = ("image", "sequence")
+KINDS = ("image", "sequence", "text")
 
 
 def _infer_kind(items: Any) -> str:
-    """An ndarray stack is images; a list of per-example arrays is sequences (unequal lengths)."""
-    return "image" if isinstance(items, np.ndarray) else "sequence"
+    """An ndarray stack is images; a list of strings is text; a list of per-example arrays is sequences."""
+    if isinstance(items, np.ndarray):
+        return "image"
+    return "text" if len(items) and all(isinstance(x, str) for x in items) else "sequence"
 
 
 @dataclass
@@ -27,7 +29,7 @@ class LabelledSet:
 
     ``items``: uint8 images ``[n, h, w]`` (grayscale, ink high) or ``[n, h, w, 3]``
     (RGB) for ``kind="image"``; a list of float32 ``[T_i, F]`` arrays for
-    ``kind="sequence"``. ``groups`` names a super-class per example (an Omniglot
+    ``kind="sequence"``; a list of strings for ``kind="text"``. ``groups`` names a super-class per example (an Omniglot
     alphabet) so episodes can be drawn from one group at a time; ``sources`` says
     where each example came from.
     """
@@ -37,12 +39,15 @@ class LabelledSet:
     groups: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
     kind: str = ""
+    #: optional, one per example: "support" or "query" (train/test splits: supports only from support
+    #: rows, queries only from query rows); empty: any example may be either
+    roles: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.kind = self.kind or _infer_kind(self.items)
         if self.kind not in KINDS:
             raise ValueError(f"unknown kind {self.kind!r}; choose one of {', '.join(KINDS)}")
-        if self.kind == "sequence":
+        if self.kind != "image":
             self.items = list(self.items)
         n = len(self.items)
         if len(self.labels) != n:
@@ -50,8 +55,9 @@ class LabelledSet:
         self.labels = list(self.labels)
         self.groups = list(self.groups) if len(self.groups) else ["all"] * n
         self.sources = list(self.sources) if len(self.sources) else [f"#{i}" for i in range(n)]
-        if len(self.groups) != n or len(self.sources) != n:
-            raise ValueError("groups and sources must have one entry per item")
+        self.roles = list(self.roles)
+        if len(self.groups) != n or len(self.sources) != n or len(self.roles) not in (0, n):
+            raise ValueError("groups, sources and roles must have one entry per item")
 
     def __len__(self) -> int:
         return len(self.items)
@@ -70,7 +76,8 @@ class LabelledSet:
     def subset(self, indices: Sequence[int]) -> "LabelledSet":
         idx = [int(i) for i in np.asarray(indices, dtype=np.int64)]
         return LabelledSet(self.take(idx), [self.labels[i] for i in idx], [self.groups[i] for i in idx],
-                           [self.sources[i] for i in idx], self.kind)
+                           [self.sources[i] for i in idx], self.kind,
+                           [self.roles[i] for i in idx] if self.roles else [])
 
     def with_classes(self, classes: Sequence[str]) -> "LabelledSet":
         """Only the examples of ``classes``."""
@@ -92,6 +99,7 @@ class LabelledSet:
         """The examples of ``parts`` one after the other (all of one kind)."""
         kind = parts[0].kind
         items = np.concatenate([p.items for p in parts]) if kind == "image" else [s for p in parts for s in p.items]
+        roles = [x for p in parts for x in p.roles] if all(p.roles for p in parts) else []
         return LabelledSet(items, [x for p in parts for x in p.labels], [x for p in parts for x in p.groups],
-                           [x for p in parts for x in p.sources], kind)
+                           [x for p in parts for x in p.sources], kind, roles)
 

@@ -150,7 +150,7 @@ def _count_kinds(root: Path) -> tuple[int, int, int]:
 
 
 def dataset_kind(spec: str | os.PathLike) -> str:
-    """``"image"`` or ``"sequence"``: what a dataset spec holds, from names only (nothing is decoded).
+    """``"image"``, ``"sequence"`` or ``"text"``: what a dataset spec holds, from names only (nothing is decoded).
 
     A zip with Omniglot stroke files (``<Alphabet>/<character>/<file>.txt``) and
     no Omniglot images, or a folder with more sequence files (``.txt``, ``.npy``,
@@ -165,6 +165,10 @@ def dataset_kind(spec: str | os.PathLike) -> str:
     if not path.exists():
         raise _not_found(key)
     if path.is_file():
+        from fewshot.data.text import TEXT_DATA_SUFFIXES
+
+        if path.suffix.lower() in TEXT_DATA_SUFFIXES:  # CLINC150 JSON, CSV/TSV/JSONL of text and label
+            return "text"
         if path.suffix.lower() != ".zip":
             return "image"
         from fewshot.data.omniglot import _parse_entry as image_entry

@@ -22,6 +22,7 @@ from fewshot.encoders.registry import (DEFAULT_IMAGE_ENCODER, DEFAULTS, EncoderS
 # Register the built-in families (imported for their side effect).
 from fewshot.encoders import builtin  # noqa: E402,F401  isort: skip
 from fewshot.encoders import sequence_builtin  # noqa: E402,F401  isort: skip
+from fewshot.encoders import text_builtin  # noqa: E402,F401  isort: skip
 
 __all__ = ["Encoder", "EncoderSpec", "TorchEncoder", "TorchImageEncoder", "ImagePreprocess", "available", "load",
            "resolve", "default_for", "from_file", "register", "manifest_entries", "atomic_torch_save",

@@ -20,10 +20,16 @@ from fewshot.encoders.weights import load_weights_file
 from fewshot.errors import EncoderError
 
 #: The encoder an index, ``embed`` or ``evaluate`` uses when none is named, by input kind.
-DEFAULTS = {"image": "omniglot-conv4", "sequence": "omniglot-strokes-fusion"}
+DEFAULTS = {"image": "omniglot-conv4", "sequence": "omniglot-strokes-fusion", "text": "minilm"}
 DEFAULT_IMAGE_ENCODER = DEFAULTS["image"]
 #: Encoder-file classes by ``config["input_kind"]``.
 KINDS: dict[str, type[TorchEncoder]] = {"image": TorchImageEncoder, "sequence": TorchSequenceEncoder}
+
+
+def _text_kind() -> type[TorchEncoder]:
+    from fewshot.encoders.text_rnn import TorchTextEncoder
+
+    return TorchTextEncoder
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,8 @@ def from_file(path: str | os.PathLike, name: str | None = None) -> TorchEncoder:
                            "to use a torchvision state dict, pass it as weights=PATH with a named encoder")
     cfg = payload["config"]
     kind = cfg.get("input_kind", "image")
+    if kind == "text" and kind not in KINDS:  # registered on first use: text_rnn imports the text module
+        KINDS["text"] = _text_kind()
     if kind not in KINDS:
         raise EncoderError(f"{path}: unknown input kind {kind!r} (known: {', '.join(KINDS)})")
     return KINDS[kind].from_payload(payload, name or cfg.get("name") or Path(path).stem, str(path))
@@ -104,13 +112,18 @@ def resolve(spec: str | os.PathLike | Encoder | None = None, weights: str | None
         if not kwargs:  # builder options are not recorded, so such an encoder is not rebuilt by name
             enc.registered_as = (key, _weights_ref(weights))
         return enc
+    from fewshot.encoders.text import is_st_spec, sentence_transformer
+
+    if is_st_spec(key):  # st:NAME, sentence-transformers/NAME, or a sentence-transformers folder
+        return sentence_transformer(key)
     p = Path(key).expanduser()
     if p.exists() or os.sep in key or key.endswith(".pt"):
         if weights is not None:
             raise EncoderError("weights= applies to a named encoder, not to an encoder file")
         return from_file(p)
     raise EncoderError(f"unknown encoder {key!r}; `fewshot encoders` lists the names "
-                       f"({', '.join(sorted(_REGISTRY))}), or pass a path to an encoder file")
+                       f"({', '.join(sorted(_REGISTRY))}), or pass a path to an encoder file "
+                       "(text: st:MODEL or a sentence-transformers folder)")
 
 
 def load(name_or_path: str | os.PathLike | Encoder = DEFAULT_IMAGE_ENCODER, weights: str | None = None,

@@ -69,6 +69,10 @@ def load_for(encoder: Any, data: Any, kind: str, alphabets: list[str] | None = N
 
     if kind == "sequence":
         return load_sequence_dataset(data, alphabets=alphabets, exclude_alphabets=exclude_alphabets)
+    if kind == "text":
+        from fewshot.data.text import load_text_dataset
+
+        return load_text_dataset(data, alphabets, exclude_alphabets)
     size, rgb = dataset_size_for(encoder)
     return load_dataset(data, size=size, rgb=rgb, alphabets=alphabets, exclude_alphabets=exclude_alphabets)
 
@@ -76,9 +80,11 @@ def load_for(encoder: Any, data: Any, kind: str, alphabets: list[str] | None = N
 def evaluate_data(data: Any, encoder: str | None = None, weights: str | None = None, ways: int = 20,
                   shots: int = 1, queries: int = 5, episodes: int = 1000, seed: int = 0, within: bool = False,
                   alphabets: list[str] | None = None, exclude_alphabets: list[str] | None = None,
-                  tta: bool = False, plot_path: str | None = None, progress: bool = True) -> EvalReport:
+                  tta: bool = False, plot_path: str | None = None, progress: bool = True,
+                  oos: bool = False) -> EvalReport:
     """Load ``data``, embed it once with ``encoder`` (default: the shipped one for its kind) and run the
-    episodes; lowers the query count to what the data allows (with a note) and draws the plot if asked."""
+    episodes; lowers the query count to what the data allows (with a note) and draws the plot if asked.
+    ``oos``: also the AUROC of in-scope against the data's out-of-scope queries (CLINC150 ``oos_val``)."""
     from fewshot import encoders
     from fewshot.data.registry import dataset_kind
 
@@ -95,9 +101,25 @@ def evaluate_data(data: Any, encoder: str | None = None, weights: str | None = N
             "exclude_alphabets": exclude_alphabets, "encoder": enc.name, "fingerprint": enc.fingerprint}
     result = evaluate_embeddings(emb, ds, ways, shots, q, episodes, seed, within, progress=progress, protocol=info)
     report = EvalReport(result, result.to_dict(), enc, ds, notes)
+    if oos:
+        report.out["oos"] = _oos(enc, ds, emb, data, ways, shots, q, episodes, seed, within, progress)
     if plot_path:
         _plot(report, emb, str(data), plot_path)
     return report
+
+
+def _oos(enc, ds: LabelledSet, emb, data, ways: int, shots: int, queries: int, episodes: int, seed: int,
+         within: bool, progress: bool) -> dict:
+    """The out-of-scope AUROC on the same episodes as the accuracy (see :mod:`fewshot.evaluation.oos`)."""
+    from fewshot.data.text import load_clinc_oos
+    from fewshot.episodes import EpisodeSampler
+    from fewshot.evaluation.oos import oos_auroc
+
+    if ds.kind != "text" or not str(data).lower().endswith(".json"):
+        raise ValueError("--oos needs CLINC150-style JSON data with out-of-scope queries (oos_val)")
+    oos_emb = enc.embed(load_clinc_oos(data), progress=progress)
+    sampler = EpisodeSampler(ds.labels, ways, shots, queries, ds.groups, within, seed, ds.roles)
+    return oos_auroc(emb, oos_emb, sampler, episodes)
 
 
 def _plot(report: EvalReport, emb, data: str, plot_path: str) -> None:

@@ -33,6 +33,10 @@ def check_kinds(encoder: Any, dataset_kind: str, data: Any = "the data") -> None
     if enc_kind == dataset_kind:
         return
     name = getattr(encoder, "name", encoder)
+    if "text" in (enc_kind, dataset_kind):
+        raise InputError(f"encoder {name} takes {enc_kind}, but {data} holds {dataset_kind}; pass "
+                         f"{'a text encoder (e.g. --encoder minilm) or ' if dataset_kind == 'text' else ''}"
+                         f"data of the encoder's kind")
     if enc_kind == "sequence":
         raise InputError(f"encoder {name} takes sequences (pen strokes, time series), but {data} holds images; "
                          "pass an image encoder (e.g. --encoder omniglot-conv4) or sequence data")
@@ -53,9 +57,9 @@ def embed_dataset(encoder: Any, dataset: LabelledSet, tta: bool = False, batch_s
     if kind != dataset.kind:
         raise ValueError(f"encoder {getattr(encoder, 'name', encoder)!r} takes {kind}s, not {dataset.kind}s; "
                          "evaluate it on its own kind of data")
-    if dataset.kind == "sequence":
+    if dataset.kind != "image":  # sequences, text: the encoder's own embed reads the items
         if tta:
-            raise ValueError("test-time augmentation (tta) applies to images, not to sequences")
+            raise ValueError(f"test-time augmentation (tta) applies to images, not to {dataset.kind}")
         return np.asarray(encoder.embed(list(dataset.items), batch_size=batch_size, progress=progress),
                           dtype=np.float32)
     if getattr(encoder, "preprocess", None) is None or not callable(getattr(encoder, "embed_tensor", None)):
@@ -86,6 +90,6 @@ def _embed_images(encoder: Any, images: np.ndarray, tta: bool, batch_size: int, 
 
 def dataset_counts(dataset: LabelledSet) -> dict:
     """The dataset part of an evaluation's protocol: kind and sizes (``n_images`` is null for sequences)."""
-    seq = dataset.kind == "sequence"
+    seq = dataset.kind != "image"
     return {"input_kind": dataset.kind, "n_classes": len(dataset.classes),
             "n_examples": len(dataset), "n_images": None if seq else len(dataset)}

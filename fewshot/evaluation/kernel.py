@@ -133,7 +133,8 @@ def evaluate_embeddings(embeddings: np.ndarray, dataset: Any, ways: int, shots: 
         raise ValueError(f"need one embedding row per example: {emb.shape} for {len(dataset.labels)} examples")
     if episodes < 1:
         raise ValueError("episodes must be >= 1")
-    sampler = EpisodeSampler(dataset.labels, ways, shots, queries, dataset.groups, within_group, seed)
+    sampler = EpisodeSampler(dataset.labels, ways, shots, queries, dataset.groups, within_group, seed,
+                             getattr(dataset, "roles", None))
     result = run_episodes(emb, sampler, episodes, sorted(set(dataset.labels)), metric, progress)
     result.protocol = {"ways": ways, "shots": shots, "queries": queries, "episodes": episodes, "seed": seed,
                        "within_group": within_group, "metric": metric, **(protocol or {})}
@@ -148,13 +149,19 @@ def max_queries(dataset: Any, ways: int, shots: int, queries: int, within_group:
     if ways < 2 or shots < 1 or queries < 1:
         raise ValueError("need ways >= 2, shots >= 1 and queries >= 1")
     counts: dict[str, int] = defaultdict(int)
+    n_support: dict[str, int] = defaultdict(int)
     group_of: dict[str, str] = {}
-    for lab, g in zip(dataset.labels, dataset.groups):
-        counts[lab] += 1
+    roles = getattr(dataset, "roles", None) or [""] * len(dataset.labels)
+    for lab, g, role in zip(dataset.labels, dataset.groups, roles):
+        counts[lab] += role != "support"  # with roles, only query rows are queries and only support rows shots
+        n_support[lab] += role == "support"
         group_of.setdefault(lab, g)
 
+    def fits(c: str, q: int) -> bool:
+        return counts[c] >= shots + q if not n_support[c] else (counts[c] >= q and n_support[c] >= shots)
+
     def room(q: int) -> int:
-        ok = [c for c, n in counts.items() if n >= shots + q]
+        ok = [c for c in counts if fits(c, q)]
         if not within_group:
             return len(ok)
         per: dict[str, int] = defaultdict(int)

@@ -13,6 +13,11 @@ adds a batcher here and nothing in the loop.
   the encoder will, and the batch packed; seeded by the step's generator. With
   teacher views (distillation) an example is drawn from one of its pre-rendered
   augmented views and the batch carries the teacher's target for it.
+* text: the episode's strings, each with a few words dropped at random
+  (``cfg.extra["word_dropout"]``, default 0.1, off with ``augment=False``),
+  tokenised by the encoder's ``tokenize``; seeded by the step's generator. With
+  ``targets`` (a teacher's embedding of every example: distillation) the batch
+  carries the teacher's rows.
 """
 from __future__ import annotations
 
@@ -124,8 +129,35 @@ class SequenceBatcher:
         return _eval_forward(model, [pack_batch(arrays[i:i + batch]) for i in range(0, len(arrays), batch)])
 
 
+def drop_words(text: str, p: float, rng: np.random.Generator) -> str:
+    """``text`` with each word dropped with probability ``p`` (at least one word is kept)."""
+    words = text.split()
+    keep = [w for w in words if rng.random() >= p]
+    return " ".join(keep or words[:1])
+
+
+class TextBatcher:
+    """Text: the episode's strings (words dropped at random), then ``tokenize`` (the encoder's)."""
+
+    def __init__(self, data: LabelledSet, cfg: Any, tokenize: Callable[[list[str]], Any] | None = None,
+                 targets: torch.Tensor | None = None):
+        self.data, self.tokenize, self.targets = data, tokenize or (lambda texts: texts), targets
+        self.word_dropout = float(cfg.extra.get("word_dropout", 0.1)) if cfg.augment is not False else 0.0
+
+    def inputs(self, idx: np.ndarray, step: int, rng: np.random.Generator) -> tuple[Any, torch.Tensor | None]:
+        texts = [self.data.items[int(i)] for i in idx]
+        if self.word_dropout:
+            texts = [drop_words(t, self.word_dropout, rng) for t in texts]
+        targets = None if self.targets is None else self.targets[torch.from_numpy(np.asarray(idx))]
+        return self.tokenize(texts), targets
+
+    def embed(self, model: nn.Module, data: LabelledSet, batch: int = 256) -> np.ndarray:
+        items = list(data.items)
+        return _eval_forward(model, [self.tokenize(items[i:i + batch]) for i in range(0, len(items), batch)])
+
+
 #: The batcher of each input kind.
-BATCHERS: dict[str, type] = {"image": ImageBatcher, "sequence": SequenceBatcher}
+BATCHERS: dict[str, type] = {"image": ImageBatcher, "sequence": SequenceBatcher, "text": TextBatcher}
 
 
 def make_batcher(data: LabelledSet, cfg: Any, **kwargs: Any) -> Any:

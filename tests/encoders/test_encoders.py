@@ -176,8 +176,9 @@ def test_atomic_torch_save_replaces_whole_files_and_leaves_no_temp(tmp_path):
 def test_default_for_and_resolve():
     assert encoders.default_for("image") == "omniglot-conv4" == encoders.default_for(None)
     assert encoders.default_for("sequence") == "omniglot-strokes-fusion"
+    assert encoders.default_for("text") == "minilm"  # text is a plug-in kind (tests/test_text_encoder.py)
     with pytest.raises(EncoderError, match="no default encoder"):
-        encoders.default_for("text")
+        encoders.default_for("audio")
     assert encoders.resolve(None).name == "omniglot-conv4"
     seq = encoders.resolve(None, kind="sequence")
     assert seq.name == "omniglot-strokes-fusion" and encoders.resolve(seq) is seq

@@ -36,7 +36,7 @@ def padded_png(path: Path, size: int) -> Path:
 
 def test_defaults_are_documented_and_overridable(monkeypatch):
     assert set(LIMITS) == {"FEWSHOT_MAX_IMAGE_BYTES", "FEWSHOT_MAX_PIXELS", "FEWSHOT_MAX_SEQUENCE_BYTES",
-                           "FEWSHOT_MAX_SEQUENCE_POINTS"}
+                           "FEWSHOT_MAX_SEQUENCE_POINTS", "FEWSHOT_MAX_TEXT_CHARS", "FEWSHOT_MAX_TEXT_FILE_BYTES"}
     guarantees = (REPO / "docs" / "GUARANTEES.md").read_text()
     for var in LIMITS:
         assert var in guarantees

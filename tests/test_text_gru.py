@@ -1,0 +1,78 @@
+"""text-gru: hashed n-gram tokeniser, the encoder file round trip, batch invariance, and a smoke training run."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from fewshot import encoders
+from fewshot.encoders.text_rnn import HashTokenizer, new_text_encoder
+from fewshot.encoders.weights import seeded_init
+
+
+def test_tokenizer_is_deterministic_and_subword():
+    tok = HashTokenizer(buckets=1000)
+    a, b = tok(["Balance please"]), HashTokenizer(buckets=1000)(["balance please"])
+    assert (a[0] == b[0]).all() and a[1].tolist() == [2]  # lowercased, two words
+    typo, word = set(tok.word_ids("balanse")), set(tok.word_ids("balance"))
+    assert len(typo & word) >= 3 and all(0 < i < 1000 for i in typo)
+    assert HashTokenizer.from_dict(tok.to_dict()).to_dict() == tok.to_dict()
+
+
+def test_encoder_file_round_trip_and_batch_invariance(tmp_path):
+    with seeded_init(0):
+        enc = new_text_encoder(word_dim=16, hidden=16, dim=16)
+    texts = ["hi", "what is the balance of my checking account today", "play jazz"]
+    together = enc.embed(texts)
+    alone = np.concatenate([enc.embed([t]) for t in texts])
+    np.testing.assert_allclose(together, alone, atol=1e-5)  # padding never changes an embedding
+    enc.save(tmp_path / "t.pt")
+    again = encoders.resolve(str(tmp_path / "t.pt"))
+    assert again.input_kind == "text" and again.fingerprint == enc.fingerprint
+    np.testing.assert_allclose(again.embed(texts), together, atol=1e-6)
+
+
+def _tiny_clinc(tmp_path):
+    intents = {"money": ["balance", "transfer", "bill"], "travel": ["flight", "hotel", "car"]}
+    rows = {s: [[f"{i} request number {k} please", i] for d in intents.values() for i in d for k in range(6)]
+            for s in ("train", "val")}
+    (tmp_path / "domains.json").write_text(json.dumps(intents))
+    (tmp_path / "c.json").write_text(json.dumps({**rows, "test": []}))
+    return str(tmp_path / "c.json")
+
+
+SMOKE = dict(progress=False, steps=3, ways=3, shots=1, queries=2, val_every=3, val_episodes=3, val_ways=3,
+             checkpoint_every=3, val_queries=2, threads=1)
+
+
+def test_smoke_training_run(tmp_path):
+    from fewshot.train.text import train_text_gru
+
+    enc, summary = train_text_gru(_tiny_clinc(tmp_path), str(tmp_path / "run"), ["travel"], **SMOKE)
+    assert (tmp_path / "run" / "best.pt").is_file() and (tmp_path / "run" / "last.pt").is_file()
+    assert enc.embed(["balance"]).shape == (1, enc.dim)
+
+
+def test_smoke_distillation_run(tmp_path):
+    """Distillation: the teacher's rows travel with the batch (a small saved encoder stands in for minilm)."""
+    from fewshot.train.text import train_text_gru
+
+    with seeded_init(1):
+        teacher = new_text_encoder("teacher", word_dim=8, hidden=8, dim=24)
+    teacher.save(tmp_path / "teacher.pt")
+    enc, _ = train_text_gru(_tiny_clinc(tmp_path), str(tmp_path / "run"), ["travel"], distill=1.0,
+                            teacher=str(tmp_path / "teacher.pt"), **SMOKE)
+    assert np.load(tmp_path / "run" / "teacher.npy").shape == (18, 24)  # the train rows of the domain not held out
+    assert "distill" in __import__("torch").load(tmp_path / "run" / "last.pt", weights_only=True)
+
+
+def test_shipped_text_gru_resolves_offline():
+    """The shipped weights: package data under 10 MiB, no extra needed, a text index default alternative."""
+    from fewshot.encoders.weights import packaged_path
+
+    assert packaged_path("text_gru.pt").stat().st_size < 10 * 2**20
+    enc = encoders.resolve("text-gru")
+    assert enc.input_kind == "text" and enc.dim == 128 and enc.registered_as == ("text-gru", None)
+    v = enc.embed(["how much money do i have", "what's my account balance", "turn off the lights"])
+    assert (v[0] @ v[1]) / np.linalg.norm(v[0]) / np.linalg.norm(v[1]) > \
+        (v[0] @ v[2]) / np.linalg.norm(v[0]) / np.linalg.norm(v[2])
