@@ -451,6 +451,8 @@ EXAMPLES = {  # two per command, shown at the end of its --help
     "evaluate": ["fewshot evaluate --data images_evaluation.zip --ways 20 --shots 1",
                  "fewshot evaluate --data my_classes/ --encoder mine.pt --ways 5 --episodes 200 --json"],
     "check": ["fewshot check my_index", "fewshot check my_index --repair --sample all"],
+    "serve": ["fewshot serve my_index                        # http://127.0.0.1:8000, the page at /",
+              "fewshot serve idx_a idx_b --host 0.0.0.0 --port 9000 --token-file token.txt"],
 }
 
 

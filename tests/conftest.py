@@ -2,7 +2,7 @@
 
 Layout: one folder per package under test (``store/``: ``index/``; ``library/``: the index API,
 ``fewshot_index.py``, ``check.py``, inputs and limits; ``encoders/``, ``data/``, ``train/``,
-``evaluation/``, ``cli/``). No folder has an ``__init__.py`` and none is named like a top-level
+``evaluation/``, ``cli/``, ``serve/``; text tests sit with the package each one tests). No folder has an ``__init__.py`` and none is named like a top-level
 package (``index``, ``fewshot``): ``tests/`` is on ``sys.path`` and would shadow it. Plain helper
 functions are in ``helpers.py`` (``from helpers import drawing``), never imported from a test module.
 """

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from helpers import REPO
 
 from fewshot.data.dataset import LabelledSet
 from fewshot.data.registry import dataset_kind
@@ -16,7 +17,7 @@ from fewshot.episodes import EpisodeSampler
 from fewshot.errors import InputError
 from fewshot.evaluation.kernel import max_queries
 
-CLINC = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "clinc150" / "clinc150_dev.json"
+CLINC = REPO.parent / "shared" / "data" / "clinc150" / "clinc150_dev.json"
 
 
 @pytest.fixture(scope="module")
