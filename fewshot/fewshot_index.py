@@ -22,7 +22,8 @@ import numpy as np
 
 from fewshot.errors import EncoderError, FewShotError, InputError
 from fewshot.folder_add import FolderAdd, FolderNoticeWarning, add_folder_report, split_duplicates
-from fewshot.inputs import InputItem, display_path, expand_inputs
+from fewshot.input_kinds import input_kind
+from fewshot.inputs import InputItem, display_path
 from index import (BlobStore, ConflictError, MissingBlobError, RecordNotFoundError, RecordsChangedError,
                    ValidationError, create_store, open_store)
 from index.validation import label_for_display, metadata_to_json, normalize_label, prepare_vectors, resolve_label
@@ -201,23 +202,8 @@ class FewShotIndex:
 
     # --- inputs -------------------------------------------------------------------------
     def _items(self, inputs: Any) -> list[InputItem]:
-        if self.encoder.input_kind not in ("image", "sequence"):  # a plug-in kind reads its own inputs
-            items = self.encoder._items(inputs)
-            bad = []
-        elif self.encoder.input_kind == "sequence":
-            from fewshot.inputs import SEQUENCE_SUFFIXES
-
-            items = expand_inputs(inputs, SEQUENCE_SUFFIXES)
-            bad = [it for it in items if it.path is not None and it.path.suffix.lower() not in SEQUENCE_SUFFIXES]
-        else:
-            from fewshot.inputs import IMAGE_SUFFIXES
-
-            items = expand_inputs(inputs)
-            bad = [it for it in items if it.path is not None and it.path.suffix.lower() not in IMAGE_SUFFIXES
-                   and it.path.suffix.lower() in (".txt", ".npy", ".csv")]
-        if bad:
-            raise InputError(f"{bad[0].name}: this index holds {self.encoder.input_kind}s "
-                             f"(encoder {self.encoder.name}); it cannot take a {bad[0].path.suffix} file")
+        """What the user passed, as items of this index's input kind (see :mod:`fewshot.input_kinds`)."""
+        items = input_kind(self.encoder.input_kind).read(inputs)
         if not items:
             raise InputError("no inputs given")
         return items
@@ -230,21 +216,7 @@ class FewShotIndex:
         """Content-addressed copy of the example inside the index, so it can be re-embedded."""
         if item.path is not None:
             return self.blobs.put_file(item.path)
-        if hasattr(item, "blob_bytes"):  # an in-memory item that says how it is stored (text)
-            return self.blobs.put_bytes(*item.blob_bytes())
-        if self.encoder.input_kind == "sequence":
-            import io
-
-            buf = io.BytesIO()
-            np.save(buf, np.asarray(item.value, dtype=np.float32), allow_pickle=False)
-            return self.blobs.put_bytes(buf.getvalue(), ".npy")
-        import io
-
-        from fewshot.inputs import to_pil
-
-        buf = io.BytesIO()
-        to_pil(item).save(buf, format="PNG")
-        return self.blobs.put_bytes(buf.getvalue(), ".png")
+        return self.blobs.put_bytes(*input_kind(self.encoder.input_kind).stored(item))
 
     # --- writing ------------------------------------------------------------------------
     def add(self, label: str, inputs: Any, metadata: dict | None = None, progress: bool = False) -> list[int]:

@@ -63,11 +63,10 @@ def decode_text(data: bytes, name: str) -> str:
 
 @dataclass
 class TextItem(InputItem):
-    """One text example held in memory; ``name`` is its display form, ``value`` the full text."""
+    """One text example held in memory; ``name`` is its display form, ``value`` the full text.
 
-    def blob_bytes(self) -> tuple[bytes, str]:
-        """The stored copy an index keeps for reindex: the text itself, UTF-8, as a ``.txt`` blob."""
-        return self.value.encode("utf-8"), ".txt"
+    An index stores it as the text itself, UTF-8, in a ``.txt`` blob (:mod:`fewshot.input_kinds`).
+    """
 
 
 def text_item(text: Any, name: str | None = None) -> TextItem:

@@ -28,7 +28,7 @@ from fewshot.encoders.archs import build_arch
 from fewshot.encoders.files import atomic_json_save, atomic_torch_save
 from fewshot.encoders.preprocess import ImagePreprocess
 from fewshot.errors import EncoderError
-from fewshot.inputs import InputItem, expand_inputs, to_pil
+from fewshot.inputs import InputItem, to_pil
 
 ENCODER_FILE_FORMAT = "fewshot-encoder"
 
@@ -147,8 +147,13 @@ class TorchEncoder:
         raise NotImplementedError
 
     def _items(self, inputs: Any) -> list[InputItem]:
-        """User inputs (paths, folders, arrays, ...) -> one item per example."""
-        raise NotImplementedError
+        """User inputs (paths, folders, arrays, strings, ...) -> one item per example, read as the
+        input kind registered in :mod:`fewshot.input_kinds` reads them (items pass through)."""
+        if isinstance(inputs, list) and all(isinstance(i, InputItem) for i in inputs):
+            return inputs
+        from fewshot.input_kinds import input_kind
+
+        return input_kind(self.input_kind).read(inputs)
 
     def prepare_batch(self, items: Sequence[InputItem]) -> Any:
         """Read, preprocess and collate items into what ``forward`` takes (runs on a worker thread)."""
@@ -248,11 +253,6 @@ class TorchImageEncoder(TorchEncoder):
     @classmethod
     def _config_kwargs(cls, cfg: dict) -> dict:
         return {"tta_shift": int(cfg.get("tta_shift", 0))}
-
-    def _items(self, inputs: Any) -> list[InputItem]:
-        if isinstance(inputs, list) and all(isinstance(i, InputItem) for i in inputs):
-            return inputs
-        return expand_inputs(inputs)
 
     def prepare(self, item: InputItem) -> np.ndarray:
         """One input -> uint8 ``[size, size(, 3)]``: decoded, padded or cropped, resized, inverted if drawn dark on light."""

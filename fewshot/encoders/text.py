@@ -62,11 +62,6 @@ class TextEncoder(TorchEncoder):
     unit = "text"
     preprocess_type = TextPreprocess
 
-    def _items(self, inputs: Any) -> list[InputItem]:
-        from fewshot.text_inputs import text_items
-
-        return text_items(inputs)
-
     def tokenize(self, texts: list[str]) -> Any:
         """A list of strings -> what ``forward`` takes."""
         raise NotImplementedError
