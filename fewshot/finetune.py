@@ -23,14 +23,16 @@ from fewshot.train.recipes import DEFAULTS, FinetuneResult, default_run_dir  # n
 from fewshot.train.recipes import finetune as finetune_encoder
 
 
-def finetune(encoder: Any = "omniglot-conv4", data: Any = "digits", *, into: str | os.PathLike | None = None,
+def finetune(encoder: Any = None, data: Any = "digits", *, into: str | os.PathLike | None = None,
              index_dir: str | os.PathLike | None = None, progress: bool = True, **kwargs: Any) -> FinetuneResult:
     """Fine-tune ``encoder`` on labelled ``data`` with a metric-learning loss; return the new encoder.
 
     Parameters (the CLI options mirror them):
 
     * ``encoder``: a registered name, an encoder file, or an Encoder object (left unchanged):
-      any torch encoder, image (omniglot-conv4, resnet18) or sequence (omniglot-strokes-gru).
+      any torch encoder, image (omniglot-conv4, resnet18), sequence (omniglot-strokes-gru) or
+      text (text-gru). None: with ``data="index"``, the encoder of the ``into`` index; else
+      omniglot-conv4.
     * ``data``: a :class:`~fewshot.data.LabelledSet`, ``"digits"``, a class-per-folder directory,
       an Omniglot-style zip (images or strokes), ``"index"`` (the examples stored in ``into``)
       or an index directory.
@@ -54,6 +56,8 @@ def finetune(encoder: Any = "omniglot-conv4", data: Any = "digits", *, into: str
     * ``resume``: continue the unfinished run in ``run_dir`` (default ``<out>.run``);
       ``fresh`` discards one. Without either an unfinished run is an error.
     """
+    if encoder is None:
+        encoder = _index_encoder(into) if str(data) == "index" and into is not None else "omniglot-conv4"
     result = finetune_encoder(encoder, data, index_dir=index_dir if index_dir is not None else into,
                               progress=progress, **kwargs)
     if into is not None:
@@ -65,6 +69,14 @@ def finetune(encoder: Any = "omniglot-conv4", data: Any = "digits", *, into: str
             raise FewShotError(f"could not switch {into} to the new encoder ({type(exc).__name__}: {exc}); "
                                f"the index is unchanged{retry}") from exc
     return result
+
+
+def _index_encoder(index_dir: str | os.PathLike) -> Any:
+    """The encoder an index is bound to (fine-tuning on its own examples starts from it)."""
+    from fewshot.fewshot_index import FewShotIndex
+
+    with FewShotIndex.open(index_dir, readonly=True) as idx:
+        return idx.encoder
 
 
 def switch_index(index_dir: str | os.PathLike, encoder: Any, progress: bool = False) -> dict:

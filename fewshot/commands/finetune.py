@@ -16,8 +16,9 @@ LOSS_CHOICES = ("proto", "triplet", "supcon")
 
 
 @click.command("finetune")
-@click.option("--encoder", default="omniglot-conv4", show_default=True, metavar="NAME|PATH",
-              help="Encoder to start from: a name (see `fewshot encoders`) or an encoder file.")
+@click.option("--encoder", default=None, metavar="NAME|PATH",
+              help="Encoder to start from: a name (see `fewshot encoders`) or an encoder file "
+                   "[default: with --data index, the --into index's encoder; else omniglot-conv4].")
 @click.option("--data", required=True, metavar="PATH|digits|index",
               help="Labelled images or pen strokes: a folder with one sub-folder per class, an Omniglot zip or folder, "
                    "'digits' (scikit-learn's), 'index' (the examples stored in --into) or an index folder.")

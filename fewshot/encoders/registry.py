@@ -80,12 +80,17 @@ def from_file(path: str | os.PathLike, name: str | None = None) -> TorchEncoder:
         raise EncoderError(f"{path} is not a fewshot encoder file (a dict with 'config' and 'state_dict'); "
                            "to use a torchvision state dict, pass it as weights=PATH with a named encoder")
     cfg = payload["config"]
-    kind = cfg.get("input_kind", "image")
+    cls = kind_class(cfg.get("input_kind", "image"), where=str(path))
+    return cls.from_payload(payload, name or cfg.get("name") or Path(path).stem, str(path))
+
+
+def kind_class(kind: str, where: str = "encoder") -> type[TorchEncoder]:
+    """The encoder-file class of input ``kind`` (what ``from_file`` builds and fine-tuning exports)."""
     if kind == "text" and kind not in KINDS:  # registered on first use: text_rnn imports the text module
         KINDS["text"] = _text_kind()
     if kind not in KINDS:
-        raise EncoderError(f"{path}: unknown input kind {kind!r} (known: {', '.join(KINDS)})")
-    return KINDS[kind].from_payload(payload, name or cfg.get("name") or Path(path).stem, str(path))
+        raise EncoderError(f"{where}: unknown input kind {kind!r} (known: {', '.join(KINDS)})")
+    return KINDS[kind]
 
 
 def _weights_ref(weights: str | None) -> str | None:

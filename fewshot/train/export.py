@@ -18,9 +18,9 @@ from fewshot.data.dataset import LabelledSet
 def encoder_from_module(kind: str, name: str, module: torch.nn.Module, dim: int, preprocess: Any, arch: str,
                         arch_kwargs: dict, **kwargs: Any) -> Any:
     """An encoder object of ``kind`` around a trained module (the registry's class for that kind)."""
-    from fewshot.encoders.registry import KINDS
+    from fewshot.encoders.registry import kind_class
 
-    return KINDS[kind](name, module, dim, preprocess, arch, arch_kwargs, **kwargs)
+    return kind_class(kind)(name, module, dim, preprocess, arch, arch_kwargs, **kwargs)
 
 
 def mean_embedding(module: torch.nn.Module, data: LabelledSet, pre: Any = None) -> np.ndarray:

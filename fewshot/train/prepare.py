@@ -48,9 +48,13 @@ def parse_classes(spec: str | Sequence[str] | None, available: Sequence[str]) ->
 
 
 def _read_stored(index_dir: str | os.PathLike, kind: str, size: int, rgb: bool) -> Any:
-    """A reader of one stored copy: an image at ``size`` (ink-high or RGB), or a raw sequence."""
+    """A reader of one stored copy: an image at ``size`` (ink-high or RGB), a raw sequence, or a text."""
     from fewshot.inputs import InputItem
 
+    if kind == "text":
+        from fewshot.text_inputs import read_item_text
+
+        return lambda path, source: read_item_text(InputItem(path, source))
     if kind == "sequence":
         from fewshot.sequences import load_sequence
 
@@ -119,6 +123,10 @@ def load_training_data(data: Any, encoder: Any, index_dir: str | os.PathLike | N
         from fewshot.data.registry import load_sequence_dataset
 
         return load_sequence_dataset(spec)
+    if kind == "text":
+        from fewshot.data.text import load_text_dataset
+
+        return load_text_dataset(spec, None, None)
     path = Path(spec)
     if rgb and (path.is_file() or (path.is_dir() and detect_layout(path) == "omniglot")):
         rgb = False  # Omniglot is grayscale; the encoder's preprocessing makes it RGB

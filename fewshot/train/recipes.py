@@ -32,7 +32,7 @@ import torch
 
 from fewshot.data.dataset import LabelledSet
 from fewshot.errors import EncoderError, FewShotError, InputError
-from fewshot.train.batches import make_batcher
+from fewshot.train.batches import BATCHERS, make_batcher
 from fewshot.train.classes import EXPANSIONS, expand_classes
 from fewshot.train.loop import LossTerm, TrainConfig, fit
 from fewshot.train.prepare import freeze_blocks, load_training_data, parse_classes, split_classes, to_encoder_arrays
@@ -55,16 +55,21 @@ class FinetuneResult:
 
 
 def check_trainable(encoder: Any) -> None:
-    """A Torch encoder (module + preprocessing) can be fine-tuned; a fusion encoder through its parts."""
+    """A Torch encoder of a kind with a batcher can be fine-tuned; a fusion encoder through its parts."""
     from fewshot.encoders.fusion import FusionEncoder
+    from fewshot.encoders.registry import kind_class
 
     if isinstance(encoder, FusionEncoder):
         raise EncoderError(f"encoder {encoder.name!r} fuses two encoders; fine-tune its parts "
                            f"({encoder.sequence.name} on strokes, {encoder.image.name} on images) and fuse those")
-    if getattr(encoder, "input_kind", None) not in ("image", "sequence") or not isinstance(
-            getattr(encoder, "module", None), torch.nn.Module) or getattr(encoder, "preprocess", None) is None:
+    kind = getattr(encoder, "input_kind", None)
+    if kind not in BATCHERS or not isinstance(getattr(encoder, "module", None), torch.nn.Module) \
+            or getattr(encoder, "preprocess", None) is None:
         raise EncoderError(f"encoder {getattr(encoder, 'name', encoder)!r} is not a torch encoder; fine-tuning "
-                           "works on torch encoders (e.g. omniglot-conv4, resnet18, omniglot-strokes-gru)")
+                           "works on torch encoders (e.g. omniglot-conv4, resnet18, omniglot-strokes-gru, text-gru)")
+    if not isinstance(encoder, kind_class(kind)):
+        raise EncoderError(f"encoder {encoder.name!r} cannot be fine-tuned here yet; fine-tune a "
+                           f"{kind_class(kind).__name__} (e.g. text-gru for text)")
 
 
 def default_run_dir(out: str | os.PathLike | None) -> Path:
@@ -151,11 +156,13 @@ def loss_terms(loss: str, loss_kwargs: dict | None, base: Any) -> list[LossTerm]
     return [LossTerm(loss, fn)]
 
 
-def kind_batcher(data: LabelledSet, cfg: TrainConfig, preprocess: Any) -> Any:
-    """The data kind's batcher fed with the encoder's own preprocessing."""
+def kind_batcher(data: LabelledSet, cfg: TrainConfig, encoder: Any) -> Any:
+    """The data kind's batcher fed with the encoder's own preprocessing (tokeniser, for text)."""
     if data.kind == "image":
-        return make_batcher(data, cfg, to_tensor=preprocess.normalize)
-    return make_batcher(data, cfg, pre=preprocess)
+        return make_batcher(data, cfg, to_tensor=encoder.preprocess.normalize)
+    if data.kind == "text":
+        return make_batcher(data, cfg, tokenize=encoder.tokenize)
+    return make_batcher(data, cfg, pre=encoder.preprocess)
 
 
 def new_encoder(base: Any, module: torch.nn.Module, name: str, centre: str, data: LabelledSet,
@@ -286,7 +293,7 @@ def finetune(encoder: Any = "omniglot-conv4", data: Any = "digits", *, classes: 
             "seed": seed, "augment": augment, "expand": expand}
     if resume and (run / "last.pt").exists():
         _check_resume(run / "last.pt", meta)
-    summary = fit(module, terms, kind_batcher(d.train, cfg, base.preprocess), d.train, run, cfg, val=d.val,
+    summary = fit(module, terms, kind_batcher(d.train, cfg, base), d.train, run, cfg, val=d.val,
                   params=params, frozen=frozen, progress=progress, log=log, desc=f"finetune ({loss})",
                   checkpoint_meta=meta)
     improved = _finish(base, module, run, summary, d.val is not None)

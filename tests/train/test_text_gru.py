@@ -76,3 +76,29 @@ def test_shipped_text_gru_resolves_offline():
     v = enc.embed(["how much money do i have", "what's my account balance", "turn off the lights"])
     assert (v[0] @ v[1]) / np.linalg.norm(v[0]) / np.linalg.norm(v[1]) > \
         (v[0] @ v[2]) / np.linalg.norm(v[0]) / np.linalg.norm(v[2])
+
+
+INTENTS = {"balance": ["how much money do i have", "what is my balance", "show my account balance"],
+           "transfer": ["send money to mom", "move 20 dollars to savings", "transfer funds to john"],
+           "weather": ["will it rain today", "what's the weather like", "is it sunny tomorrow"],
+           "alarm": ["set an alarm for 7", "wake me up at six", "alarm at 8 am please"],
+           "music": ["play some jazz", "put on my playlist", "play the next song"],
+           "timer": ["start a 10 minute timer", "set a timer for pasta", "count down five minutes"]}
+
+
+def test_finetune_a_text_index_on_its_own_examples(tmp_path):
+    """`fewshot finetune --data index --into IDX` starts from the index's own (text) encoder, trains
+    through the shared loop and switches the index; nothing in the recipe is image- or stroke-only."""
+    from helpers import ok
+
+    idx = tmp_path / "intents"
+    ok("init", idx, "--encoder", "text-gru")
+    for label, texts in INTENTS.items():
+        ok("add", idx, "--label", label, *sum((["--text", t] for t in texts), []))
+    out = json.loads(ok("finetune", "--data", "index", "--into", idx, "--out", tmp_path / "ft.pt",
+                        "--steps", "4", "--threads", "1", "--json").stdout)
+    assert out["input_kind"] == "text" and out["base"] == "text-gru" and out["step"] == 4
+    assert out["into"]["reembedded"] == 18
+    assert json.loads(ok("info", idx, "--json").stdout)["fingerprint"] == out["fingerprint"]
+    assert json.loads(ok("classify", idx, "--text", "what is my balance", "--json").stdout)[0]["label"]
+    ok("check", idx, "--sample", "all")
