@@ -136,6 +136,14 @@ class RemoteIndex:
     def info(self) -> dict:
         return self._call("GET", "")
 
+    @functools.cached_property
+    def encoder(self) -> Any:
+        """The server index's encoder as the commands ask about it before reading inputs: name and kind."""
+        from types import SimpleNamespace
+
+        info = self.info()
+        return SimpleNamespace(name=info.get("encoder"), input_kind=info.get("input_kind", "image"))
+
     def count(self) -> int:
         return int(self._call("GET", "")["count"])
 
