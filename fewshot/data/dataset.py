@@ -84,6 +84,24 @@ class LabelledSet:
         keep = set(classes)
         return self.subset([i for i, lab in enumerate(self.labels) if lab in keep])
 
+    def keep_groups(self, name: str, include: Sequence[str] | None = None,
+                    exclude: Sequence[str] | None = None) -> "LabelledSet":
+        """Only the groups (alphabets, domains) in ``include`` and none in ``exclude``; ``name``
+        (where the data came from) is for the error when a group is unknown or there are none."""
+        if not (include or exclude):
+            return self
+        from fewshot.errors import InputError
+
+        known = set(self.groups)
+        if known == {"all"}:
+            raise InputError(f"alphabets apply to Omniglot data or folders of groups (root/<group>/<class>/file) "
+                             f"only, and {name} has no groups")
+        for g in set(include or ()) | set(exclude or ()):
+            if g not in known:
+                raise InputError(f"unknown alphabet {g!r}; known: {', '.join(sorted(known))}")
+        keep, drop = set(include or known), set(exclude or ())
+        return self.subset([i for i, g in enumerate(self.groups) if g in keep and g not in drop])
+
     def split_groups(self, held_out: list[str]) -> tuple["LabelledSet", "LabelledSet"]:
         """(rest, held_out): whole groups (alphabets) held out, as Lake et al. validate."""
         held = set(held_out)

@@ -213,23 +213,8 @@ def load_sequence_dataset(spec: str | os.PathLike, alphabets: list[str] | None =
     else:
         omniglot = True  # a file: only an Omniglot strokes zip is a sequence dataset
     if not omniglot:
-        return _keep_groups(load_sequence_folder(path), str(path), alphabets, exclude_alphabets)
+        return load_sequence_folder(path).keep_groups(str(path), alphabets, exclude_alphabets)
     try:
         return load_omniglot_strokes(path, alphabets=alphabets, exclude_alphabets=exclude_alphabets)
     except ValueError as exc:
         raise InputError(str(exc)) from None
-
-
-def _keep_groups(ds, name: str, alphabets, exclude_alphabets):
-    """``ds`` with only the groups in ``alphabets`` and none in ``exclude_alphabets``."""
-    if not (alphabets or exclude_alphabets):
-        return ds
-    known = set(ds.groups)
-    if known == {"all"}:
-        raise InputError(f"alphabets apply to Omniglot data or folders of groups (root/<group>/<class>/file) "
-                         f"only, and {name} has no groups")
-    for g in set(alphabets or ()) | set(exclude_alphabets or ()):
-        if g not in known:
-            raise InputError(f"unknown alphabet {g!r}; known: {', '.join(sorted(known))}")
-    keep, drop = set(alphabets or known), set(exclude_alphabets or ())
-    return ds.subset([i for i, g in enumerate(ds.groups) if g in keep and g not in drop])

@@ -75,7 +75,7 @@ def load_clinc(path: str | os.PathLike, groups: list[str] | None = None,
             sources.append(f"{split}[{n}]")
             roles.append(role)
     ds = LabelledSet(items, labels, grps, sources, "text", roles)
-    return keep_groups(ds, str(path), groups, exclude_groups)
+    return ds.keep_groups(str(path), groups, exclude_groups)
 
 
 def load_clinc_oos(path: str | os.PathLike) -> list[str]:
@@ -104,10 +104,4 @@ def load_text_dataset(spec: str | os.PathLike, groups: list[str] | None = None,
         raise InputError(f"dataset not found: {spec}")
     if path.suffix.lower() == ".json":
         return load_clinc(path, groups, exclude_groups)
-    return keep_groups(load_text_table(path), str(path), groups, exclude_groups)
-
-
-def keep_groups(ds: LabelledSet, name: str, groups: list[str] | None, exclude: list[str] | None) -> LabelledSet:
-    from fewshot.data.registry import _keep_groups
-
-    return _keep_groups(ds, name, groups, exclude)
+    return load_text_table(path).keep_groups(str(path), groups, exclude_groups)
