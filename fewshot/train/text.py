@@ -31,14 +31,14 @@ TEXT_DEFAULTS = {"ways": 20, "shots": 2, "queries": 3, "steps": 500, "lr": 2e-3,
 
 def clinc_split(path: str | Path, split: str, exclude: list[str]) -> LabelledSet:
     """One split of CLINC150 JSON (in-scope only) without the ``exclude`` domains."""
-    from fewshot.data.text import _clinc, _domains, _pairs, keep_groups
+    from fewshot.data.text import _clinc, _domains, _pairs
 
     path = Path(path)
     pairs = [(t, i) for t, i in _pairs(_clinc(path).get(split, []), split, path) if i != "oos"]
     domain_of = _domains(path)
     ds = LabelledSet([t for t, _ in pairs], [i for _, i in pairs], [domain_of.get(i, "all") for _, i in pairs],
                      kind="text")
-    return keep_groups(ds, str(path), None, exclude)
+    return ds.keep_groups(str(path), None, exclude)
 
 
 def teacher_targets(teacher: str, texts: list[str], out: str | Path, progress: bool) -> torch.Tensor:
