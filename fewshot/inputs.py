@@ -12,7 +12,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -244,8 +244,3 @@ def to_pil(item: InputItem) -> Image.Image:
     if im.mode == "1":
         return im.convert("L")
     return im.convert("RGB")  # CMYK, YCbCr, P, ...
-
-
-def iter_pil(items: Iterable[InputItem]) -> Iterable[Image.Image]:
-    for it in items:
-        yield to_pil(it)

@@ -222,11 +222,6 @@ class TorchSequenceEncoder(TorchEncoder):
         return self.module(x).float()
 
 
-def sequence_encoder_from_payload(payload: dict, name: str, path: str) -> TorchSequenceEncoder:
-    """Rebuild a TorchSequenceEncoder from a loaded encoder file (kept for callers of the old name)."""
-    return TorchSequenceEncoder.from_payload(payload, name, path)
-
-
 def new_sequence_encoder(name: str, preprocess: SequencePreprocess, **arch_kwargs) -> TorchSequenceEncoder:
     """A randomly initialised RNN encoder (to train, or to test with)."""
     kw = {"in_features": preprocess.in_features, **arch_kwargs}
