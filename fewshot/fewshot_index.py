@@ -43,10 +43,11 @@ class Candidate:
 
 @dataclass
 class Prediction:
-    """One classified input. ``label`` is None when the best score is under the threshold."""
+    """One classified input. ``label`` is None (and ``unknown`` True) when the best score is under the threshold."""
 
     input: str
     label: str | None
+    unknown: bool
     score: float
     probability: float
     candidates: list[Candidate] = field(default_factory=list)
@@ -345,16 +346,20 @@ class FewShotIndex:
     def labels(self) -> dict[str, int]:
         return self.store.labels()
 
-    def classify(self, inputs: Any, top_k: int = 5, threshold: float | None = None,
+    def classify(self, inputs: Any, top_k: int = 5, threshold: float | str | None = None,
                  progress: bool = False) -> list[Prediction]:
         """Nearest-prototype classification of each input.
 
         Per input: best label, its score, a probability (softmax over all class
-        scores with the index's temperature), the top-k candidates, and label
-        ``None`` when the best score is below ``threshold`` (an unknown class).
+        scores with the index's temperature, the calibrated one once
+        :meth:`calibrate` ran), the top-k candidates, and label ``None``
+        (``unknown=True``) when the best score is below ``threshold`` (an
+        unknown class). ``threshold="auto"``: the calibrated threshold.
         """
         if top_k < 1:
             raise InputError("top_k must be >= 1")
+        if isinstance(threshold, str):
+            threshold = self.calibrated_threshold(threshold)
         items = self._items(inputs)
         vecs = self.encoder.embed(items, progress=progress)
         # One snapshot of every class: the probability is a softmax over all of them.
@@ -367,7 +372,7 @@ class FewShotIndex:
         out = []
         for it, labels, scores, probs in zip(items, m.labels, m.scores.tolist(), m.probabilities.tolist()):
             label = labels[0] if threshold is None or scores[0] >= threshold else None
-            out.append(Prediction(it.name, label, scores[0], probs[0],
+            out.append(Prediction(it.name, label, label is None, scores[0], probs[0],
                                   [Candidate(lab, sc) for lab, sc in zip(labels, scores)]))
         return out
 
@@ -410,7 +415,55 @@ class FewShotIndex:
                 # from the same snapshot as the labels: a concurrent add cannot make them disagree
                 "count": sum(labels.values()), "n_labels": len(labels), "labels": labels,
                 "backend": extra.get("backend", getattr(self.store, "backend", "faiss")),
-                "index": self.store.index_info() if hasattr(self.store, "index_info") else {}}
+                "index": self.store.index_info() if hasattr(self.store, "index_info") else {},
+                **_calibration_info(extra, labels)}
+
+    # --- open set -------------------------------------------------------------------------
+    def calibrate(self, target_accept: float = 0.95, unknown_data: Any = None, progress: bool = False) -> dict:
+        """Fit and store the open-set threshold and the probability temperature (see :mod:`fewshot.calibration`).
+
+        Known-query scores come from the stored examples (leave-one-example-out),
+        unknown-query scores from leave-one-class-out and from ``unknown_data``
+        (inputs of classes the index should reject), combined with the shipped
+        encoder's own calibration where the index alone cannot tell (one example
+        per class). Stored in one commit with the new temperature; returns the
+        calibration record (``sources`` says where each number came from).
+        """
+        from fewshot.calibration import CalibrationError, calibrate_vectors, load_prior
+
+        unknown = self.embed(unknown_data, progress=progress) if unknown_data is not None else None
+        extra = self.store.extra
+        records = list(self.store.records())
+        vecs = np.stack([r.vector for r in records]) if records else np.zeros((0, self.store.dim), np.float32)
+        try:
+            cal = calibrate_vectors(vecs, [r.label for r in records], self.store.metric, target_accept,
+                                    load_prior(extra.get("fingerprint")), unknown,
+                                    float(extra.get("temperature", DEFAULT_TEMPERATURE)), extra.get("fingerprint"))
+        except CalibrationError as exc:
+            raise InputError(f"index {self.path}: {exc}") from None
+        record = cal.to_dict()
+        self.store.set_extra(calibration=record, temperature=cal.temperature)
+        return {"path": str(self.path), **record}
+
+    def calibrated_threshold(self, spec: str = "auto") -> float:
+        """The stored calibrated threshold (``spec`` must be ``"auto"``); a clear error when there is none."""
+        import warnings
+
+        if spec != "auto":
+            raise InputError(f"threshold must be a number or 'auto', not {spec!r}")
+        extra = self.store.extra
+        cal = extra.get("calibration")
+        if not cal:
+            raise InputError(f"index {self.path} is not calibrated; run `fewshot calibrate {self.path}` "
+                             "(or FewShotIndex.calibrate()) first, or give a numeric threshold")
+        state = _calibration_info(extra, self.store.labels())
+        if cal.get("fingerprint") != extra.get("fingerprint"):
+            raise InputError(f"the calibration of {self.path} was made for another encoder; run "
+                             f"`fewshot calibrate {self.path}` again")
+        if state["calibration_stale"]:
+            warnings.warn(f"the calibration of {self.path} is stale ({state['calibration_stale_reason']}); "
+                          f"run `fewshot calibrate {self.path}` to refit it", stacklevel=2)
+        return float(cal["threshold"])
 
     # --- adapting the encoder ------------------------------------------------------------
     def finetune(self, data: Any = "index", out: str | os.PathLike | None = None, **kwargs: Any):
@@ -538,6 +591,15 @@ def _encoder_of(path: Any, extra: dict, given: Any) -> Any:
             f"(fingerprint {extra.get('fingerprint')}), but encoder {enc.name!r} has fingerprint "
             f"{enc.fingerprint}; use the same encoder, or run `fewshot reindex {path} --encoder ...`")
     return enc
+
+
+def _calibration_info(extra: dict, labels: dict[str, int]) -> dict:
+    """The stored calibration (or None) and whether it is stale (classes/examples/encoder changed since)."""
+    from fewshot.calibration import staleness
+
+    cal = extra.get("calibration")
+    st = staleness(cal, labels, extra.get("fingerprint"))
+    return {"calibration": cal or None, "calibration_stale": st["stale"], "calibration_stale_reason": st["reason"]}
 
 
 def _check_metadata(metadata: Any) -> None:

@@ -87,3 +87,30 @@ def plot_evaluation(points: Sequence[dict], main, path: str | os.PathLike, title
                    f"confusion, {proto.get('shots')}-shot, summed over {proto.get('episodes')} episodes", kind)
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)
+
+
+def plot_open_set(figure: dict, path: str | os.PathLike, title: str) -> Path:
+    """Open-set figure: histograms of the best score of known and unknown queries, and the
+    reliability diagram of the top probability before and after calibration."""
+    fig = _figure(10, 4)
+    ax1, ax2 = fig.subplots(1, 2)
+    k, u = np.asarray(figure["known_scores"]), np.asarray(figure["unknown_scores"])
+    bins = np.linspace(min(k.min(), u.min()), max(k.max(), u.max()), 40)
+    ax1.hist(k, bins=bins, alpha=0.6, density=True, label=f"known ({len(k)})")
+    ax1.hist(u, bins=bins, alpha=0.6, density=True, label=f"unknown ({len(u)})")
+    ax1.set_xlabel("best prototype score")
+    ax1.set_ylabel("density")
+    ax1.legend()
+    ax1.set_title("scores")
+    ax2.plot([0, 1], [0, 1], color="grey", lw=1, ls="--")
+    for key, name in (("reliability_before", "before"), ("reliability_after", "after calibration")):
+        pts = figure[key]
+        ax2.plot([p["confidence"] for p in pts], [p["accuracy"] for p in pts], marker="o", label=name)
+    ax2.set_xlabel("top probability")
+    ax2.set_ylabel("accuracy")
+    ax2.set_xlim(0, 1)
+    ax2.set_ylim(0, 1)
+    ax2.legend()
+    ax2.set_title("reliability (known queries)")
+    fig.suptitle(title)
+    return _save(fig, path)

@@ -81,10 +81,13 @@ def evaluate_data(data: Any, encoder: str | None = None, weights: str | None = N
                   shots: int = 1, queries: int = 5, episodes: int = 1000, seed: int = 0, within: bool = False,
                   alphabets: list[str] | None = None, exclude_alphabets: list[str] | None = None,
                   tta: bool = False, plot_path: str | None = None, progress: bool = True,
-                  oos: bool = False) -> EvalReport:
+                  oos: bool = False, open_set: bool = False, unknown_ways: int = 5,
+                  target_accept: float = 0.95) -> EvalReport:
     """Load ``data``, embed it once with ``encoder`` (default: the shipped one for its kind) and run the
     episodes; lowers the query count to what the data allows (with a note) and draws the plot if asked.
-    ``oos``: also the AUROC of in-scope against the data's out-of-scope queries (CLINC150 ``oos_val``)."""
+    ``oos``: also the AUROC of in-scope against the data's out-of-scope queries (CLINC150 ``oos_val``).
+    ``open_set``: also episodes with ``unknown_ways`` untaught classes, each calibrated on its support
+    (:func:`fewshot.evaluation.oos.open_set_episodes`); the plot is then the open-set figure."""
     from fewshot import encoders
     from fewshot.data.registry import dataset_kind
 
@@ -93,7 +96,7 @@ def evaluate_data(data: Any, encoder: str | None = None, weights: str | None = N
     check_kinds(enc, kind, data)
     ds = load_for(enc, data, kind, alphabets, exclude_alphabets)
     notes = []
-    q = max_queries(ds, ways, shots, queries, within)
+    q = max_queries(ds, ways + (unknown_ways if open_set else 0), shots, queries, within)
     if q < queries:
         notes.append(f"only {q} queries per class fit ({shots} shot(s) + queries per class); using {q}")
     emb = embed_dataset(enc, ds, tta=tta, progress=progress)
@@ -103,9 +106,35 @@ def evaluate_data(data: Any, encoder: str | None = None, weights: str | None = N
     report = EvalReport(result, result.to_dict(), enc, ds, notes)
     if oos:
         report.out["oos"] = _oos(enc, ds, emb, data, ways, shots, q, episodes, seed, within, progress)
-    if plot_path:
+    if open_set:
+        report.out["open_set"], figure = _open_set(enc, ds, emb, ways, unknown_ways, shots, q, episodes, seed,
+                                                   within, target_accept, progress)
+        if plot_path:
+            from fewshot.plots import plot_open_set
+
+            plot_open_set(figure, plot_path, f"{enc.name} on {os.path.basename(str(data).rstrip('/'))}: "
+                                             f"{ways}-way {shots}-shot + {unknown_ways} untaught classes")
+            report.out["plot"] = {"path": str(plot_path), "kind": "open-set"}
+    elif plot_path:
         _plot(report, emb, str(data), plot_path)
     return report
+
+
+def _open_set(enc, ds: LabelledSet, emb, ways: int, unknown_ways: int, shots: int, queries: int, episodes: int,
+              seed: int, within: bool, target_accept: float, progress: bool) -> tuple[dict, dict]:
+    """Open-set metrics on episodes of ``ways`` taught + ``unknown_ways`` untaught classes, calibrated as an
+    index holding the episode's support would be (the encoder's shipped calibration included)."""
+    from fewshot.calibration import load_prior
+    from fewshot.episodes import EpisodeSampler
+    from fewshot.evaluation.oos import open_set_episodes
+    from fewshot.fewshot_index import DEFAULT_TEMPERATURE
+
+    sampler = EpisodeSampler(ds.labels, ways + unknown_ways, shots, queries, ds.groups, within, seed, ds.roles)
+    prior = load_prior(enc.fingerprint)
+    res = open_set_episodes(emb, sampler, ways, episodes, target_accept, prior,
+                            float(getattr(enc, "temperature", None) or DEFAULT_TEMPERATURE), progress=progress)
+    res["metrics"].update({"unknown_ways": unknown_ways, "encoder_calibration": prior.source if prior else None})
+    return res["metrics"], res["plot"]
 
 
 def _oos(enc, ds: LabelledSet, emb, data, ways: int, shots: int, queries: int, episodes: int, seed: int,
