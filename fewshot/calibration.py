@@ -306,6 +306,8 @@ def calibrate_vectors(vectors: np.ndarray, labels: Sequence[str], metric: str = 
             shift = np.array([prior.known_quantile(k, 1 - target_accept) - prior.known_quantile(k - 1, 1 - target_accept)
                               for k in ho.known_shots])
             best = best + shift
+            if metric == "cosine":  # no cosine exceeds 1: a shifted duplicate must not put the threshold above it
+                best = np.minimum(best, 1.0)
         per_class = np.bincount(ho.known_class, minlength=n_cls)
         samples.append(best)
         weights.append(1.0 / per_class[ho.known_class])

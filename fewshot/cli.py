@@ -263,11 +263,26 @@ def _add_text(index_dir, label, texts, from_file, text_column, label_column, loc
     _emit_added(FolderAdd(ids, labels, [], []), total, as_json)
 
 
+class ThresholdType(click.ParamType):
+    """A score, or ``auto`` for the index's calibrated threshold."""
+
+    name = "threshold"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float) or value == "auto":
+            return value
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is neither a number nor 'auto'", param, ctx)
+
+
 @cli.command("classify")
 @click.argument("index_dir", type=click.Path(file_okay=False))
 @click.argument("files", nargs=-1, type=click.Path())
 @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True)
-@click.option("--threshold", type=float, default=None, help="Below this score the label is null (unknown).")
+@click.option("--threshold", type=ThresholdType(), default=None, metavar="SCORE|auto",
+              help="Below this score the label is null (unknown); auto: the one `fewshot calibrate` fitted.")
 @text_option
 @from_file_option(QUERY_FILE_HELP)
 @json_option
@@ -376,10 +391,52 @@ def info_cmd(index_dir, as_json) -> None:
         info = idx.info()
     text = "\n".join([f"index      {_shown(info['path'])}", f"encoder    {info['encoder']} ({info['fingerprint']})",
                       f"input      {info['input_kind']}, dim {info['dim']}, metric {info['metric']}",
-                      f"examples   {info['count']} in {info['n_labels']} classes"]
+                      f"examples   {info['count']} in {info['n_labels']} classes", _calibration_line(info)]
                      + [f"  {_shown(lab)}: {n}" for lab, n in list(info["labels"].items())[:50]]
                      + ([f"  ... {info['n_labels'] - 50} more"] if info["n_labels"] > 50 else []))
     _emit(info, as_json, text)
+
+
+@cli.command("calibrate")
+@click.argument("index_dir", type=click.Path(file_okay=False))
+@click.option("--target-accept", type=click.FloatRange(0.5, 1.0, max_open=True), default=0.95, show_default=True,
+              help="Share of queries of taught classes the threshold should accept.")
+@click.option("--unknown-data", "unknown_data", type=click.Path(exists=True), default=None, metavar="PATH",
+              help="Examples of classes the index should reject (files or a folder; a text file for text).")
+@lock_timeout_option
+@json_option
+def calibrate_cmd(index_dir, target_accept, unknown_data, lock_timeout, as_json) -> None:
+    """Fit the open-set threshold (`classify --threshold auto`) and the probability temperature.
+
+    Uses the index's own examples (leave-one-example-out for taught classes,
+    leave-one-class-out for untaught ones, plus --unknown-data) and, where
+    they cannot tell (one example per class), the encoder's shipped calibration.
+    Recomputed only when you run it; `fewshot info` says when it is stale.
+    """
+    with _open(index_dir, lock_timeout=lock_timeout) as idx:
+        inputs = None
+        if unknown_data is not None:
+            inputs = query_inputs((), (), unknown_data, "text") if idx.encoder.input_kind == "text" \
+                else [unknown_data]
+        cal = idx.calibrate(target_accept=target_accept, unknown_data=inputs, progress=_progress())
+    for note in cal["notes"]:
+        click.echo(f"note: {note}", err=True)
+    far = cal["false_accept_rate"]
+    text = "\n".join([f"calibrated {_shown(index_dir)}: threshold {cal['threshold']:.4f} accepts "
+                      f"{100 * cal['target_accept']:.0f}% of queries of taught classes; estimated false accepts "
+                      + ("n/a" if far is None else f"{100 * far:.1f}%") + f"; temperature {cal['temperature']:.4f} "
+                      f"(was {cal['temperature_before']:.4f})"]
+                     + [f"  {k}: {_shown(v)}" for k, v in cal["sources"].items()])
+    _emit(cal, as_json, text)
+
+
+def _calibration_line(info: dict) -> str:
+    cal = info.get("calibration")
+    if not cal:
+        return "calibrated no (run `fewshot calibrate`)"
+    state = f"STALE: {info['calibration_stale_reason']}" if info.get("calibration_stale") else "current"
+    return (f"calibrated {cal['date']}: threshold {cal['threshold']:.4f} (accepts {100 * cal['target_accept']:.0f}% "
+            f"of known queries), temperature {cal['temperature']:.4f}; {state}")
 
 
 @cli.command("reindex")
@@ -435,7 +492,7 @@ EXAMPLES = {  # two per command, shown at the end of its --help
             "fewshot add intents --label balance --text 'how much money do I have'",
             "fewshot add intents --from-file examples.csv --text-column utterance --label-column intent"],
     "classify": ["fewshot classify my_index query.png",
-                 "fewshot classify my_index queries/ --top-k 3 --threshold 0.6 --json",
+                 "fewshot classify my_index queries/ --top-k 3 --threshold auto --json",
                  "fewshot classify intents --text 'what is my balance' --json",
                  "cat queries.txt | fewshot classify intents --from-file -"],
     "search": ["fewshot search my_index query.png -k 10",
@@ -444,6 +501,7 @@ EXAMPLES = {  # two per command, shown at the end of its --help
               "fewshot embed strokes/ --encoder omniglot-strokes-gru --json"],
     "remove": ["fewshot remove my_index --label alpha", "fewshot remove my_index --label alpha --json"],
     "info": ["fewshot info my_index", "fewshot info my_index --json"],
+    "calibrate": ["fewshot calibrate my_index", "fewshot calibrate intents --target-accept 0.9 --unknown-data other.txt --json"],
     "reindex": ["fewshot reindex my_index --encoder my_encoder.pt",
                 "fewshot reindex my_index --index-type hnsw --ef-search 128"],
     "train": ["fewshot train --data images_background.zip --out runs/conv --steps 2000",

@@ -107,8 +107,8 @@ def evaluate_data(data: Any, encoder: str | None = None, weights: str | None = N
     if oos:
         report.out["oos"] = _oos(enc, ds, emb, data, ways, shots, q, episodes, seed, within, progress)
     if open_set:
-        report.out["open_set"], figure = _open_set(enc, ds, emb, ways, unknown_ways, shots, q, episodes, seed,
-                                                   within, target_accept, progress)
+        report.out["open_set"], figure = open_set_metrics(enc, ds, emb, ways, unknown_ways, shots, q, episodes,
+                                                          seed, within, target_accept, progress)
         if plot_path:
             from fewshot.plots import plot_open_set
 
@@ -120,8 +120,9 @@ def evaluate_data(data: Any, encoder: str | None = None, weights: str | None = N
     return report
 
 
-def _open_set(enc, ds: LabelledSet, emb, ways: int, unknown_ways: int, shots: int, queries: int, episodes: int,
-              seed: int, within: bool, target_accept: float, progress: bool) -> tuple[dict, dict]:
+def open_set_metrics(enc: Any, ds: LabelledSet, emb: Any, ways: int, unknown_ways: int, shots: int, queries: int,
+                     episodes: int, seed: int, within: bool = False, target_accept: float = 0.95,
+                     progress: bool = False) -> tuple[dict, dict]:
     """Open-set metrics on episodes of ``ways`` taught + ``unknown_ways`` untaught classes, calibrated as an
     index holding the episode's support would be (the encoder's shipped calibration included)."""
     from fewshot.calibration import load_prior
