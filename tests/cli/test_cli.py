@@ -52,7 +52,7 @@ def test_classify_json_shape_and_self_match(index_dir, images):
     preds = json.loads(ok("classify", index_dir, *files, "--top-k", "3", "--json").output)
     assert [p["input"] for p in preds] == [str(f) for f in files]  # input order kept
     for p, name in zip(preds, images):
-        assert set(p) == {"input", "label", "score", "probability", "candidates"}
+        assert set(p) == {"input", "label", "unknown", "score", "probability", "candidates"}
         assert p["label"] == name and p["score"] == pytest.approx(1.0, abs=1e-4)
         assert 0.0 <= p["probability"] <= 1.0
         assert len(p["candidates"]) == 3

@@ -60,7 +60,7 @@ def test_one_shot_omniglot_flow(tmp_path, omniglot_alphabet):
     assert len(preds) == len(queries)
     for p, q in zip(preds, queries):
         assert p["input"] == str(q)
-        assert set(p) == {"input", "label", "score", "probability", "candidates"}
+        assert set(p) == {"input", "label", "unknown", "score", "probability", "candidates"}
         assert isinstance(p["label"], str) and -1.0 <= p["score"] <= 1.0 + 1e-6 and 0 <= p["probability"] <= 1
         assert len(p["candidates"]) == 3
     acc = sum(p["label"] == t for p, t in zip(preds, truth)) / len(truth)
