@@ -135,6 +135,7 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     kinds = set(a.only.split(",")) if a.only else {"image", "strokes", "text", "oos"}
     load = os.getloadavg()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     t0 = time.time()
     rows = []
     for name, cfg in CONFIGS.items():
@@ -142,7 +143,6 @@ def main() -> None:
             rows += run_config(name, a.episodes, a.index_episodes)
     if "oos" in kinds:
         rows += clinc_oos(a.episodes)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     doc = {"command": "PYTHONPATH=. nice -n 10 python benchmarks/open_set.py " + " ".join(sys.argv[1:]),
            "commit": commit, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "load_average_start": [round(x, 2) for x in load],

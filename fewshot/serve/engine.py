@@ -41,7 +41,7 @@ def _finish(pred: dict, name: str, top_k: int, threshold: float | None) -> dict:
     """One prediction of a batch, as a call with this request's ``top_k`` and ``threshold`` returns it."""
     pred = dict(pred, input=name, candidates=pred["candidates"][:top_k])
     if threshold is not None and pred["score"] < threshold:
-        pred["label"] = None
+        pred["label"], pred["unknown"] = None, True
     return pred
 
 

@@ -159,7 +159,7 @@ def test_concurrent_classify_is_micro_batched_and_equals_the_library(client, ima
         k, thr = 1 + i % 4, (None if i % 2 else 0.85)
         want = dict(b, input=f"q{i}", candidates=b["candidates"][:k])
         if thr is not None and want["score"] < thr:
-            want["label"] = None
+            want["label"], want["unknown"] = None, True
         assert ans == [json.loads(json.dumps(want))], i
     batches = engine.stats["batches"] - before["batches"]
     assert engine.stats["requests"] - before["requests"] == 32 and batches < 32
