@@ -97,7 +97,7 @@ def main() -> None:
         q05 = {k: round(float(np.quantile(known[k], 0.05)), 3) for k in SHOTS}
         print(f"{name} ({enc.fingerprint}): {time.time() - t0:.0f}s; 5% known quantile {q05}; T {t}", flush=True)
     tmp = PRIOR_FILE.with_name(PRIOR_FILE.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    tmp.write_text(json.dumps(doc, sort_keys=True, separators=(",", ":")) + "\n")
     os.replace(tmp, PRIOR_FILE)
 
 
