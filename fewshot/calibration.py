@@ -49,6 +49,8 @@ TARGET_ACCEPT = 0.95
 MIN_KNOWN_FOR_TEMPERATURE = 20
 #: At most this many examples are scored as held-out queries (seeded sample; the maths stay exact).
 MAX_QUERIES = 5000
+#: Cap on held-out queries x classes scored at once (float64 score rows: 160 MB), for indexes with many classes.
+MAX_SCORE_CELLS = 20_000_000
 #: Quantile levels the encoder priors store.
 LEVELS = np.linspace(0.0, 1.0, 101)
 PRIOR_FILE = Path(__file__).resolve().parent / "encoders" / "weights" / "calibration.json"
@@ -107,6 +109,7 @@ def held_out_scores(vectors: np.ndarray, labels: Sequence, metric: str = "cosine
     if metric == "cosine":
         protos = l2_normalize(protos)
     pick = np.arange(len(x))
+    max_queries = max(200, min(max_queries, MAX_SCORE_CELLS // max(n_cls, 1)))
     if len(pick) > max_queries:
         pick = np.sort(np.random.default_rng(seed).choice(len(x), max_queries, replace=False))
     q, c = x[pick].astype(np.float64), codes[pick]

@@ -204,3 +204,14 @@ def test_reindex_to_another_encoder_makes_the_calibration_unusable(tmp_path: Pat
         assert "another encoder" in idx.info()["calibration_stale_reason"]
         with pytest.raises(InputError, match="another encoder"):
             idx.classify([glyphs["diag"][2]], threshold="auto")
+
+
+def test_many_classes_are_scored_on_a_sample_that_fits_in_memory(monkeypatch) -> None:
+    import fewshot.calibration as calib
+
+    monkeypatch.setattr(calib, "MAX_SCORE_CELLS", 300 * 50)  # as if the index had very many classes
+    rng = np.random.default_rng(5)
+    x, labels, _ = _clusters(rng, 50, 8)
+    ho = held_out_scores(x, labels)
+    assert len(ho.known_rows) == 300 and len(ho.unknown_best) == 300  # a seeded sample of the 400 examples
+    assert calibrate_vectors(x, labels).counts["known_queries"] == 300
