@@ -41,7 +41,7 @@ def test_classify_text_and_file_and_stdin(index, tmp_path):
     r = run("classify", index, "--text", "how much cash is in my checking account", "--json")
     assert r.exit_code == 0, r.output
     (pred,) = json.loads(r.stdout)
-    assert pred["label"] == "balance" and set(pred) == {"input", "label", "score", "probability", "candidates"}
+    assert pred["label"] == "balance" and set(pred) == {"input", "label", "unknown", "score", "probability", "candidates"}
     q = tmp_path / "q.txt"
     q.write_text("is it going to rain\n\nput on some music\n")
     r = run("classify", index, "--from-file", q, "--json")
