@@ -72,9 +72,16 @@ class Client:
         return resp.status, json.loads(data), time.perf_counter() - t
 
 
+def batch_stats(url: str) -> dict:
+    """The server's micro-batching counters for the index (batches, library calls, requests, inputs)."""
+    _, out, _ = Client(url).request("GET", "/v1/indexes")
+    return next(i["classify_batches"] for i in out if i["name"] == INDEX)
+
+
 def load(url: str, body: bytes, concurrency: int, n: int) -> dict:
-    """``n`` classify requests from ``concurrency`` threads; latency percentiles and throughput."""
+    """``n`` classify requests from ``concurrency`` threads; latency percentiles, throughput, batch size."""
     path = f"/v1/indexes/{INDEX}/classify"
+    before = batch_stats(url)
     per = [n // concurrency + (1 if i < n % concurrency else 0) for i in range(concurrency)]
 
     def worker(count: int) -> tuple[list[float], int]:
@@ -89,23 +96,29 @@ def load(url: str, body: bytes, concurrency: int, n: int) -> dict:
     with ThreadPoolExecutor(concurrency) as ex:
         results = list(ex.map(worker, per))
     wall = time.perf_counter() - t
+    after = batch_stats(url)
     lat = sorted(x for r in results for x in r[0])
     return {"concurrency": concurrency, "requests": n, "errors": sum(r[1] for r in results),
             "p50 ms": lat[len(lat) // 2] * 1e3, "p99 ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1e3,
-            "req/s": n / wall}
+            "req/s": n / wall, "requests/batch": (after["requests"] - before["requests"])
+            / max(1, after["batches"] - before["batches"]), "load_avg_1": os.getloadavg()[0]}
 
 
-def in_process(index_dir: Path, png: bytes, n: int) -> dict:
+def in_process(index_dir: Path, png: bytes, n: int, threads: int) -> dict:
     """The same classify through the library: decode the PNG bytes, classify (median of n).
 
-    Timed on the main thread and on one worker thread (where the server runs it): on a loaded
-    2-core machine torch's two OpenMP threads make the two differ by several times, either way.
+    Timed on the main thread and on one worker thread (where the server runs it), each with
+    ``threads`` torch threads (the server's ``--threads``; torch's count is per OS thread).
     The comparison with HTTP uses the faster of the two.
     """
+    import torch
+
     from fewshot.fewshot_index import FewShotIndex
     from fewshot.inputs import decode_image_bytes
 
     def p50() -> float:
+        if threads:
+            torch.set_num_threads(threads)
         for _ in range(10):
             idx.classify([decode_image_bytes(png, "q")], top_k=5)
         times = []
@@ -189,6 +202,7 @@ def main() -> None:
     ap.add_argument("--classes", type=int, default=20)
     ap.add_argument("--requests", type=int, default=400, help="classify requests per concurrency level")
     ap.add_argument("--rss-requests", type=int, default=10_000)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads, in the server (--threads) and in-process")
     ap.add_argument("--smoke", action="store_true", help="tiny counts: checks the script runs")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
@@ -210,13 +224,13 @@ def main() -> None:
                            "top_k": 5}).encode()
         n_lib = 200 if not args.smoke else 20
         cli = cli_call(index_dir, query, 3 if not args.smoke else 1)
-        with serve_process([index_dir], env=repo_env(ROOT), cwd=ROOT) as (proc, url):
+        with serve_process([index_dir], "--threads", str(args.threads), env=repo_env(ROOT), cwd=ROOT) as (proc, url):
             load(url, body, 4, 40)  # warm-up
             # the library call just before and just after the HTTP run at concurrency 1 (a shared machine's
             # load drifts: the ratio compares the two in the same minutes)
-            lib_before = in_process(index_dir, query, n_lib)
+            lib_before = in_process(index_dir, query, n_lib, args.threads)
             rows = [load(url, body, 1, args.requests)]
-            lib_after = in_process(index_dir, query, n_lib)
+            lib_after = in_process(index_dir, query, n_lib, args.threads)
             rows += [load(url, body, c, args.requests * 2) for c in (8, 32)]
             cli_server = cli_call(index_dir, query, 5 if not args.smoke else 1, server=url)
             rss_before = rss_mb(proc.pid)
@@ -227,7 +241,7 @@ def main() -> None:
     rps1 = rows[0]["req/s"]
     lib = {"p50 ms": (lib_before["p50 ms"] + lib_after["p50 ms"]) / 2, "before": lib_before, "after": lib_after}
     result = {
-        "machine_start": start, "machine_end": machine(), "classes": len(pngs),
+        "machine_start": start, "machine_end": machine(), "classes": len(pngs), "threads": args.threads,
         "in_process_library": lib, "cli_one_call": cli, "cli_one_call_with_server": cli_server, "http": rows,
         "http_p50_over_library_p50": rows[0]["p50 ms"] / lib["p50 ms"],
         "throughput_32_over_1": rows[2]["req/s"] / rps1,
@@ -235,7 +249,7 @@ def main() -> None:
                 "after MB": rss_after, "growth %": (rss_after - rss_before) / rss_before * 100},
         "mixed": mix,
     }
-    print(table(rows, ["concurrency", "requests", "errors", "p50 ms", "p99 ms", "req/s"],
+    print(table(rows, ["concurrency", "requests", "errors", "p50 ms", "p99 ms", "req/s", "requests/batch", "load_avg_1"],
                 f"classify one image over HTTP ({len(pngs)} classes)"))
     print(f"library in-process p50 {lib['p50 ms']:.2f} ms; one CLI call {cli['median s']:.2f} s "
           f"(with --server {cli_server['median s']:.3f} s); "

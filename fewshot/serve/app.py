@@ -125,7 +125,8 @@ def _names(index_dirs: Sequence[str | Path]) -> list[str]:
 
 def create_app(index_dirs: Sequence[str | Path], token: str | None = None, *, lock_timeout: float = 10.0,
                max_body: int = DEFAULT_MAX_BODY, max_batch: int = DEFAULT_MAX_BATCH,
-               window_s: float = 0.002, timeout_s: float = 60.0) -> FastAPI:
+               window_s: float = 0.002, timeout_s: float = 60.0, threads: int = 0,
+               batch_inputs: int | None = None) -> FastAPI:
     """The app over ``index_dirs``, each opened once (its encoder loaded) before this returns."""
     from fewshot.serve.routes import build_router
 
@@ -133,7 +134,8 @@ def create_app(index_dirs: Sequence[str | Path], token: str | None = None, *, lo
     try:
         for name, d in zip(_names(index_dirs), index_dirs):
             engines[name] = IndexEngine(name, d, lock_timeout=lock_timeout, max_batch=max_batch,
-                                        window_s=window_s, timeout_s=timeout_s)
+                                        window_s=window_s, timeout_s=timeout_s, threads=threads,
+                                        **({"batch_inputs": batch_inputs} if batch_inputs else {}))
     except BaseException:
         for eng in engines.values():
             eng.index.close()

@@ -20,6 +20,7 @@ another process is visible in the next answer.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import functools
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ Threshold = Union[float, str, None]  # a score, "auto" (the library picks it), o
 @dataclass
 class _Job:
     decode: Callable[[], list[Any]]  # -> the request's Decoded inputs; runs on the worker thread
+    n: int  # how many inputs the request holds (known before decoding)
     top_k: int
     threshold: Threshold
     future: asyncio.Future = field(repr=False)
@@ -54,6 +56,13 @@ def _finish(pred: dict, name: str, top_k: int, threshold: Threshold) -> dict:
     return pred
 
 
+# Inputs per micro-batch (one encoder forward). Measured (benchmarks/serve_load.py, 2 CPU cores): the
+# shipped CNN's forward costs the same per image at any batch size (compute-bound; 9 shifted views per
+# image already), and past ~8 images it gets slower per image (activations leave the cache), so a batch
+# amortises the per-call costs (snapshot, Python, thread hops) without growing past that.
+BATCH_INPUTS = 8
+
+
 def _set_threads(n: int) -> None:
     """Worker-thread initializer: torch's intra-op thread count is per OS thread (OpenMP), so set it there."""
     if n > 0:
@@ -66,19 +75,22 @@ class IndexEngine:
     """One index kept open with its encoder warm; see the module docstring."""
 
     def __init__(self, name: str, path: str | Path, lock_timeout: float = 10.0, max_batch: int = 64,
-                 window_s: float = 0.002, timeout_s: float = 60.0, threads: int = 0) -> None:
+                 window_s: float = 0.002, timeout_s: float = 60.0, threads: int = 0,
+                 batch_inputs: int = BATCH_INPUTS) -> None:
         from fewshot.fewshot_index import FewShotIndex
 
         self.name = name
         self.index = FewShotIndex.open(path, lock_timeout=lock_timeout)
         self.max_batch = max_batch
+        self.batch_inputs = batch_inputs
         self.window_s = window_s
         self.timeout_s = timeout_s
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"fewshot-{name}",
                                                            initializer=_set_threads, initargs=(threads,))
         # micro-batching at work (tests, benchmarks): gathered batches, library calls, requests, inputs
         self.stats = {"batches": 0, "calls": 0, "requests": 0, "inputs": 0}
-        self._queue: asyncio.Queue[_Job] | None = None
+        self._pending: collections.deque[_Job] = collections.deque()  # classify requests waiting for a batch
+        self._wake = asyncio.Event()  # set when one is added
         self._batcher: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -95,9 +107,9 @@ class IndexEngine:
         except asyncio.TimeoutError:
             raise Busy(f"index {self.name}: no answer within {self.timeout_s:g} s") from None
 
-    async def classify(self, decode: Callable[[], list[Any]], top_k: int = 5,
+    async def classify(self, decode: Callable[[], list[Any]], n: int, top_k: int = 5,
                        threshold: Threshold = None) -> list[dict]:
-        """``classify --json``'s objects for the inputs ``decode()`` gives, answered within a micro-batch.
+        """``classify --json``'s objects for the ``n`` inputs ``decode()`` gives, answered within a micro-batch.
 
         ``decode`` runs on the worker thread, inside the batch: the event loop only parses
         requests, and a bad input fails its own request alone.
@@ -108,38 +120,41 @@ class IndexEngine:
             raise InputError("top_k must be >= 1")
         loop = asyncio.get_running_loop()
         if self._loop is not loop:  # the batcher belongs to one event loop (a test may run several)
-            self._loop, self._queue = loop, asyncio.Queue()
+            self._loop, self._pending, self._wake = loop, collections.deque(), asyncio.Event()
             self._batcher = loop.create_task(self._batch_loop())
         fut = loop.create_future()
-        self._queue.put_nowait(_Job(decode, top_k, threshold, fut))
+        self._pending.append(_Job(decode, n, top_k, threshold, fut))
+        self._wake.set()
         try:
             return await asyncio.wait_for(asyncio.shield(fut), self.timeout_s)
         except asyncio.TimeoutError:
             raise Busy(f"index {self.name}: no answer within {self.timeout_s:g} s") from None
 
     async def _gather(self) -> list[_Job]:
-        """The next batch: the first queued job, everything queued behind it, more within the window.
-
-        Requests are counted, not inputs (those are known once decoded, on the worker); a
-        request holds at most ``max_batch`` inputs, so one forward holds at most
-        ``max_batch`` requests' worth.
-        """
-        assert self._queue is not None
-        jobs = [await self._queue.get()]
+        """The next batch: the first waiting job, what waits behind it, more within the window,
+        up to ``batch_inputs`` inputs (a request larger than that is a batch of its own)."""
+        while not self._pending:
+            self._wake.clear()
+            await self._wake.wait()
+        jobs = [self._pending.popleft()]
+        size = jobs[0].n
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.window_s
-        while len(jobs) < self.max_batch:
-            if self._queue.empty():
+        while size < self.batch_inputs:
+            if not self._pending:
                 remaining = deadline - loop.time()
                 if len(jobs) == 1 or remaining <= 0:  # a lone request waits for nobody
                     break
+                self._wake.clear()
                 try:
-                    job = await asyncio.wait_for(self._queue.get(), remaining)
+                    await asyncio.wait_for(self._wake.wait(), remaining)
                 except asyncio.TimeoutError:
                     break
-            else:
-                job = self._queue.get_nowait()
-            jobs.append(job)
+                continue
+            if size + self._pending[0].n > self.batch_inputs:  # it starts the next batch
+                break
+            jobs.append(self._pending.popleft())
+            size += jobs[-1].n
         return jobs
 
     async def _batch_loop(self) -> None:

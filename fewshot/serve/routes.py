@@ -254,7 +254,8 @@ def _read_routes(router: APIRouter, get: Callable[[str], IndexEngine], max_batch
         """``classify --json``: per input, the label (null when under the threshold) and top-k candidates."""
         e = get(name)
         items, kind = body.inputs, e.input_kind
-        return JSONResponse(await e.classify(lambda: decode_many(items, kind, max_batch), body.top_k, body.threshold))
+        return JSONResponse(await e.classify(lambda: decode_many(items, kind, max_batch), len(items), body.top_k,
+                                             body.threshold))
 
     @router.post("/indexes/{name}/classify/files", tags=["read"], response_model=list[dict])
     async def classify_files(name: str, files: list[UploadFile] = File(...), top_k: int = Form(5, ge=1),
@@ -262,7 +263,8 @@ def _read_routes(router: APIRouter, get: Callable[[str], IndexEngine], max_batch
         """``classify --json`` of uploaded files."""
         e = get(name)
         thr = _threshold(threshold)
-        return JSONResponse(await e.classify(await _upload_decoder(files, e.input_kind, max_batch), top_k, thr))
+        decode = await _upload_decoder(files, e.input_kind, max_batch)
+        return JSONResponse(await e.classify(decode, len(files), top_k, thr))
 
     @router.post("/indexes/{name}/search", tags=["read"])
     async def search(name: str, body: SearchRequest) -> list[dict]:
