@@ -32,8 +32,7 @@ class _Answer:
 
 
 class _NoLocalCopies:
-    """The stored copies are on the server: the local duplicate check sees none of them (``root`` holds
-    nothing), so only duplicates among the files sent are reported."""
+    """The stored copies are on the server (asked by :meth:`RemoteIndex.stored_digests`), none here."""
 
     root = Path(os.devnull)
 
@@ -82,12 +81,11 @@ class RemoteIndex:
 
     def _items(self, inputs: Any) -> list[Any]:
         """The items the local command would read (folders expanded the same way), for this index's kind."""
-        paths = [Path(p) for p in inputs] if isinstance(inputs, (list, tuple)) else None
-        if paths is not None and paths and all(isinstance(p, (str, os.PathLike)) for p in inputs) \
-                and all(p.is_file() for p in paths) and self._kind() != "text":
+        if isinstance(inputs, (list, tuple)) and inputs and self._kind() != "text" \
+                and all(isinstance(p, (str, os.PathLike)) and Path(p).is_file() for p in inputs):
             from types import SimpleNamespace  # the common case, without numpy's import (a third of the call)
 
-            return [SimpleNamespace(value=p, path=p, name=str(p)) for p in paths]
+            return [SimpleNamespace(value=Path(p), path=Path(p), name=str(p)) for p in inputs]
         from fewshot.errors import InputError
         from fewshot.input_kinds import input_kind
 
@@ -133,8 +131,14 @@ class RemoteIndex:
             for one in (v if isinstance(v, (list, tuple)) else [v]):
                 if one is not None:
                     parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{one}\r\n'.encode())
-        for it in items:
-            name = str(it.name).replace('"', "%22")
+        if path.startswith("/examples"):  # the stored example's source: the resolved path, as a local add records
+            from fewshot.inputs import display_path
+
+            names = [display_path(Path(it.path).resolve()) for it in items]
+        else:
+            names = [it.name for it in items]
+        for it, shown in zip(items, names):
+            name = str(shown).replace('"', "%22")
             head = (f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n'
                     "Content-Type: application/octet-stream\r\n\r\n")
             parts.append(head.encode() + Path(it.path).read_bytes() + b"\r\n")
@@ -186,6 +190,13 @@ class RemoteIndex:
         if found is None:
             raise click.ClickException(f"no class named '{label_for_display(label)}' on the server's index")
         return found
+
+    def stored_digests(self, digests: set[str]) -> set[str]:
+        """Which of these SHA-256 digests a stored example on the server has (the duplicate check)."""
+        if not digests:
+            return set()
+        return set(self._call("POST", "/duplicates", json.dumps({"sha256": sorted(digests)}).encode(),
+                              "application/json"))
 
     def add_folder_report(self, root: Any, progress: bool = False, skip_duplicates: bool = False) -> Any:
         """``add --from-folder``: the library's own folder scan and report, the write on the server."""

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 from collections import defaultdict
+from pathlib import Path
 from typing import Any, Callable, Literal
 
 from fastapi import APIRouter, File, Form, Query, UploadFile
@@ -54,18 +56,31 @@ class SearchRequest(BaseModel):
     nprobe: int | None = Field(None, ge=1, description="IVF lists probed for this call.")
 
 
+class DuplicatesRequest(BaseModel):
+    sha256: list[str] = Field(..., max_length=100_000, description="SHA-256 digests (hex) of files to add.")
+
+
 class EmbedRequest(BaseModel):
     inputs: list[InputModel]
 
 
 def _decode_upload(data: bytes, name: str, input_kind: str) -> Any:
+    """An uploaded file -> an item whose stored copy is the file as sent (as a local add stores it)."""
+    from fewshot.input_kinds import UploadedItem
+
+    value = _decode_upload_value(data, name, input_kind)
+    suffix = Path(name).suffix.lower()
+    return UploadedItem(value, name, data=data, suffix=suffix if re.fullmatch(r"\.[a-z0-9]{1,9}", suffix) else "")
+
+
+def _decode_upload_value(data: bytes, name: str, input_kind: str) -> Any:
     """An uploaded file -> image; for a sequence index a stroke ``.txt`` / ``.npy`` array; for a text index a text."""
     if input_kind == "text":
         from fewshot.text_inputs import decode_text, text_item
 
         if not name.lower().endswith(".txt"):
             raise InputError(f"{name}: upload a .txt file (one example) to a text index, or send JSON with text")
-        return text_item(decode_text(data, name), name)
+        return text_item(decode_text(data, name), name).value
     if input_kind != "sequence":
         return decode_image(data, name)
     import numpy as np
@@ -135,6 +150,18 @@ def _search(engine: IndexEngine, decoded: list[Decoded], k: int, labels: list[st
     params = {k_: v for k_, v in (("ef_search", ef_search), ("nprobe", nprobe)) if v is not None}
     results = engine.index.search([d.value for d in decoded], k=k, labels=labels or None, **params)
     return [dict(r.to_dict(), input=d.name) for r, d in zip(results, decoded)]
+
+
+def _duplicates(engine: IndexEngine, digests: list[str]) -> list[str]:
+    """The digests a stored example has (the stored copy's name): ``add``'s duplicate check, for a client."""
+    import re
+
+    from fewshot.folder_add import stored_digests
+
+    bad = next((d for d in digests if not re.fullmatch(r"[0-9a-f]{64}", d)), None)
+    if bad is not None:
+        raise InputError(f"not a SHA-256 hex digest: {bad[:80]!r}")
+    return sorted(stored_digests(engine.index, set(digests)))
 
 
 def _embed(engine: IndexEngine, decoded: list[Decoded]) -> dict:
@@ -281,6 +308,12 @@ def _read_routes(router: APIRouter, get: Callable[[str], IndexEngine], max_batch
         e = get(name)
         decoded = await _read_uploads(files, e.input_kind, max_batch)
         return await e.call(_search, e, decoded, k, labels, ef_search, nprobe)
+
+    @router.post("/indexes/{name}/duplicates", tags=["read"])
+    async def duplicates(name: str, body: DuplicatesRequest) -> list[str]:
+        """Which of these file digests a stored example already has (``add`` reports such duplicates)."""
+        e = get(name)
+        return await e.call(_duplicates, e, body.sha256)
 
     @router.post("/indexes/{name}/embed", tags=["read"])
     async def embed(name: str, body: EmbedRequest) -> dict:
