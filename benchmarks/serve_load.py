@@ -72,16 +72,25 @@ class Client:
         return resp.status, json.loads(data), time.perf_counter() - t
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) a process has used: its work, whatever the load."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def batch_stats(url: str) -> dict:
     """The server's micro-batching counters for the index (batches, library calls, requests, inputs)."""
     _, out, _ = Client(url).request("GET", "/v1/indexes")
     return next(i["classify_batches"] for i in out if i["name"] == INDEX)
 
 
-def load(url: str, body: bytes, concurrency: int, n: int) -> dict:
-    """``n`` classify requests from ``concurrency`` threads; latency percentiles, throughput, batch size."""
+def load(url: str, body: bytes, concurrency: int, n: int, pid: int | None = None) -> dict:
+    """``n`` classify requests from ``concurrency`` threads; latency percentiles, throughput, batch size,
+    and the server's CPU time per request (``pid``: the server process)."""
     path = f"/v1/indexes/{INDEX}/classify"
     before = batch_stats(url)
+    cpu0 = cpu_s(pid) if pid else None
     per = [n // concurrency + (1 if i < n % concurrency else 0) for i in range(concurrency)]
 
     def worker(count: int) -> tuple[list[float], int]:
@@ -96,12 +105,14 @@ def load(url: str, body: bytes, concurrency: int, n: int) -> dict:
     with ThreadPoolExecutor(concurrency) as ex:
         results = list(ex.map(worker, per))
     wall = time.perf_counter() - t
+    server_cpu = (cpu_s(pid) - cpu0) / n * 1e3 if pid else None
     after = batch_stats(url)
     lat = sorted(x for r in results for x in r[0])
     return {"concurrency": concurrency, "requests": n, "errors": sum(r[1] for r in results),
             "p50 ms": lat[len(lat) // 2] * 1e3, "p99 ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1e3,
             "req/s": n / wall, "requests/batch": (after["requests"] - before["requests"])
-            / max(1, after["batches"] - before["batches"]), "load_avg_1": os.getloadavg()[0]}
+            / max(1, after["batches"] - before["batches"]), "server CPU ms/request": server_cpu,
+            "load_avg_1": os.getloadavg()[0]}
 
 
 def in_process(index_dir: Path, png: bytes, n: int, threads: int) -> dict:
@@ -121,17 +132,19 @@ def in_process(index_dir: Path, png: bytes, n: int, threads: int) -> dict:
             torch.set_num_threads(threads)
         for _ in range(10):
             idx.classify([decode_image_bytes(png, "q")], top_k=5)
-        times = []
+        times, cpu = [], time.process_time()
         for _ in range(n):
             t = time.perf_counter()
             idx.classify([decode_image_bytes(png, "q")], top_k=5)
             times.append(time.perf_counter() - t)
+        cpus.append((time.process_time() - cpu) / n * 1e3)
         return statistics.median(times) * 1e3
 
+    cpus: list[float] = []  # CPU ms per call of this process (all threads: torch's too)
     with FewShotIndex.open(index_dir, readonly=True) as idx, ThreadPoolExecutor(1) as pool:
         main_ms, worker_ms = p50(), pool.submit(p50).result()
     return {"p50 ms": min(main_ms, worker_ms), "main thread p50 ms": main_ms, "worker thread p50 ms": worker_ms,
-            "calls": 2 * n}
+            "CPU ms/call": min(cpus), "calls": 2 * n}
 
 
 def cli_call(index_dir: Path, png: bytes, repeats: int, server: str | None = None) -> dict:
@@ -202,7 +215,10 @@ def main() -> None:
     ap.add_argument("--classes", type=int, default=20)
     ap.add_argument("--requests", type=int, default=400, help="classify requests per concurrency level")
     ap.add_argument("--rss-requests", type=int, default=10_000)
-    ap.add_argument("--threads", type=int, default=1, help="torch threads, in the server (--threads) and in-process")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads, in the server (--threads) and in-process (0: torch's default)")
+    ap.add_argument("--server-root", type=Path, default=ROOT,
+                    help="the checkout whose `fewshot serve` runs (an earlier commit: before/after in one run)")
     ap.add_argument("--smoke", action="store_true", help="tiny counts: checks the script runs")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
@@ -224,14 +240,15 @@ def main() -> None:
                            "top_k": 5}).encode()
         n_lib = 200 if not args.smoke else 20
         cli = cli_call(index_dir, query, 3 if not args.smoke else 1)
-        with serve_process([index_dir], "--threads", str(args.threads), env=repo_env(ROOT), cwd=ROOT) as (proc, url):
+        threads = ["--threads", str(args.threads)] if args.threads else []
+        with serve_process([index_dir], *threads, env=repo_env(args.server_root), cwd=args.server_root) as (proc, url):
             load(url, body, 4, 40)  # warm-up
             # the library call just before and just after the HTTP run at concurrency 1 (a shared machine's
             # load drifts: the ratio compares the two in the same minutes)
             lib_before = in_process(index_dir, query, n_lib, args.threads)
-            rows = [load(url, body, 1, args.requests)]
+            rows = [load(url, body, 1, args.requests, proc.pid)]
             lib_after = in_process(index_dir, query, n_lib, args.threads)
-            rows += [load(url, body, c, args.requests * 2) for c in (8, 32)]
+            rows += [load(url, body, c, args.requests * 2, proc.pid) for c in (8, 32)]
             cli_server = cli_call(index_dir, query, 5 if not args.smoke else 1, server=url)
             rss_before = rss_mb(proc.pid)
             rss_run = load(url, body, 8, args.rss_requests)
@@ -242,14 +259,18 @@ def main() -> None:
     lib = {"p50 ms": (lib_before["p50 ms"] + lib_after["p50 ms"]) / 2, "before": lib_before, "after": lib_after}
     result = {
         "machine_start": start, "machine_end": machine(), "classes": len(pngs), "threads": args.threads,
+        "server_root": str(args.server_root),
         "in_process_library": lib, "cli_one_call": cli, "cli_one_call_with_server": cli_server, "http": rows,
         "http_p50_over_library_p50": rows[0]["p50 ms"] / lib["p50 ms"],
+        "server_cpu_per_request_over_library_cpu_per_call": (
+            rows[0]["server CPU ms/request"] / min(lib_before["CPU ms/call"], lib_after["CPU ms/call"])),
         "throughput_32_over_1": rows[2]["req/s"] / rps1,
         "rss": {"requests": args.rss_requests, "errors": rss_run["errors"], "before MB": rss_before,
                 "after MB": rss_after, "growth %": (rss_after - rss_before) / rss_before * 100},
         "mixed": mix,
     }
-    print(table(rows, ["concurrency", "requests", "errors", "p50 ms", "p99 ms", "req/s", "requests/batch", "load_avg_1"],
+    print(table(rows, ["concurrency", "requests", "errors", "p50 ms", "p99 ms", "req/s", "requests/batch",
+                       "server CPU ms/request", "load_avg_1"],
                 f"classify one image over HTTP ({len(pngs)} classes)"))
     print(f"library in-process p50 {lib['p50 ms']:.2f} ms; one CLI call {cli['median s']:.2f} s "
           f"(with --server {cli_server['median s']:.3f} s); "
