@@ -97,13 +97,16 @@ def test_add_through_the_server_then_errors_are_one_line(served, omniglot_alphab
 def test_the_client_path_imports_no_torch_and_is_quick(served, omniglot_alphabet):
     path, url = served
     q = str(sorted((omniglot_alphabet / "character02").glob("*.png"))[3])
+    text = str(path.parent / "intents")
     code = ("import sys; from fewshot.cli import cli; "
+            f"rc = cli.main(['search', {text!r}, '--text', 'hi', '--label', 'balance', '--server', {url!r}], "
+            "standalone_mode=False); assert rc == 0, rc; "
             f"rc = cli.main(['classify', {str(path)!r}, {q!r}, '--server', {url!r}, '--json'], standalone_mode=False); "
             "assert rc == 0, rc; assert 'torch' not in sys.modules")
     out = subprocess.run([sys.executable, "-c", code], env=repo_env(ROOT), cwd=ROOT, capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout)[0]["label"] == "k2"
+    assert json.loads(out.stdout.splitlines()[-1])[0]["label"] == "k2"
     times = []
     for _ in range(3):
         t = time.perf_counter()
