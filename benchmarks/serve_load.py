@@ -8,9 +8,13 @@ encoder), driven by threads with keep-alive connections (http.client: the lighte
 the 2-core machine spends its time in the server). Every phase sends a fixed number of requests
 and stops by itself:
 
-* classify of one image (JSON, base64 PNG) at concurrency 1, 8 and 32: p50/p99 latency, requests/s;
-  beside the same classify in-process through the library (decode the same PNG bytes + classify)
-  and through one `fewshot classify` CLI call (process start to exit);
+* classify of one image (JSON, base64 PNG) at concurrency 1, 8 and 32: p50/p99 latency, requests/s,
+  requests per micro-batch, the server's and the client's CPU time per request; beside the same
+  classify in-process through the library (decode the same PNG bytes + classify: wall and CPU time)
+  and through one `fewshot classify` CLI call (process start to exit). The library and the three
+  concurrencies run in interleaved rounds and each ratio is the median of the per-round ratios: the
+  shared machine's load changes several-fold within a run, so only measurements taken in the same
+  minute compare;
 * the server's RSS before and after ``--rss-requests`` classify requests (concurrency 8);
 * a mixed run: 2 writer threads each add new classes one request at a time while 8 readers classify;
   afterwards every added class must be listed (nothing lost) and every answer must name a class that
@@ -72,9 +76,25 @@ class Client:
         return resp.status, json.loads(data), time.perf_counter() - t
 
 
-def load(url: str, body: bytes, concurrency: int, n: int) -> dict:
-    """``n`` classify requests from ``concurrency`` threads; latency percentiles and throughput."""
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) a process has used: its work, whatever the load."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def batch_stats(url: str) -> dict:
+    """The server's micro-batching counters for the index (batches, library calls, requests, inputs)."""
+    _, out, _ = Client(url).request("GET", "/v1/indexes")
+    return next(i["classify_batches"] for i in out if i["name"] == INDEX)
+
+
+def load(url: str, body: bytes, concurrency: int, n: int, pid: int | None = None) -> dict:
+    """``n`` classify requests from ``concurrency`` threads; latency percentiles, throughput, batch size,
+    and the server's CPU time per request (``pid``: the server process)."""
     path = f"/v1/indexes/{INDEX}/classify"
+    before = batch_stats(url)
+    cpu0, client0 = (cpu_s(pid) if pid else None), time.process_time()
     per = [n // concurrency + (1 if i < n % concurrency else 0) for i in range(concurrency)]
 
     def worker(count: int) -> tuple[list[float], int]:
@@ -89,36 +109,47 @@ def load(url: str, body: bytes, concurrency: int, n: int) -> dict:
     with ThreadPoolExecutor(concurrency) as ex:
         results = list(ex.map(worker, per))
     wall = time.perf_counter() - t
+    server_cpu = (cpu_s(pid) - cpu0) / n * 1e3 if pid else None
+    client_cpu = (time.process_time() - client0) / n * 1e3
+    after = batch_stats(url)
     lat = sorted(x for r in results for x in r[0])
     return {"concurrency": concurrency, "requests": n, "errors": sum(r[1] for r in results),
             "p50 ms": lat[len(lat) // 2] * 1e3, "p99 ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1e3,
-            "req/s": n / wall}
+            "req/s": n / wall, "requests/batch": (after["requests"] - before["requests"])
+            / max(1, after["batches"] - before["batches"]), "server CPU ms/request": server_cpu,
+            "client CPU ms/request": client_cpu, "load_avg_1": os.getloadavg()[0]}
 
 
-def in_process(index_dir: Path, png: bytes, n: int) -> dict:
+def in_process(index_dir: Path, png: bytes, n: int, threads: int) -> dict:
     """The same classify through the library: decode the PNG bytes, classify (median of n).
 
-    Timed on the main thread and on one worker thread (where the server runs it): on a loaded
-    2-core machine torch's two OpenMP threads make the two differ by several times, either way.
+    Timed on the main thread and on one worker thread (where the server runs it), each with
+    ``threads`` torch threads (the server's ``--threads``; torch's count is per OS thread).
     The comparison with HTTP uses the faster of the two.
     """
+    import torch
+
     from fewshot.fewshot_index import FewShotIndex
     from fewshot.inputs import decode_image_bytes
 
     def p50() -> float:
+        if threads:
+            torch.set_num_threads(threads)
         for _ in range(10):
             idx.classify([decode_image_bytes(png, "q")], top_k=5)
-        times = []
+        times, cpu = [], time.process_time()
         for _ in range(n):
             t = time.perf_counter()
             idx.classify([decode_image_bytes(png, "q")], top_k=5)
             times.append(time.perf_counter() - t)
+        cpus.append((time.process_time() - cpu) / n * 1e3)
         return statistics.median(times) * 1e3
 
+    cpus: list[float] = []  # CPU ms per call of this process (all threads: torch's too)
     with FewShotIndex.open(index_dir, readonly=True) as idx, ThreadPoolExecutor(1) as pool:
         main_ms, worker_ms = p50(), pool.submit(p50).result()
     return {"p50 ms": min(main_ms, worker_ms), "main thread p50 ms": main_ms, "worker thread p50 ms": worker_ms,
-            "calls": 2 * n}
+            "CPU ms/call": min(cpus), "calls": 2 * n}
 
 
 def cli_call(index_dir: Path, png: bytes, repeats: int, server: str | None = None) -> dict:
@@ -189,6 +220,11 @@ def main() -> None:
     ap.add_argument("--classes", type=int, default=20)
     ap.add_argument("--requests", type=int, default=400, help="classify requests per concurrency level")
     ap.add_argument("--rss-requests", type=int, default=10_000)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads, in the server (--threads) and in-process (0: torch's default)")
+    ap.add_argument("--server-root", type=Path, default=ROOT,
+                    help="the checkout whose `fewshot serve` runs (an earlier commit: before/after in one run)")
+    ap.add_argument("--rounds", type=int, default=5, help="library / c=1 / c=8 / c=32, interleaved, this many times")
     ap.add_argument("--smoke", action="store_true", help="tiny counts: checks the script runs")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
@@ -210,32 +246,49 @@ def main() -> None:
                            "top_k": 5}).encode()
         n_lib = 200 if not args.smoke else 20
         cli = cli_call(index_dir, query, 3 if not args.smoke else 1)
-        with serve_process([index_dir], env=repo_env(ROOT), cwd=ROOT) as (proc, url):
+        threads = ["--threads", str(args.threads)] if args.threads else []
+        with serve_process([index_dir], *threads, env=repo_env(args.server_root), cwd=args.server_root) as (proc, url):
             load(url, body, 4, 40)  # warm-up
-            # the library call just before and just after the HTTP run at concurrency 1 (a shared machine's
-            # load drifts: the ratio compares the two in the same minutes)
-            lib_before = in_process(index_dir, query, n_lib)
-            rows = [load(url, body, 1, args.requests)]
-            lib_after = in_process(index_dir, query, n_lib)
-            rows += [load(url, body, c, args.requests * 2) for c in (8, 32)]
+            # Rounds: the library call, then HTTP at concurrency 1, 8, 32, again and again, so every ratio
+            # compares measurements taken within the same minute (a shared machine's load drifts by
+            # several times over a run); the result is the median over rounds.
+            rounds = []
+            for _ in range(args.rounds):
+                lib = in_process(index_dir, query, max(10, n_lib // args.rounds), args.threads)
+                rows = [load(url, body, c, max(c, args.requests * (1 if c == 1 else 2) // args.rounds), proc.pid)
+                        for c in (1, 8, 32)]
+                rounds.append({"library": lib, "http": rows,
+                               "http_p50_over_library_p50": rows[0]["p50 ms"] / lib["p50 ms"],
+                               "throughput_32_over_1": rows[2]["req/s"] / rows[0]["req/s"],
+                               "server_cpu_per_request_over_library_cpu_per_call":
+                                   rows[0]["server CPU ms/request"] / lib["CPU ms/call"]})
             cli_server = cli_call(index_dir, query, 5 if not args.smoke else 1, server=url)
             rss_before = rss_mb(proc.pid)
             rss_run = load(url, body, 8, args.rss_requests)
             rss_after = rss_mb(proc.pid)
             mix = mixed(url, pngs, {f"c{i}" for i in range(len(pngs))}, 8, 25 if not args.smoke else 3,
                         40 if not args.smoke else 5)
-    rps1 = rows[0]["req/s"]
-    lib = {"p50 ms": (lib_before["p50 ms"] + lib_after["p50 ms"]) / 2, "before": lib_before, "after": lib_after}
+    med = statistics.median
+    keys = ["p50 ms", "p99 ms", "req/s", "requests/batch", "server CPU ms/request", "client CPU ms/request",
+            "load_avg_1"]
+    rows = [dict({"concurrency": c, "requests": sum(r["http"][i]["requests"] for r in rounds),
+                  "errors": sum(r["http"][i]["errors"] for r in rounds)},
+                 **{k: med(r["http"][i][k] for r in rounds) for k in keys}) for i, c in enumerate((1, 8, 32))]
+    lib = {k: med(r["library"][k] for r in rounds) for k in ("p50 ms", "main thread p50 ms", "worker thread p50 ms",
+                                                              "CPU ms/call")}
+    ratios = {k: med(r[k] for r in rounds) for k in ("http_p50_over_library_p50", "throughput_32_over_1",
+                                                     "server_cpu_per_request_over_library_cpu_per_call")}
     result = {
-        "machine_start": start, "machine_end": machine(), "classes": len(pngs),
+        "machine_start": start, "machine_end": machine(), "classes": len(pngs), "threads": args.threads,
+        "server_root": str(args.server_root), "rounds": args.rounds, "medians over rounds": True,
         "in_process_library": lib, "cli_one_call": cli, "cli_one_call_with_server": cli_server, "http": rows,
-        "http_p50_over_library_p50": rows[0]["p50 ms"] / lib["p50 ms"],
-        "throughput_32_over_1": rows[2]["req/s"] / rps1,
+        **ratios, "per_round": rounds,
         "rss": {"requests": args.rss_requests, "errors": rss_run["errors"], "before MB": rss_before,
                 "after MB": rss_after, "growth %": (rss_after - rss_before) / rss_before * 100},
         "mixed": mix,
     }
-    print(table(rows, ["concurrency", "requests", "errors", "p50 ms", "p99 ms", "req/s"],
+    print(table(rows, ["concurrency", "requests", "errors", "p50 ms", "p99 ms", "req/s", "requests/batch",
+                       "server CPU ms/request", "client CPU ms/request", "load_avg_1"],
                 f"classify one image over HTTP ({len(pngs)} classes)"))
     print(f"library in-process p50 {lib['p50 ms']:.2f} ms; one CLI call {cli['median s']:.2f} s "
           f"(with --server {cli_server['median s']:.3f} s); "

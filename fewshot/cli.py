@@ -126,6 +126,14 @@ def _open(index_dir: str, readonly: bool = False, lock_timeout: float = 10.0):
     return FewShotIndex.open(index_dir, readonly=False, lock_timeout=lock_timeout)
 
 
+def _open_info(index_dir: str):
+    """The index without its encoder: ``info`` works when the encoder cannot be loaded."""
+    from fewshot.fewshot_index import FewShotIndex
+    from index import open_store
+
+    return FewShotIndex(open_store(index_dir, readonly=True), encoder=None)
+
+
 def _query_inputs(idx, index_dir: str, files, texts, from_file) -> list:
     """classify/search inputs: FILE... as before; --text / --from-file only on a text index."""
     if wants_text(texts, from_file):
@@ -384,10 +392,7 @@ def info_cmd(index_dir, as_json) -> None:
 
     Reads the index only: it works when the encoder cannot be loaded (and says which it is).
     """
-    from fewshot.fewshot_index import FewShotIndex
-    from index import open_store
-
-    with FewShotIndex(open_store(index_dir, readonly=True), encoder=None) as idx:
+    with _open_info(index_dir) as idx:
         info = idx.info()
     text = "\n".join([f"index      {_shown(info['path'])}", f"encoder    {info['encoder']} ({info['fingerprint']})",
                       f"input      {info['input_kind']}, dim {info['dim']}, metric {info['metric']}",

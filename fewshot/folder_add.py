@@ -84,7 +84,7 @@ def split_duplicates(idx, inputs: Any) -> tuple[list[InputItem], list[InputItem]
 def duplicate_flags(idx, items: list[InputItem]) -> list[bool]:
     """Per item: is it a file with the bytes of a stored example or of an earlier item?"""
     digests = [file_digest(it.path) if it.path is not None else None for it in items]
-    seen = _stored_digests(idx, {d for d in digests if d})
+    seen = stored_digests(idx, {d for d in digests if d})
     flags = []
     for d in digests:
         flags.append(d is not None and d in seen)
@@ -92,8 +92,10 @@ def duplicate_flags(idx, items: list[InputItem]) -> list[bool]:
     return flags
 
 
-def _stored_digests(idx, digests: set[str]) -> set[str]:
+def stored_digests(idx, digests: set[str]) -> set[str]:
     """Which of ``digests`` a stored example of ``idx`` has: blob files are candidates, records confirm."""
+    if hasattr(idx, "stored_digests"):  # an index behind `fewshot serve`: its server looks
+        return idx.stored_digests(digests)
     candidates = {d for d in digests if any((idx.blobs.root / d[:2]).glob(d + "*"))}
     if not candidates:
         return set()

@@ -63,6 +63,25 @@ def _read_sequences(inputs: Any) -> list[InputItem]:
     return items
 
 
+@dataclass
+class UploadedItem(InputItem):
+    """An input received as a file's bytes (by ``fewshot serve``): ``value`` is what the encoder reads
+    (image, array, text), ``data`` and ``suffix`` the file as sent, which is the stored copy, byte for
+    byte as adding the file itself stores it (so duplicate checks and ``check`` see the same copy)."""
+
+    data: bytes = b""
+    suffix: str = ""
+
+
+def _as_sent(stored: Callable[[InputItem], tuple[bytes, str]]) -> Callable[[InputItem], tuple[bytes, str]]:
+    """A kind's ``stored``, except that an :class:`UploadedItem` is stored as the bytes that were sent."""
+    def copy(item: InputItem) -> tuple[bytes, str]:
+        return (item.data, item.suffix) if isinstance(item, UploadedItem) else stored(item)
+
+    return copy
+
+
+@_as_sent
 def _png(item: InputItem) -> tuple[bytes, str]:
     from fewshot.inputs import to_pil
 
@@ -71,6 +90,7 @@ def _png(item: InputItem) -> tuple[bytes, str]:
     return buf.getvalue(), ".png"
 
 
+@_as_sent
 def _npy(item: InputItem) -> tuple[bytes, str]:
     buf = io.BytesIO()
     np.save(buf, np.asarray(item.value, dtype=np.float32), allow_pickle=False)
@@ -83,6 +103,7 @@ def _read_text(inputs: Any) -> list[InputItem]:
     return text_items(inputs)
 
 
+@_as_sent
 def _text_blob(item: InputItem) -> tuple[bytes, str]:
     return item.value.encode("utf-8"), ".txt"
 

@@ -78,6 +78,8 @@ def expand_inputs(inputs: Any, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> li
                 items.append(InputItem(p, display_path(p)))
         elif isinstance(x, Image.Image) or _is_array(x):
             items.append(InputItem(x, f"<{type(x).__name__} #{i}>"))
+        elif isinstance(x, InputItem):  # already an item (named by its caller: `fewshot serve`'s uploads)
+            items.append(x)
         else:
             raise InputError(f"unsupported input #{i} of type {type(x).__name__}: "
                              "pass file paths, folders, PIL images, numpy arrays or torch tensors")

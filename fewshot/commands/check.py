@@ -13,7 +13,6 @@ import json
 
 import click
 
-from fewshot.metrics import json_safe
 
 
 class SampleType(click.ParamType):
@@ -62,6 +61,8 @@ def command(index_dir: str, repair: bool, sample: int | None, as_json: bool) -> 
     from fewshot.check import check
 
     report = check(index_dir, sample=sample, repair=repair)
+    from fewshot.metrics import json_safe  # here: numpy's import is a third of a `--server` call
+
     click.echo(json.dumps(json_safe(report), ensure_ascii=False, allow_nan=False) if as_json else _text(report))
     if not report["healthy"]:
         first = report["remaining"][0]

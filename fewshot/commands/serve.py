@@ -69,9 +69,11 @@ def _bind(host: str, port: int) -> socket.socket:
               help="Largest request body in bytes (413 above).")
 @click.option("--max-batch", type=click.IntRange(min=1), default=64, show_default=True,
               help="Most inputs in one request and in one micro-batch (413 above).")
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True, envvar="FEWSHOT_THREADS",
+              help="Torch CPU threads per index (0: torch's default, all cores; 1 on a shared machine).")
 @click.option("--json", "as_json", is_flag=True, help="Print the address and indexes as one JSON line on start.")
 def command(index_dirs: tuple[str, ...], host: str, port: int, token_file: str | None, lock_timeout: float,
-            max_body: int, max_batch: int, as_json: bool) -> None:
+            max_body: int, max_batch: int, threads: int, as_json: bool) -> None:
     """Serve indexes over HTTP (JSON API under /v1, the drawing page at /, OpenAPI at /docs)."""
     token = _token(token_file)
     if host not in LOOPBACK and token is None:
@@ -84,13 +86,16 @@ def command(index_dirs: tuple[str, ...], host: str, port: int, token_file: str |
         from fewshot.serve import create_app
 
         app = create_app(list(index_dirs), token=token, lock_timeout=lock_timeout, max_body=max_body,
-                         max_batch=max_batch)
+                         max_batch=max_batch, threads=threads)
         bound = sock.getsockname()[1]
         url = f"http://{'[' + host + ']' if ':' in host else host}:{bound}"
         names = list(app.state.engines)
         click.echo(json.dumps({"url": url, "indexes": names, "token": token is not None}) if as_json
                    else f"serving {', '.join(names)} at {url}/ (API docs {url}/docs); Ctrl-C to stop", err=not as_json)
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=30))
+        # no access log (a line per request costs more than a classify's HTTP handling); uvicorn picks
+        # httptools and uvloop when installed (pip install uvicorn[standard]), else h11 and asyncio
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
+                                               timeout_graceful_shutdown=30))
         server.run(sockets=[sock])
     finally:
         sock.close()

@@ -69,10 +69,14 @@ class BodyLimit:
 
 
 def _token_check(token: str | None):
-    """A dependency: the bearer token, compared in constant time (none set: open)."""
+    """A dependency: the bearer token, compared in constant time (none set: open).
+
+    ``async`` on purpose: FastAPI runs a plain ``def`` dependency on a thread pool, a thread hop
+    on every request for a comparison of a few bytes.
+    """
     expected = token.encode() if token else None
 
-    def check(request: Request) -> None:
+    async def check(request: Request) -> None:
         if expected is None:
             return
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
@@ -125,7 +129,8 @@ def _names(index_dirs: Sequence[str | Path]) -> list[str]:
 
 def create_app(index_dirs: Sequence[str | Path], token: str | None = None, *, lock_timeout: float = 10.0,
                max_body: int = DEFAULT_MAX_BODY, max_batch: int = DEFAULT_MAX_BATCH,
-               window_s: float = 0.002, timeout_s: float = 60.0) -> FastAPI:
+               window_s: float = 0.002, timeout_s: float = 60.0, threads: int = 0,
+               batch_inputs: int | None = None) -> FastAPI:
     """The app over ``index_dirs``, each opened once (its encoder loaded) before this returns."""
     from fewshot.serve.routes import build_router
 
@@ -133,7 +138,8 @@ def create_app(index_dirs: Sequence[str | Path], token: str | None = None, *, lo
     try:
         for name, d in zip(_names(index_dirs), index_dirs):
             engines[name] = IndexEngine(name, d, lock_timeout=lock_timeout, max_batch=max_batch,
-                                        window_s=window_s, timeout_s=timeout_s)
+                                        window_s=window_s, timeout_s=timeout_s, threads=threads,
+                                        **({"batch_inputs": batch_inputs} if batch_inputs else {}))
     except BaseException:
         for eng in engines.values():
             eng.index.close()
@@ -152,14 +158,14 @@ def create_app(index_dirs: Sequence[str | Path], token: str | None = None, *, lo
     app.add_middleware(BodyLimit, max_bytes=max_body)
 
     @app.get("/healthz", tags=["health"])
-    def healthz() -> dict:
+    async def healthz() -> dict:
         """Liveness, without authentication: no index data."""
         return {"status": "ok", "indexes": len(engines)}
 
     app.include_router(build_router(engines, max_batch), prefix="/v1", dependencies=[Depends(_token_check(token))])
 
     @app.get("/", include_in_schema=False)
-    def page() -> FileResponse:
+    async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -32,7 +32,7 @@ class _Answer:
 
 
 class _NoLocalCopies:
-    """The stored copies are on the server: a local duplicate check finds none (``root`` holds nothing)."""
+    """The stored copies are on the server (asked by :meth:`RemoteIndex.stored_digests`), none here."""
 
     root = Path(os.devnull)
 
@@ -46,7 +46,7 @@ class RemoteIndex:
         self.base = server.rstrip("/") + "/v1/indexes/" + urllib.parse.quote(Path(index_dir).resolve().name, safe="")
         self.token = token if token is not None else (os.environ.get("FEWSHOT_TOKEN", "").strip() or None)
         self.timeout = timeout
-        self.store = self  # the commands call idx.store.count()
+        self.store = self  # the commands call idx.store.count() and idx.store.labels()
         self.blobs = _NoLocalCopies()
 
     def __enter__(self) -> "RemoteIndex":
@@ -76,69 +76,140 @@ class RemoteIndex:
         except (urllib.error.URLError, OSError) as exc:
             raise click.ClickException(f"cannot reach the server at {self.base}: {getattr(exc, 'reason', exc)}") from None
 
-    def _files(self, inputs: Any) -> list[Path]:
-        """The files the local command would read (folders expanded the same way), for this index's kind."""
-        paths = [Path(p) for p in inputs]
-        if all(p.is_file() for p in paths):  # the common case, without numpy's import (a third of the call)
-            return paths
-        from fewshot.inputs import IMAGE_SUFFIXES, SEQUENCE_SUFFIXES, expand_inputs
+    def _kind(self) -> str:
+        return self.encoder.input_kind
 
-        kind = self._call("GET", "")["input_kind"]
-        items = expand_inputs(list(inputs), SEQUENCE_SUFFIXES if kind == "sequence" else IMAGE_SUFFIXES)
-        return [it.path for it in items if it.path is not None]
+    def _items(self, inputs: Any) -> list[Any]:
+        """The items the local command would read (folders expanded the same way), for this index's kind."""
+        if isinstance(inputs, (list, tuple)) and inputs and self._kind() != "text" \
+                and all(isinstance(p, (str, os.PathLike)) and Path(p).is_file() for p in inputs):
+            from types import SimpleNamespace  # the common case, without numpy's import (a third of the call)
 
-    def _post_files(self, path: str, files: list[Path], fields: dict[str, Any]) -> list[Any]:
-        """Multipart uploads, ``CHUNK`` files a request; each file named as the command was given it."""
-        import uuid
+            return [SimpleNamespace(value=Path(p), path=Path(p), name=str(p)) for p in inputs]
+        from fewshot.errors import InputError
+        from fewshot.input_kinds import input_kind
 
+        try:
+            items = input_kind(self._kind()).read(inputs)
+        except InputError as exc:
+            raise click.ClickException(str(exc)) from None
+        if not items:
+            raise click.ClickException("no inputs given")
+        return items
+
+    def _send(self, path: str, items: list[Any], fields: dict[str, Any], chunk: int | None = CHUNK) -> list[Any]:
+        """``items`` to ``path``: files as multipart uploads, texts as JSON; ``chunk`` items a request."""
         out: list[Any] = []
-        for i in range(0, len(files), CHUNK):
-            boundary = uuid.uuid4().hex
-            parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
-                     for k, v in fields.items() if v is not None]
-            for f in files[i:i + CHUNK]:
-                name = str(f).replace('"', "%22")
-                head = (f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n'
-                        "Content-Type: application/octet-stream\r\n\r\n")
-                parts.append(head.encode() + f.read_bytes() + b"\r\n")
-            body = b"".join(parts) + f"--{boundary}--\r\n".encode()
-            ans = self._call("POST", path, body, f"multipart/form-data; boundary={boundary}")
+        step = chunk or max(1, len(items))
+        for i in range(0, len(items), step):
+            part = items[i:i + step]
+            if all(getattr(it, "path", None) is not None for it in part):
+                ans = self._post_files(path + "/files", part, fields)
+            else:
+                ans = self._post_json(path, part, fields)
             out += ans if isinstance(ans, list) else [ans]
         return out
 
-    def classify(self, inputs: Any, top_k: int = 5, threshold: float | None = None, **_: Any) -> list[_Answer]:
-        preds = self._post_files("/classify/files", self._files(inputs), {"top_k": top_k, "threshold": threshold})
+    def _post_json(self, path: str, items: list[Any], fields: dict[str, Any]) -> Any:
+        """In-memory texts (``--text``, ``--from-file``) and ``.txt`` files of a text index, as JSON."""
+        from fewshot.text_inputs import read_item_text
+
+        inputs = [{"name": it.name, "text": read_item_text(it)} for it in items]
+        if path.endswith("/examples"):  # an add: ``labels`` holds one label per item
+            body = {"examples": [dict(x, label=lab) for x, lab in zip(inputs, fields["labels"])]}
+        else:
+            body = dict({k: v for k, v in fields.items() if v is not None}, inputs=inputs)
+        return self._call("POST", path, json.dumps(body).encode(), "application/json")
+
+    def _post_files(self, path: str, items: list[Any], fields: dict[str, Any]) -> Any:
+        """A multipart upload; each file named as the command was given it; list fields repeat."""
+        import uuid
+
+        boundary = uuid.uuid4().hex
+        parts = []
+        for k, v in fields.items():
+            for one in (v if isinstance(v, (list, tuple)) else [v]):
+                if one is not None:
+                    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{one}\r\n'.encode())
+        if path.startswith("/examples"):  # the stored example's source: the resolved path, as a local add records
+            from fewshot.inputs import display_path
+
+            names = [display_path(Path(it.path).resolve()) for it in items]
+        else:
+            names = [it.name for it in items]
+        for it, shown in zip(items, names):
+            name = str(shown).replace('"', "%22")
+            head = (f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n'
+                    "Content-Type: application/octet-stream\r\n\r\n")
+            parts.append(head.encode() + Path(it.path).read_bytes() + b"\r\n")
+        body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+        return self._call("POST", path, body, f"multipart/form-data; boundary={boundary}")
+
+    def classify(self, inputs: Any, top_k: int = 5, threshold: Any = None, **_: Any) -> list[_Answer]:
+        preds = self._send("/classify", self._items(inputs), {"top_k": top_k, "threshold": threshold})
         return [_Answer(p, candidates=[_Answer(c) for c in p["candidates"]]) for p in preds]
 
-    def search(self, inputs: Any, k: int = 5, labels: Any = None, **params: Any) -> list[_Answer]:
-        if labels or {v for k_, v in params.items() if k_ != "progress" and v is not None}:
-            raise click.ClickException("--label, --ef-search and --nprobe are not supported with --server")
-        res = self._post_files("/search/files", self._files(inputs), {"k": k})
+    def search(self, inputs: Any, k: int = 5, labels: Any = None, ef_search: int | None = None,
+               nprobe: int | None = None, **_: Any) -> list[_Answer]:
+        fields = {"k": k, "labels": list(labels) if labels else None, "ef_search": ef_search, "nprobe": nprobe}
+        res = self._send("/search", self._items(inputs), fields)
         return [_Answer(r, neighbors=[_Answer(n) for n in r["neighbors"]]) for r in res]
 
     def add(self, label: str, inputs: Any, **_: Any) -> list[int]:
-        files = self._files(inputs)
-        if len(files) > CHUNK:
-            raise click.ClickException(f"at most {CHUNK} files per add with --server (one atomic write)")
-        return self._post_files("/examples/files", files, {"label": label})[0]["ids"]
+        return self.add_many([(label, inputs)])
+
+    def add_many(self, pairs: Any, **_: Any) -> list[int]:
+        """One atomic write on the server: every example in one request (its size limits apply)."""
+        items, labels = [], []
+        for label, inputs in pairs:
+            its = self._items(inputs)
+            items += its
+            labels += [label] * len(its)
+        try:
+            return self._send("/examples", items, {"labels": labels}, chunk=None)[0]["ids"]
+        except click.ClickException as exc:
+            if "at most" in exc.message or "request body over" in exc.message:  # over the server's --max-batch / --max-body: say what to do
+                exc.message += ("; with --server an add is one request (one atomic write): add in smaller parts, "
+                                "or start the server with a larger --max-batch / --max-body")
+            raise
+
+    def labels(self) -> dict[str, int]:
+        return self._call("GET", "/labels")
 
     def stored_label(self, label: str, must_exist: bool = True, stored: Any = None) -> str:
-        return label  # the server checks and normalises labels
+        """As the library's: validated, NFC, or the stored class it equals (labels from the server)."""
+        from index.errors import ValidationError
+        from index.validation import label_for_display, normalize_label, resolve_label
 
-    def _items(self, inputs: Any) -> list[Any]:
-        from fewshot.inputs import InputItem
+        try:
+            found = resolve_label(label, self.labels() if stored is None else stored)
+            if found is None and not must_exist:
+                return normalize_label(label)
+        except ValidationError as exc:
+            raise click.ClickException(str(exc)) from None
+        if found is None:
+            raise click.ClickException(f"no class named '{label_for_display(label)}' on the server's index")
+        return found
 
-        return [InputItem(p, str(p)) for p in self._files(inputs)]
+    def stored_digests(self, digests: set[str]) -> set[str]:
+        """Which of these SHA-256 digests a stored example on the server has (the duplicate check)."""
+        if not digests:
+            return set()
+        return set(self._call("POST", "/duplicates", json.dumps({"sha256": sorted(digests)}).encode(),
+                              "application/json"))
 
-    def add_folder_report(self, root: Any, **_: Any) -> dict:
-        raise click.ClickException("--from-folder is not supported with --server; add each class with --label")
+    def add_folder_report(self, root: Any, progress: bool = False, skip_duplicates: bool = False) -> Any:
+        """``add --from-folder``: the library's own folder scan and report, the write on the server."""
+        from fewshot.folder_add import add_folder_report
+
+        return add_folder_report(self, root, progress=progress, skip_duplicates=skip_duplicates)
 
     def info(self) -> dict:
         return self._call("GET", "")
 
     @functools.cached_property
     def encoder(self) -> Any:
-        """The server index's encoder as the commands ask about it before reading inputs: name and kind."""
+        """The server index's encoder as the commands ask about it before reading inputs: name and kind (cached)."""
         from types import SimpleNamespace
 
         info = self.info()
@@ -156,12 +227,13 @@ def _remote(callback: Callable[..., Any]) -> Callable[..., Any]:
         if not server:
             return callback(*args, **kwargs)
         names = callback.__globals__  # the CLI module's namespace (``__main__`` under ``python -m``)
-        opener = names["_open"]
-        names["_open"] = lambda index_dir, *a, **kw: RemoteIndex(server, index_dir)
+        openers = {k: names[k] for k in ("_open", "_open_info")}  # with an encoder / without (info)
+        for k in openers:
+            names[k] = lambda index_dir, *a, **kw: RemoteIndex(server, index_dir)
         try:
             return callback(*args, **kwargs)
         finally:
-            names["_open"] = opener
+            names.update(openers)
 
     return run
 

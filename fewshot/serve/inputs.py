@@ -19,13 +19,14 @@ MAX_STROKE_POINTS = 20_000  # points in one drawing; a hand never draws that man
 
 
 class InputModel(BaseModel):
-    """One example: exactly one of ``image_base64``, ``strokes`` or ``array``."""
+    """One example: exactly one of ``image_base64``, ``strokes``, ``array`` or ``text``."""
 
     name: str | None = Field(None, max_length=200, description="How the answer names this input.")
     image_base64: str | None = Field(None, description="An image file (PNG, JPEG, ...) in base64.")
     strokes: list[list[list[float]]] | None = Field(
         None, description="Pen strokes, each a list of [x, y, t] points (y up, as Omniglot stroke files).")
     array: list[Any] | None = Field(None, description="A numeric array: an image [H, W] or a sequence [T, F].")
+    text: str | None = Field(None, description="A text, for a text index.")
 
 
 @dataclass
@@ -84,9 +85,17 @@ def _array(values: list[Any], name: str):
 def decode_one(item: InputModel, i: int, input_kind: str) -> Decoded:
     """One JSON input -> a decoded value; strokes sent to an image index are rendered like Omniglot's PNGs."""
     name = item.name or f"#{i}"
-    given = [k for k in ("image_base64", "strokes", "array") if getattr(item, k) is not None]
+    given = [k for k in ("image_base64", "strokes", "array", "text") if getattr(item, k) is not None]
     if len(given) != 1:
-        raise InputError(f"{name}: give exactly one of image_base64, strokes, array (got {len(given)})")
+        raise InputError(f"{name}: give exactly one of image_base64, strokes, array, text (got {len(given)})")
+    if (item.text is not None) != (input_kind == "text"):
+        what = "text" if item.text is not None else given[0]
+        raise InputError(f"{name}: {what} given to an index of {input_kind}s")
+    if item.text is not None:  # named as the library names a text (shortened) unless the client names it
+        from fewshot.text_inputs import text_item
+
+        it = text_item(item.text, item.name)
+        return Decoded(it.name, it)
     if item.image_base64 is not None:
         return Decoded(name, decode_image(_base64(item.image_base64, name), name))
     if item.strokes is not None:

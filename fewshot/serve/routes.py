@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 from collections import defaultdict
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Literal
 
 from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import JSONResponse, Response
@@ -30,13 +32,32 @@ class AddRequest(BaseModel):
 class ClassifyRequest(BaseModel):
     inputs: list[InputModel]
     top_k: int = Field(5, ge=1)
-    threshold: float | None = Field(None, description="Below this score the label is null (unknown).")
+    threshold: float | Literal["auto"] | None = Field(
+        None, description='Below this score the label is null (unknown); "auto": the index\'s own threshold.')
+
+
+def _threshold(value: str | None) -> float | str | None:
+    """A form field's threshold: a number, "auto", or none (the JSON body is checked by its model)."""
+    if value is None or value.strip() == "":
+        return None
+    if value.strip() == "auto":
+        return "auto"
+    try:
+        return float(value)
+    except ValueError:
+        raise InputError(f'threshold must be a number or "auto", not {value!r}') from None
 
 
 class SearchRequest(BaseModel):
     inputs: list[InputModel]
     k: int = Field(5, ge=1)
     labels: list[str] | None = Field(None, description="Only look among these labels.")
+    ef_search: int | None = Field(None, ge=1, description="HNSW search breadth for this call.")
+    nprobe: int | None = Field(None, ge=1, description="IVF lists probed for this call.")
+
+
+class DuplicatesRequest(BaseModel):
+    sha256: list[str] = Field(..., max_length=100_000, description="SHA-256 digests (hex) of files to add.")
 
 
 class EmbedRequest(BaseModel):
@@ -44,7 +65,22 @@ class EmbedRequest(BaseModel):
 
 
 def _decode_upload(data: bytes, name: str, input_kind: str) -> Any:
-    """An uploaded file -> image, or for a sequence index a stroke ``.txt`` / ``.npy`` array."""
+    """An uploaded file -> an item whose stored copy is the file as sent (as a local add stores it)."""
+    from fewshot.input_kinds import UploadedItem
+
+    value = _decode_upload_value(data, name, input_kind)
+    suffix = Path(name).suffix.lower()
+    return UploadedItem(value, name, data=data, suffix=suffix if re.fullmatch(r"\.[a-z0-9]{1,9}", suffix) else "")
+
+
+def _decode_upload_value(data: bytes, name: str, input_kind: str) -> Any:
+    """An uploaded file -> image; for a sequence index a stroke ``.txt`` / ``.npy`` array; for a text index a text."""
+    if input_kind == "text":
+        from fewshot.text_inputs import decode_text, text_item
+
+        if not name.lower().endswith(".txt"):
+            raise InputError(f"{name}: upload a .txt file (one example) to a text index, or send JSON with text")
+        return text_item(decode_text(data, name), name).value
     if input_kind != "sequence":
         return decode_image(data, name)
     import numpy as np
@@ -71,13 +107,18 @@ async def _decode(items: list[InputModel], input_kind: str, max_batch: int) -> l
     return await asyncio.to_thread(decode_many, items, input_kind, max_batch)
 
 
-async def _read_uploads(files: list[UploadFile], input_kind: str, max_batch: int) -> list[Decoded]:
+async def _upload_decoder(files: list[UploadFile], input_kind: str, max_batch: int) -> Callable[[], list[Decoded]]:
+    """Read the uploads (the event loop's part); the returned function decodes them (a worker's part)."""
     if not files:
         raise InputError("no files uploaded")
     if len(files) > max_batch:
         raise TooLarge(f"{len(files)} files in one request; at most {max_batch}")
     raw = [(f.filename or f"#{i}", await f.read()) for i, f in enumerate(files)]
-    return await asyncio.to_thread(lambda: [Decoded(n, _decode_upload(data, n, input_kind)) for n, data in raw])
+    return lambda: [Decoded(n, _decode_upload(data, n, input_kind)) for n, data in raw]
+
+
+async def _read_uploads(files: list[UploadFile], input_kind: str, max_batch: int) -> list[Decoded]:
+    return await asyncio.to_thread(await _upload_decoder(files, input_kind, max_batch))
 
 
 def _add(engine: IndexEngine, examples: list[tuple[str, Any]]) -> dict:
@@ -104,9 +145,23 @@ def _existing(engine: IndexEngine, label: str) -> str:
     return key
 
 
-def _search(engine: IndexEngine, decoded: list[Decoded], k: int, labels: list[str] | None) -> list[dict]:
-    results = engine.index.search([d.value for d in decoded], k=k, labels=labels or None)
+def _search(engine: IndexEngine, decoded: list[Decoded], k: int, labels: list[str] | None,
+            ef_search: int | None = None, nprobe: int | None = None) -> list[dict]:
+    params = {k_: v for k_, v in (("ef_search", ef_search), ("nprobe", nprobe)) if v is not None}
+    results = engine.index.search([d.value for d in decoded], k=k, labels=labels or None, **params)
     return [dict(r.to_dict(), input=d.name) for r, d in zip(results, decoded)]
+
+
+def _duplicates(engine: IndexEngine, digests: list[str]) -> list[str]:
+    """The digests a stored example has (the stored copy's name): ``add``'s duplicate check, for a client."""
+    import re
+
+    from fewshot.folder_add import stored_digests
+
+    bad = next((d for d in digests if not re.fullmatch(r"[0-9a-f]{64}", d)), None)
+    if bad is not None:
+        raise InputError(f"not a SHA-256 hex digest: {bad[:80]!r}")
+    return sorted(stored_digests(engine.index, set(digests)))
 
 
 def _embed(engine: IndexEngine, decoded: list[Decoded]) -> dict:
@@ -198,11 +253,18 @@ def _write_routes(router: APIRouter, get: Callable[[str], IndexEngine], max_batc
         return await e.call(_add, e, [(ex.label, d.value) for ex, d in zip(body.examples, decoded)])
 
     @router.post("/indexes/{name}/examples/files", tags=["write"])
-    async def add_files(name: str, label: str = Form(...), files: list[UploadFile] = File(...)) -> dict:
-        """Add uploaded files (images; stroke ``.txt`` or ``.npy`` for a sequence index) under ``label``."""
+    async def add_files(name: str, files: list[UploadFile] = File(...), label: str | None = Form(None),
+                        labels: list[str] | None = Form(None, description="One label per file, instead of label "
+                                                        "(several classes in one atomic write).")) -> dict:
+        """Add uploaded files (images; stroke ``.txt``/``.npy``; ``.txt`` texts) under ``label``, or per-file ``labels``."""
         e = get(name)
+        if (label is None) == (labels is None):
+            raise InputError("give either label or one labels field per file")
+        per_file = labels if labels is not None else [label] * len(files)
+        if len(per_file) != len(files):
+            raise InputError(f"{len(per_file)} labels for {len(files)} files: give one per file")
         decoded = await _read_uploads(files, e.input_kind, max_batch)
-        return await e.call(_add, e, [(label, d.value) for d in decoded])
+        return await e.call(_add, e, [(lab, d.value) for lab, d in zip(per_file, decoded)])
 
     @router.delete("/indexes/{name}/labels", tags=["write"])
     async def remove(name: str, label: str = Query(..., description="The class to remove.")) -> dict:
@@ -212,34 +274,46 @@ def _write_routes(router: APIRouter, get: Callable[[str], IndexEngine], max_batc
 
 
 def _read_routes(router: APIRouter, get: Callable[[str], IndexEngine], max_batch: int) -> None:
-    @router.post("/indexes/{name}/classify", tags=["read"])
-    async def classify(name: str, body: ClassifyRequest) -> list[dict]:
+    # The classify answers are JSON-encoded directly (JSONResponse): FastAPI's response validation
+    # of a list of dicts costs more than the encoding itself, on every request.
+    @router.post("/indexes/{name}/classify", tags=["read"], response_model=list[dict])
+    async def classify(name: str, body: ClassifyRequest) -> JSONResponse:
         """``classify --json``: per input, the label (null when under the threshold) and top-k candidates."""
         e = get(name)
-        decoded = await _decode(body.inputs, e.input_kind, max_batch)
-        return await e.classify([d.value for d in decoded], [d.name for d in decoded], body.top_k, body.threshold)
+        items, kind = body.inputs, e.input_kind
+        return JSONResponse(await e.classify(lambda: decode_many(items, kind, max_batch), len(items), body.top_k,
+                                             body.threshold))
 
-    @router.post("/indexes/{name}/classify/files", tags=["read"])
+    @router.post("/indexes/{name}/classify/files", tags=["read"], response_model=list[dict])
     async def classify_files(name: str, files: list[UploadFile] = File(...), top_k: int = Form(5, ge=1),
-                             threshold: float | None = Form(None)) -> list[dict]:
+                             threshold: str | None = Form(None, description='A score, or "auto".')) -> JSONResponse:
         """``classify --json`` of uploaded files."""
         e = get(name)
-        decoded = await _read_uploads(files, e.input_kind, max_batch)
-        return await e.classify([d.value for d in decoded], [d.name for d in decoded], top_k, threshold)
+        thr = _threshold(threshold)
+        decode = await _upload_decoder(files, e.input_kind, max_batch)
+        return JSONResponse(await e.classify(decode, len(files), top_k, thr))
 
     @router.post("/indexes/{name}/search", tags=["read"])
     async def search(name: str, body: SearchRequest) -> list[dict]:
         """``search --json``: the k nearest stored examples of each input."""
         e = get(name)
         decoded = await _decode(body.inputs, e.input_kind, max_batch)
-        return await e.call(_search, e, decoded, body.k, body.labels)
+        return await e.call(_search, e, decoded, body.k, body.labels, body.ef_search, body.nprobe)
 
     @router.post("/indexes/{name}/search/files", tags=["read"])
-    async def search_files(name: str, files: list[UploadFile] = File(...), k: int = Form(5, ge=1)) -> list[dict]:
+    async def search_files(name: str, files: list[UploadFile] = File(...), k: int = Form(5, ge=1),
+                           labels: list[str] | None = Form(None, description="Only among these (repeat the field)."),
+                           ef_search: int | None = Form(None, ge=1), nprobe: int | None = Form(None, ge=1)) -> list[dict]:
         """``search --json`` of uploaded files."""
         e = get(name)
         decoded = await _read_uploads(files, e.input_kind, max_batch)
-        return await e.call(_search, e, decoded, k, None)
+        return await e.call(_search, e, decoded, k, labels, ef_search, nprobe)
+
+    @router.post("/indexes/{name}/duplicates", tags=["read"])
+    async def duplicates(name: str, body: DuplicatesRequest) -> list[str]:
+        """Which of these file digests a stored example already has (``add`` reports such duplicates)."""
+        e = get(name)
+        return await e.call(_duplicates, e, body.sha256)
 
     @router.post("/indexes/{name}/embed", tags=["read"])
     async def embed(name: str, body: EmbedRequest) -> dict:

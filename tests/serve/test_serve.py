@@ -420,3 +420,20 @@ def test_a_request_over_the_per_request_timeout_is_a_503(image_index, chars):
         r = c.post("/v1/indexes/korean/classify", json={"inputs": [{"image_base64": _b64(chars[0][2])}]})
         assert r.status_code == 503 and "within" in r.json()["error"]
         assert c.get("/v1/indexes/korean/labels").status_code in (200, 503)
+
+
+def test_threshold_auto_is_passed_to_the_library(client, chars):
+    """'auto' reaches FewShotIndex.classify: answered (with "unknown") once the library knows it, else a 400."""
+    body = {"inputs": [{"image_base64": _b64(chars[1][2])}], "threshold": "auto"}
+    for r in (client.post("/v1/indexes/korean/classify", json=body),
+              client.post("/v1/indexes/korean/classify/files", data={"threshold": "auto"},
+                          files=[("files", ("q.png", chars[1][2].read_bytes(), "image/png"))])):
+        if r.status_code == 200:
+            assert "unknown" in r.json()[0]
+        else:
+            assert r.status_code == 400 and "threshold" in r.json()["error"]
+    r = client.post("/v1/indexes/korean/classify/files", data={"threshold": "high"},
+                    files=[("files", ("q.png", chars[1][2].read_bytes(), "image/png"))])
+    assert r.status_code == 400 and r.json()["error"].startswith("threshold must be a number or \"auto\"")
+    r = client.post("/v1/indexes/korean/classify", json=dict(body, threshold="high"))
+    assert r.status_code == 422 and "threshold" in r.json()["error"]
