@@ -422,16 +422,28 @@ def test_a_request_over_the_per_request_timeout_is_a_503(image_index, chars):
         assert c.get("/v1/indexes/korean/labels").status_code in (200, 503)
 
 
-def test_threshold_auto_is_passed_to_the_library(client, chars):
-    """'auto' reaches FewShotIndex.classify: answered (with "unknown") once the library knows it, else a 400."""
+def test_threshold_auto_is_passed_to_the_library(client, chars, tmp_path):
+    """'auto' is the index's calibrated threshold: a 400 naming `fewshot calibrate` until it has one,
+    then the answers of ``FewShotIndex.classify(threshold="auto")``, "unknown" included."""
     body = {"inputs": [{"image_base64": _b64(chars[1][2])}], "threshold": "auto"}
-    for r in (client.post("/v1/indexes/korean/classify", json=body),
-              client.post("/v1/indexes/korean/classify/files", data={"threshold": "auto"},
-                          files=[("files", ("q.png", chars[1][2].read_bytes(), "image/png"))])):
-        if r.status_code == 200:
-            assert "unknown" in r.json()[0]
-        else:
-            assert r.status_code == 400 and "threshold" in r.json()["error"]
+    r = client.post("/v1/indexes/korean/classify", json=body)
+    assert r.status_code == 400 and "fewshot calibrate" in r.json()["error"]
+    path = tmp_path / "calibrated"
+    with FewShotIndex.create(path) as idx:
+        idx.add_many([(f"k{i}", c[:2]) for i, c in enumerate(chars[:4])])
+        idx.calibrate()
+        queries = [chars[1][2], chars[5][2]]
+        want = [p.to_dict() for p in idx.classify(queries, threshold="auto")]
+    app = create_app([path], token=TOKEN, max_body=2_000_000, max_batch=8)
+    with TestClient(app, headers=AUTH, raise_server_exceptions=False) as c:
+        for q, w in zip(queries, want):
+            got = c.post("/v1/indexes/calibrated/classify", json={"inputs": [{"image_base64": _b64(q)}],
+                                                                   "threshold": "auto"}).json()[0]
+            assert (got["label"], got["unknown"]) == (w["label"], w["unknown"])
+            assert got["score"] == pytest.approx(w["score"], abs=1e-5)
+        r = c.post("/v1/indexes/calibrated/classify/files", data={"threshold": "auto"},
+                   files=[("files", ("q.png", queries[0].read_bytes(), "image/png"))])
+        assert r.status_code == 200 and r.json()[0]["label"] == want[0]["label"]
     r = client.post("/v1/indexes/korean/classify/files", data={"threshold": "high"},
                     files=[("files", ("q.png", chars[1][2].read_bytes(), "image/png"))])
     assert r.status_code == 400 and r.json()["error"].startswith("threshold must be a number or \"auto\"")
