@@ -130,6 +130,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--aeon-data", default=None, help="aeon/datasets/data (default: $FEWSHOT_AEON_DATA or aeon)")
     p.add_argument("--baselines", required=True, help="the .npz of benchmarks/timeseries_aeon_baselines.py")
+    p.add_argument("--train-only", action="store_true", help="only train (and cache) the encoders")
+    p.add_argument("--only", default="", help="with --train-only: these encoders (lodo-NAME, within-NAME)")
     p.add_argument("--datasets", default=ALL)
     p.add_argument("--within", default="JapaneseVowels", help="problems for the within-problem protocol ('' = none)")
     p.add_argument("--steps", type=int, default=300)
@@ -142,7 +144,7 @@ def main() -> None:
 
     import torch
 
-    from fewshot.data.timeseries import load_ucr
+    from fewshot.data.timeseries import load_ucr, split_classes
     from fewshot.encoders.timeseries import new_ts_encoder
 
     torch.set_num_threads(a.threads)
@@ -150,6 +152,18 @@ def main() -> None:
     t_start, load_start = time.time(), os.getloadavg()
     names = a.datasets.split(",")
     sets = {n: load_ucr(n, a.aeon_data) for n in names}
+    work = Path(a.work)
+    within_names = list(filter(None, a.within.split(",")))
+    splits = {n: split_classes(sets[n]) for n in within_names}
+    jobs = [(f"lodo-{n}", [sets[m] for m in names if m != n]) for n in names]
+    jobs += [(f"within-{n}", [sets[m] for m in names if m != n] + [sets[n].subset(splits[n][0])])
+             for n in within_names]
+    if a.train_only:  # train (and cache) some or all encoders, e.g. several processes at once
+        for key, train in jobs:
+            if not a.only or key in a.only.split(","):
+                encoder_for(key, train, work, a, log)
+        return
+    encoders = {key: encoder_for(key, train, work, a, log) for key, train in jobs}  # training first (cached)
     npz = np.load(a.baselines, allow_pickle=False)
     base = {n: {"dtw": npz[f"{n}/dtw"], "minirocket": npz[f"{n}/minirocket"]} for n in names}
     for n in names:  # the baselines were computed on the same series in the same order
@@ -157,23 +171,17 @@ def main() -> None:
             raise SystemExit(f"error: {a.baselines} does not hold {n} in load_ucr's order; recompute it")
     torch.manual_seed(a.seed)
     untrained = new_ts_encoder("untrained")
-    work = Path(a.work)
     results, within, train_info = {}, {}, {}
     for n in names:
-        enc, info = encoder_for(f"lodo-{n}", [sets[m] for m in names if m != n], work, a, log)
+        enc, info = encoders[f"lodo-{n}"]
         ds = sets[n]
         embs = {"ts-gru": enc.embed(ds.items), "untrained": untrained.embed(ds.items)}
         results[n] = score(ds, np.arange(len(ds)), embs, base[n], a.episodes, a.seed)
         train_info[f"lodo-{n}"] = info
         log(f"{n}: " + json.dumps({k: results[n][k] for k in ("1-shot", "5-shot")}))
-    for n in filter(None, a.within.split(",")):
-        ds = sets[n]
-        raw = sorted({lab.split("/", 1)[1] for lab in ds.classes}, key=lambda c: (len(c), c))
-        seen = {f"{n}/{c}" for c in raw[: len(raw) // 2]}
-        seen_rows = np.array([i for i, lab in enumerate(ds.labels) if lab in seen])
-        rows = np.array([i for i, lab in enumerate(ds.labels) if lab not in seen])
-        enc, info = encoder_for(f"within-{n}", [sets[m] for m in names if m != n] + [ds.subset(seen_rows)],
-                                work, a, log)
+    for n in within_names:
+        ds, rows = sets[n], np.asarray(splits[n][1])
+        enc, info = encoders[f"within-{n}"]
         test = ds.subset(rows)
         embs = {"ts-gru": enc.embed(test.items), "untrained": untrained.embed(test.items)}
         within[f"{n} (unseen half)"] = score(test, rows, embs, base[n], a.episodes, a.seed)

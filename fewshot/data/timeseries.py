@@ -113,3 +113,14 @@ def load_ucr(name: str, data_dir: str | os.PathLike | None = None, prefix_labels
         labels += [f"{name}/{x}" if prefix_labels else x for x in lab]
         sources += [f"{name}_{split}:{i}" for i in range(len(s))]
     return series_set(series, labels, [name] * len(series), sources)
+
+
+def split_classes(ds: LabelledSet) -> tuple[list[int], list[int]]:
+    """(rows of the first half of the classes, rows of the rest): the "unseen classes" protocol of the demo.
+
+    Classes are ordered by their name within the problem (shorter first: "2" before "10").
+    """
+    raw = sorted({lab.split("/", 1)[-1] for lab in ds.classes}, key=lambda c: (len(c), c))
+    first = set(raw[: len(raw) // 2])
+    in_first = [lab.split("/", 1)[-1] in first for lab in ds.labels]
+    return [i for i, f in enumerate(in_first) if f], [i for i, f in enumerate(in_first) if not f]

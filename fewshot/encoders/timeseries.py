@@ -9,7 +9,7 @@ the channel is z-normalised, ``(value, first difference)`` -> two strided 1-D
 convolutions (local shape, a quarter of the steps) -> a bidirectional GRU
 (:class:`~fewshot.encoders.sequence.SequenceRNN`, attention pooling) -> a unit
 vector of ``channel_dim``, followed by the channel's mean and standard deviation
-relative to the whole series (two numbers, learned weight): in multichannel
+relative to the whole series (two numbers, fixed weight): in multichannel
 data the levels and energies of the channels are often the class (which vowel,
 running or standing), and they stay comparable across data sets because the
 series was standardised as a whole.
@@ -37,7 +37,7 @@ class ChannelSlotGRU(nn.Module):
     """``[B, T, C]`` (a PackedSequence of equal lengths, or ``(padded, lengths)``) -> ``[B, slots * channel_dim]``."""
 
     def __init__(self, conv: int = 32, kernel: int = 7, hidden: int = 64, channel_dim: int = 64, slots: int = 12,
-                 dropout: float = 0.1):
+                 dropout: float = 0.1, stat_weight: float = 1.0):
         super().__init__()
         if slots < 1 or channel_dim < 1:
             raise ValueError("slots and channel_dim must be >= 1")
@@ -48,7 +48,7 @@ class ChannelSlotGRU(nn.Module):
                                dim=0)
         self.drop = nn.Dropout(dropout)
         self.proj = nn.Linear(self.rnn.out_dim, channel_dim)
-        self.stat_weight = nn.Parameter(torch.full((2,), 0.5))
+        self.stat_weight = float(stat_weight)
         self.width = channel_dim + 2
         self.out_dim = slots * self.width
 
@@ -57,7 +57,8 @@ class ChannelSlotGRU(nn.Module):
 
         The shape part is a unit vector computed from the z-normalised channel; the
         last two numbers are the channel's mean and standard deviation (relative to
-        the whole series, as preprocessed), times the learned ``stat_weight``.
+        the whole series, as preprocessed), times ``stat_weight`` (fixed: in training,
+        mostly univariate, they are constant and a learned weight would get no signal).
         """
         mu, sd = v.mean(1, keepdim=True), v.std(1, unbiased=False, keepdim=True)
         z = ((v - mu) / sd.clamp_min(1e-6))[:, None, :]
