@@ -35,6 +35,9 @@ def main() -> None:
     p = demo_parser(__doc__)
     p.add_argument("--dataset", default="JapaneseVowels", choices=DATASETS)
     add_ints(p, steps=300, episodes=500, seed=0, threads=1)
+    p.add_argument("--encoder", default=None,
+                   help="an encoder file trained with this protocol's split (e.g. the benchmark's "
+                        "benchmarks/results/work-ts/within-JapaneseVowels/encoder.pt): skip the training")
     p.add_argument("--json", action="store_true", help="print the results as one JSON line")
     a = p.parse_args()
 
@@ -61,7 +64,12 @@ def main() -> None:
     print(f"{a.dataset}: {len(ds)} series, {ds.items[0].shape[1]} channel(s), lengths {min(lengths)}-{max(lengths)}, "
           f"{len(ds.classes)} classes; training on {len(train)} series of {len(train.classes)} classes "
           f"({a.steps} steps)", file=sys.stderr)
-    trained, _ = train_ts_encoder(train, None, ts_config(a.steps, a.seed, a.threads))
+    if a.encoder:
+        from fewshot.encoders.registry import from_file
+
+        trained = from_file(a.encoder)
+    else:
+        trained, _ = train_ts_encoder(train, None, ts_config(a.steps, a.seed, a.threads))
     torch.manual_seed(a.seed)
     untrained = new_ts_encoder("random-ts-gru")
 

@@ -84,6 +84,8 @@ class ChannelSlotGRU(nn.Module):
         return out.reshape(b, self.out_dim)
 
 
+#: The architecture of the shipped ts-gru (ChannelSlotGRU's defaults).
+TS_ARCH = {"conv": 32, "kernel": 7, "hidden": 64, "channel_dim": 64, "slots": 12, "dropout": 0.1, "stat_weight": 1.0}
 #: The length every series is resampled to (``SequencePreprocess(kind="ts", steps=...)``).
 TS_STEPS = 128
 
@@ -94,5 +96,6 @@ def new_ts_encoder(name: str = "ts-gru", steps: int = TS_STEPS, **arch_kwargs):
     from fewshot.sequences import SequencePreprocess
 
     pre = SequencePreprocess(kind="ts", n_features=0, steps=steps)
-    module, dim = build_sequence_arch("ts-gru", **arch_kwargs)
-    return TorchSequenceEncoder(name, module, dim, pre, "ts-gru", dict(arch_kwargs), weights_source="random init")
+    kw = {**TS_ARCH, **arch_kwargs}  # every value written out: the file does not depend on today's defaults
+    module, dim = build_sequence_arch("ts-gru", **kw)
+    return TorchSequenceEncoder(name, module, dim, pre, "ts-gru", kw, weights_source="random init")

@@ -63,6 +63,7 @@ def train_ts_encoder(data: LabelledSet, out_dir: str | os.PathLike | None, cfg: 
         summary = fit(enc.module, terms, batcher, data, out_dir or tmp, cfg, progress=progress, log=log,
                       desc=name)
     enc.module.eval()
+    enc.temperature = terms[0].loss.temperature()  # 1 / the learned scale: the index's softmax
     enc.weights_source = f"trained: {summary['step']} steps"
     return enc, summary
 
