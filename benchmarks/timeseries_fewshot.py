@@ -167,7 +167,7 @@ def main() -> None:
     npz = np.load(a.baselines, allow_pickle=False)
     base = {n: {"dtw": npz[f"{n}/dtw"], "minirocket": npz[f"{n}/minirocket"]} for n in names}
     for n in names:  # the baselines were computed on the same series in the same order
-        if [f"{n}/{x}" for x in npz[f"{n}/labels"]] != sets[n].labels:
+        if [f"{n}/{x}".lower() for x in npz[f"{n}/labels"]] != [lab.lower() for lab in sets[n].labels]:  # aeon lowercases
             raise SystemExit(f"error: {a.baselines} does not hold {n} in load_ucr's order; recompute it")
     torch.manual_seed(a.seed)
     untrained = new_ts_encoder("untrained")

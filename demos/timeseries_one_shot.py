@@ -62,8 +62,9 @@ def main() -> None:
     unseen = ds.subset(unseen_rows)
     lengths = [len(s) for s in ds.items]
     print(f"{a.dataset}: {len(ds)} series, {ds.items[0].shape[1]} channel(s), lengths {min(lengths)}-{max(lengths)}, "
-          f"{len(ds.classes)} classes; training on {len(train)} series of {len(train.classes)} classes "
-          f"({a.steps} steps)", file=sys.stderr)
+          f"{len(ds.classes)} classes; " + (f"encoder {a.encoder}" if a.encoder else
+                                             f"training on {len(train)} series of {len(train.classes)} classes "
+                                             f"({a.steps} steps)"), file=sys.stderr)
     if a.encoder:
         from fewshot.encoders.registry import from_file
 
