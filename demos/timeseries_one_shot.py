@@ -1,19 +1,21 @@
-"""One-shot classification of real time series with an RNN encoder, through a FewShotIndex.
+"""One-shot classification of time series from classes never seen in training, with ts-gru, through a FewShotIndex.
 
-    pip install "fewshot[timeseries]"          # aeon: ships a few UCR/UEA data sets in its wheel
-    python demos/timeseries_one_shot.py                        # JapaneseVowels (9 speakers, 12 features)
+    # the data: the UCR/UEA problems inside the aeon wheel (aeon 1.6 pins numpy < 2.4: a venv of its own is fine)
+    python3 -m venv .venv-aeon && .venv-aeon/bin/pip install 'aeon==1.6.0'
+    export FEWSHOT_AEON_DATA=$PWD/.venv-aeon/lib/python3.11/site-packages/aeon/datasets/data
+    python demos/timeseries_one_shot.py                        # JapaneseVowels (9 speakers, 12 channels)
     python demos/timeseries_one_shot.py --dataset PickupGestureWiimoteZ
 
-Nothing is downloaded: the data sets come inside the aeon package. An RNN
-encoder (GRU, attention pooling, per-feature standardisation fitted on the
-training data) is trained episodically. Protocol "unseen classes": train on
-half of the classes, then N-way 1-shot episodes over the *other* classes, with the
-same nearest-prototype maths as ``fewshot classify``. A second protocol keeps
-the data set's own split: the encoder is trained on the training split (all
-classes) and one-shot episodes are drawn from the test split only. For
-comparison the same episodes are scored with an untrained (random) encoder and
-with the plain time-averaged standardised features. Finally an index is built
-with one test example per class and the other test series are classified with it.
+Protocol "unseen classes": the classes of the data set are split in two halves;
+a ts-gru (the shipped recipe, fewshot.train.timeseries: channel-independent GRU,
+metric losses, augmentation) is trained on the *other* problems shipped with aeon
+plus the first half, then N-way 1-shot episodes are drawn over the second half,
+with the same nearest-prototype maths as ``fewshot classify``. The same episodes
+are scored with an untrained (random) ts-gru and with time-averaged features
+(each channel standardised over the data set, averaged over time). Finally an
+index is built with one example per unseen class and the other series of those
+classes are classified with it. The shipped ``ts-gru`` is not used here: it was
+trained on every class of every problem, this one included.
 """
 from __future__ import annotations
 
@@ -26,122 +28,84 @@ import numpy as np
 
 from demo_args import add_ints, demo_parser
 
-DATASETS = ("JapaneseVowels", "PickupGestureWiimoteZ", "BasicMotions")
-
-
-def load(name: str):
-    """(sequences [T, F], labels, split names) from the train and test splits of an aeon data set (no download)."""
-    try:
-        from aeon.datasets import load_classification
-    except ImportError:
-        sys.exit("error: this demo needs aeon: pip install 'fewshot[timeseries]' (or pip install aeon)")
-    seqs, labels, splits = [], [], []
-    for split in ("train", "test"):
-        X, y = load_classification(name, split=split)
-        for x, lab in zip(X, y):
-            a = np.asarray(x, dtype=np.float32).T  # aeon: [channels, time] -> [time, features]
-            a = a[np.isfinite(a).all(1)]  # unequal-length sets may be NaN-padded
-            seqs.append(a)
-            labels.append(str(lab))
-            splits.append(split)
-    return seqs, labels, splits
+DATASETS = ("JapaneseVowels", "PickupGestureWiimoteZ", "ACSF1", "OSULeaf")
 
 
 def main() -> None:
     p = demo_parser(__doc__)
     p.add_argument("--dataset", default="JapaneseVowels", choices=DATASETS)
-    add_ints(p, steps=150, episodes=500, seed=0, threads=2)
+    add_ints(p, steps=300, episodes=500, seed=0, threads=1)
+    p.add_argument("--encoder", default=None,
+                   help="an encoder file trained with this protocol's split (e.g. the benchmark's "
+                        "benchmarks/results/work-ts/within-JapaneseVowels/encoder.pt): skip the training")
     p.add_argument("--json", action="store_true", help="print the results as one JSON line")
     a = p.parse_args()
 
     import torch
 
     from fewshot import FewShotIndex
-    from fewshot.data.dataset import LabelledSet
-    from fewshot.encoders.sequence import SequenceRNN, TorchSequenceEncoder
+    from fewshot.data.timeseries import AEON_CLASSIFICATION, load_ucr, split_classes
+    from fewshot.encoders.timeseries import new_ts_encoder
+    from fewshot.errors import InputError
     from fewshot.evaluation import evaluate_embeddings
-    from fewshot.evaluation.fusion import evaluate_sequences
-    from fewshot.train.export import mean_embedding
-    from fewshot.train.loop import SequenceTrainConfig
-    from fewshot.train.recipes import train_model
-    from fewshot.sequences import SequencePreprocess, fit_series_stats
+    from fewshot.train.timeseries import pool_sets, train_ts_encoder, ts_config
 
     torch.set_num_threads(a.threads)
     t0 = time.time()
-    seqs, labels, splits = load(a.dataset)
-    classes = sorted(set(labels), key=lambda c: (len(c), c))
-    ds = LabelledSet(seqs, labels, groups=splits)
-    lengths = [len(s) for s in seqs]
-    print(f"{a.dataset}: {len(seqs)} series, {seqs[0].shape[1]} feature(s), lengths {min(lengths)}-{max(lengths)}, "
-          f"{len(classes)} classes", file=sys.stderr)
+    try:
+        sets = {n: load_ucr(n) for n in AEON_CLASSIFICATION}
+    except InputError as exc:
+        sys.exit(f"error: {exc}")
+    ds = sets[a.dataset]
+    seen_rows, unseen_rows = split_classes(ds)
+    train = pool_sets([s for n, s in sets.items() if n != a.dataset] + [ds.subset(seen_rows)])
+    unseen = ds.subset(unseen_rows)
+    lengths = [len(s) for s in ds.items]
+    print(f"{a.dataset}: {len(ds)} series, {ds.items[0].shape[1]} channel(s), lengths {min(lengths)}-{max(lengths)}, "
+          f"{len(ds.classes)} classes; " + (f"encoder {a.encoder}" if a.encoder else
+                                             f"training on {len(train)} series of {len(train.classes)} classes "
+                                             f"({a.steps} steps)"), file=sys.stderr)
+    if a.encoder:
+        from fewshot.encoders.registry import from_file
 
-    def fit(train: LabelledSet) -> tuple[TorchSequenceEncoder, TorchSequenceEncoder, SequencePreprocess]:
-        """(trained, untrained) encoders; standardisation statistics from ``train`` only."""
-        mean, std = fit_series_stats(train.items)
-        pre = SequencePreprocess(kind="series", n_features=seqs[0].shape[1], mean=mean, std=std,
-                                 max_length=max(lengths) * 2)
-        arch = {"in_features": pre.in_features, "hidden": 64, "layers": 1, "cell": "gru", "bidirectional": True,
-                "pooling": "attention", "dim": 64}
-        torch.manual_seed(a.seed)
-        untrained = TorchSequenceEncoder("random-gru", SequenceRNN(**arch), 64, pre, "rnn", arch)
-        model = SequenceRNN(**arch)
-        n_train = len(train.classes)
-        cfg = SequenceTrainConfig(ways=min(n_train, 5), shots=1, queries=3, steps=a.steps, lr=2e-3, warmup=20,
-                                  within_group_fraction=0.0, checkpoint_every=a.steps, seed=a.seed,
-                                  augment={"max_rotate": 0, "max_shear": 0, "scale_range": (0.9, 1.1),
-                                           "jitter": 0.05, "stretch_range": (0.8, 1.25)})
-        with tempfile.TemporaryDirectory() as tmp:
-            train_model(model, train, tmp, cfg, pre=pre, progress=False)
-        centre = mean_embedding(model, train, pre)
-        trained = TorchSequenceEncoder(f"{a.dataset.lower()}-gru", model.eval(), 64, pre, "rnn", arch, centre=centre)
-        return trained, untrained, pre
+        trained = from_file(a.encoder)
+    else:
+        trained, _ = train_ts_encoder(train, None, ts_config(a.steps, a.seed, a.threads))
+    torch.manual_seed(a.seed)
+    untrained = new_ts_encoder("random-ts-gru")
 
-    def score(encs, pre, test: LabelledSet) -> dict:
-        n_way = len(test.classes)
-        q = max(1, min(5, min(test.labels.count(c) for c in test.classes) - 1))  # small classes: fewer queries
-        out = {"ways": n_way, "queries": q}
-        for name, enc in zip(("trained_rnn", "random_rnn"), encs):
-            r = evaluate_sequences(enc, test, ways=n_way, shots=1, queries=q, episodes=a.episodes, seed=a.seed)
-            out[name] = {"accuracy": round(r["accuracy"], 4), "ci95": round(r["ci95"], 4)}
-        avg = np.stack([pre.apply(s).mean(0) for s in test.items])
-        r = evaluate_embeddings(avg, test, n_way, 1, q, a.episodes, a.seed)
-        out["time_averaged_features"] = {"accuracy": round(r.accuracy, 4), "ci95": round(r.ci95, 4)}
-        return out
-
-    results = {"dataset": a.dataset, "shots": 1, "episodes": a.episodes}
-    # 1. the classes are known from the training split; one example per class is shown at test time
-    train_split = ds.subset([i for i, s in enumerate(splits) if s == "train"])
-    test_split = ds.subset([i for i, s in enumerate(splits) if s == "test"])
-    trained, untrained, pre = fit(train_split)
-    results["seen_classes"] = score((trained, untrained), pre, test_split)
-    # the same encoder behind an index: one test example per class, then classify the other test series
+    ways = min(len(unseen.classes), 10)
+    q = max(1, min(5, min(unseen.labels.count(c) for c in unseen.classes) - 1))
+    allx = np.concatenate(unseen.items)
+    mu, sd = allx.mean(0), np.maximum(allx.std(0), 1e-6)
+    feats = {"trained_ts_gru": (trained.embed(unseen.items), "cosine"),
+             "random_ts_gru": (untrained.embed(unseen.items), "cosine"),
+             "time_averaged_features": (np.stack([((s - mu) / sd).mean(0) for s in unseen.items]), "l2")}
+    results = {"dataset": a.dataset, "shots": 1, "episodes": a.episodes, "ways": ways, "queries": q,
+               "unseen_classes": [c.split("/", 1)[1] for c in unseen.classes]}
+    for name, (emb, metric) in feats.items():
+        r = evaluate_embeddings(emb, unseen, ways, 1, q, a.episodes, a.seed, metric=metric)
+        results[name] = {"accuracy": round(r.accuracy, 4), "ci95": round(r.ci95, 4)}
+    # the trained encoder behind an index: one example per unseen class, then classify the others
     rng = np.random.default_rng(a.seed)
     with tempfile.TemporaryDirectory() as tmp:
         with FewShotIndex.create(f"{tmp}/idx", encoder=trained) as idx:
-            shown = {c: int(rng.choice([i for i, lab in enumerate(test_split.labels) if lab == c]))
-                     for c in test_split.classes}
-            idx.add_many([(c, test_split.items[i]) for c, i in shown.items()])
-            rest = [i for i in range(len(test_split)) if i not in set(shown.values())]
-            preds = idx.classify([test_split.items[i] for i in rest])
-            acc = float(np.mean([p.label == test_split.labels[i] for p, i in zip(preds, rest)]))
+            shown = {c: int(rng.choice([i for i, lab in enumerate(unseen.labels) if lab == c]))
+                     for c in unseen.classes}
+            idx.add_many([(c, unseen.items[i]) for c, i in shown.items()])
+            rest = [i for i in range(len(unseen)) if i not in set(shown.values())]
+            preds = idx.classify([unseen.items[i] for i in rest])
+            acc = float(np.mean([p.label == unseen.labels[i] for p, i in zip(preds, rest)]))
     results["index_one_example_per_class"] = {"accuracy": round(acc, 4), "queries": len(rest)}
-    # 2. classes never seen in training: train on half of the classes, one-shot on the others
-    half = classes[: len(classes) // 2]
-    seen = ds.subset([i for i, lab in enumerate(labels) if lab in half])
-    unseen = ds.subset([i for i, lab in enumerate(labels) if lab not in half])
-    trained_u, untrained_u, pre_u = fit(seen)
-    results["unseen_classes"] = score((trained_u, untrained_u), pre_u, unseen)
     results["seconds"] = round(time.time() - t0, 1)
     if a.json:
         print(json.dumps(results))
         return
-    for key, title in (("seen_classes", "classes of the training split, series of the test split"),
-                       ("unseen_classes", f"classes never seen in training ({', '.join(unseen.classes)})")):
-        r = results[key]
-        print(f"{a.dataset}: {r['ways']}-way 1-shot, {title} ({a.episodes} episodes, 95% CI)")
-        for name in ("trained_rnn", "random_rnn", "time_averaged_features"):
-            print(f"  {name:<24} {100 * r[name]['accuracy']:.1f}% +- {100 * r[name]['ci95']:.1f}")
-    print(f"index with 1 test example per class: {100 * acc:.1f}% on {len(rest)} test queries "
+    print(f"{a.dataset}: {ways}-way 1-shot, classes never seen in training ({', '.join(results['unseen_classes'])}),"
+          f" {a.episodes} episodes, 95% CI")
+    for name in feats:
+        print(f"  {name:<24} {100 * results[name]['accuracy']:.1f}% +- {100 * results[name]['ci95']:.1f}")
+    print(f"index with 1 example per unseen class: {100 * acc:.1f}% on {len(rest)} queries "
           f"(total {results['seconds']:.0f}s)")
 
 

@@ -392,12 +392,16 @@ def read_csv(path: str | Path, name: str | None = None) -> np.ndarray:
     width = len(first)
     body = "\n".join(ln for _, ln in rows)
     arr = _fast_floats(body)
-    if arr is None or arr.size != width * len(rows) or not np.isfinite(arr).all() \
-            or any(ln.count(",") != width - 1 for _, ln in rows):
-        for lineno, ln in rows:  # slow path: name the bad line
-            _parse_row(ln, width, name, lineno, f"{width} comma-separated numbers")
-        raise InputError(f"{name}: cannot parse as CSV numbers")  # pragma: no cover - slow path found nothing
-    return arr.reshape(len(rows), width).astype(np.float32)
+    if arr is not None and arr.size == width * len(rows) and all(ln.count(",") == width - 1 for _, ln in rows):
+        arr = arr.reshape(len(rows), width).astype(np.float32)
+        if np.isnan(arr[-1]).all():  # NaN-padded (aeon-style unequal lengths): drop the padding rows
+            arr = strip_nan_padding(arr, name)
+            rows = rows[:len(arr)]
+        if np.isfinite(arr).all():
+            return arr
+    for lineno, ln in rows:  # slow path: name the bad line
+        _parse_row(ln, width, name, lineno, f"{width} comma-separated numbers")
+    raise InputError(f"{name}: cannot parse as CSV numbers")  # pragma: no cover - slow path found nothing
 
 
 def check_array(a: Any, name: str) -> np.ndarray:
@@ -414,12 +418,27 @@ def check_array(a: Any, name: str) -> np.ndarray:
     if a.shape[0] == 0 or a.shape[1] == 0:
         raise InputError(f"{name}: sequence is empty (shape {tuple(a.shape)})")
     check_points(a.shape[0], name)
-    a = a.astype(np.float32, copy=False)
+    a = strip_nan_padding(a.astype(np.float32, copy=False), name)
     bad = ~np.isfinite(a)
     if bad.any():
         row = int(np.argwhere(bad)[0][0])
         raise InputError(f"{name}, row {row}: NaN or infinite value")
     return a
+
+
+def strip_nan_padding(a: np.ndarray, name: str) -> np.ndarray:
+    """``[T, F]`` without its trailing all-NaN rows: how aeon and UCR/UEA tables pad unequal lengths.
+
+    Only whole rows at the end are padding; a NaN anywhere else is still an error
+    (raised by the caller's finiteness check, naming the row).
+    """
+    nan_rows = np.isnan(a).all(1)
+    if not nan_rows[-1]:
+        return a
+    keep = len(a) - int(np.argmin(nan_rows[::-1])) if not nan_rows.all() else 0
+    if keep == 0:
+        raise InputError(f"{name}: every row is NaN (an empty, padded sequence)")
+    return a[:keep]
 
 
 def read_npy(path: str | Path, name: str | None = None) -> np.ndarray:
@@ -575,6 +594,11 @@ class SequencePreprocess:
     stroke at arc-length spacing ``resample``.
     ``kind="series"``: input ``[T, n_features]``; output ``(x - mean) / std`` per
     feature (statistics fitted on training data with :func:`fit_series_stats`).
+    ``kind="ts"`` (time series for encoders that read any channel count, ``ts-gru``):
+    input ``[T, C]`` with any ``C`` (``n_features=0``) or exactly ``n_features``; each
+    series is standardised on its own (one mean and std over its values: no
+    statistics of a training set, so it transfers to new data sets) and resampled
+    by linear interpolation to ``steps`` time steps.
     ``max_length``: the most steps an input may have *after* preprocessing; longer
     inputs are refused with an error (never silently truncated).
     """
@@ -586,10 +610,13 @@ class SequencePreprocess:
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
     max_length: int = DEFAULT_MAX_LENGTH
+    steps: int = 0  # kind "ts": the fixed length every series is resampled to
 
     def __post_init__(self) -> None:
-        if self.kind not in ("strokes", "series"):
-            raise ValueError(f"unknown sequence kind {self.kind!r}; choose strokes or series")
+        if self.kind not in ("strokes", "series", "ts"):
+            raise ValueError(f"unknown sequence kind {self.kind!r}; choose strokes, series or ts")
+        if self.kind == "ts" and self.steps < 2:
+            raise ValueError("kind 'ts' needs steps >= 2 (the length series are resampled to)")
         if self.max_length < 1 or self.resample < 0:
             raise ValueError("max_length must be >= 1 and resample >= 0")
         if self.kind == "series" and self.mean and (len(self.mean) != self.n_features
@@ -606,6 +633,8 @@ class SequencePreprocess:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["mean"], d["std"] = [float(v) for v in self.mean], [float(v) for v in self.std]
+        if self.kind != "ts":
+            del d["steps"]  # files written before the ts kind keep their dict (and fingerprint)
         return d
 
     @classmethod
@@ -620,6 +649,9 @@ class SequencePreprocess:
             if a.shape[1] not in (2, 3):
                 raise InputError(f"{name}: a stroke encoder reads [T, 3] (x, y, end_of_stroke) or [T, 2] "
                                  f"arrays, got {a.shape[1]} features")
+        elif self.kind == "ts":
+            if self.n_features and a.shape[1] != self.n_features:
+                raise InputError(f"{name}: this encoder reads {self.n_features} channel(s), got {a.shape[1]}")
         elif a.shape[1] != self.n_features:
             raise InputError(f"{name}: this encoder reads {self.n_features} features per step, got {a.shape[1]}")
         return a
@@ -634,6 +666,8 @@ class SequencePreprocess:
         if self.kind == "strokes":
             raw = strokes_to_array(strokes) if strokes is not None else a
             out = stroke_features(raw, self.resample, self.with_position)
+        elif self.kind == "ts":
+            out = standardise_resample(a, self.steps)
         else:
             out = a.astype(np.float32)
             if self.mean:
@@ -652,6 +686,10 @@ class SequencePreprocess:
         arrays = [self.check_input(a, nm) for a, nm in zip(arrays, names)]
         if self.kind == "strokes":
             rows, lens = stroke_features_batch(arrays, self.resample, self.with_position)
+        elif self.kind == "ts":
+            check_same_channels(arrays, names)
+            rows = np.concatenate([standardise_resample(a, self.steps) for a in arrays])
+            lens = np.full(len(arrays), self.steps, np.int64)
         else:
             rows = np.concatenate(arrays).astype(np.float32)
             if self.mean:
@@ -660,6 +698,36 @@ class SequencePreprocess:
         for n, nm in zip(lens, names):
             self._check_length(int(n), nm)
         return rows, lens
+
+
+def check_same_channels(arrays: Sequence[np.ndarray], names: Sequence[str]) -> None:
+    """Raise one InputError naming the first series whose channel count differs from the first one's."""
+    if not len(arrays):
+        return
+    c0 = arrays[0].shape[1]
+    for a, nm in zip(arrays, names):
+        if a.shape[1] != c0:
+            raise InputError(f"{nm}: {a.shape[1]} channel(s), but {names[0]} has {c0}; series that are "
+                             "embedded or compared together need the same channels")
+
+
+def standardise_resample(a: np.ndarray, steps: int, eps: float = 1e-6) -> np.ndarray:
+    """``[T, C]`` -> float32 ``[steps, C]``: standardised as a whole, then linearly resampled.
+
+    One mean and one standard deviation over all values of the series, so the
+    channels keep their levels and scales relative to each other (the encoder
+    z-normalises each channel itself and keeps those as two numbers). A constant
+    series becomes zeros; a series of one step is repeated.
+    """
+    a = np.asarray(a, np.float64)
+    sd = float(a.std())
+    z = (a - a.mean()) / (sd if sd >= eps else 1.0)
+    if len(z) == 1:
+        return np.repeat(z, steps, 0).astype(np.float32)
+    src = np.linspace(0.0, len(z) - 1.0, steps)
+    lo = np.minimum(np.floor(src).astype(np.int64), len(z) - 2)
+    w = (src - lo)[:, None]
+    return ((1 - w) * z[lo] + w * z[lo + 1]).astype(np.float32)
 
 
 def fit_series_stats(sequences: Sequence[np.ndarray], eps: float = 1e-6) -> tuple[tuple[float, ...],

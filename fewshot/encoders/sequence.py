@@ -112,10 +112,15 @@ class SequenceRNN(nn.Module):
 
 
 def build_sequence_arch(arch: str, **kwargs) -> tuple[nn.Module, int]:
-    """The sequence architectures by name: ``rnn`` (the family above)."""
-    if arch != "rnn":
-        raise EncoderError(f"unknown sequence architecture {arch!r}; known: rnn")
-    m = SequenceRNN(**kwargs)
+    """The sequence architectures by name: ``rnn`` (the family above), ``ts-gru`` (encoders/timeseries.py)."""
+    if arch == "ts-gru":
+        from fewshot.encoders.timeseries import ChannelSlotGRU
+
+        m = ChannelSlotGRU(**kwargs)
+    elif arch == "rnn":
+        m = SequenceRNN(**kwargs)
+    else:
+        raise EncoderError(f"unknown sequence architecture {arch!r}; known: rnn, ts-gru")
     return m, m.out_dim
 
 

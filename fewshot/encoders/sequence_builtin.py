@@ -1,4 +1,4 @@
-"""The built-in sequence encoders: the shipped stroke RNN, stroke+image fusion, and the RNN family."""
+"""The built-in sequence encoders: the shipped stroke RNN, stroke+image fusion, ts-gru, and the RNN family."""
 from __future__ import annotations
 
 from fewshot.encoders.fusion import FusionEncoder
@@ -35,6 +35,18 @@ def omniglot_strokes_fusion(weights: str | None = None) -> FusionEncoder:
         raise EncoderError("omniglot-strokes-fusion takes no weights; build FusionEncoder(...) for other parts")
     return FusionEncoder(STROKE_FUSION, load(STROKE_RNN), load("omniglot-conv4"),
                          sequence_weight=FUSION_SEQUENCE_WEIGHT)
+
+
+TS_GRU = "ts-gru"
+TS_WEIGHTS = "ts_gru.pt"
+
+
+@register(TS_GRU, input_kind="sequence", dim=12 * 66,
+          weights="package data (trained on the 10 classification problems shipped with aeon)",
+          description="time series with any channel count: resampled to 128 steps, one shared conv+GRU per "
+                      "z-normalised channel + its level and scale, channels in 12 slots (TIMESERIES_MODEL_CARD.md)")
+def ts_gru(weights: str | None = None) -> TorchSequenceEncoder:
+    return from_file(weights or packaged_path(TS_WEIGHTS), name=TS_GRU)
 
 
 def _rnn(cell: str, weights: str | None, kind: str = "strokes", n_features: int = 3, **arch) -> TorchSequenceEncoder:

@@ -18,6 +18,10 @@ adds a batcher here and nothing in the loop.
   tokenised by the encoder's ``tokenize``; seeded by the step's generator. With
   ``targets`` (a teacher's embedding of every example: distillation) the batch
   carries the teacher's rows.
+
+Time series (sequence preprocessing ``kind="ts"``) get :class:`~fewshot.train.series_augment.SeriesAugment`
+instead (window slicing, time warping, scaling, jitter, channel dropout; its fields
+from ``cfg.extra["series_augment"]``).
 """
 from __future__ import annotations
 
@@ -94,6 +98,13 @@ class ImageBatcher:
         return _eval_forward(model, [t(x[i:i + batch]) for i in range(0, len(x), batch)])
 
 
+def pad_channels(arrays: list[np.ndarray]) -> list[np.ndarray]:
+    """Series of several data sets in one batch: channels padded with NaN to the widest (``ts-gru`` masks them)."""
+    width = max(a.shape[1] for a in arrays)
+    return [a if a.shape[1] == width else
+            np.concatenate([a, np.full((len(a), width - a.shape[1]), np.nan, np.float32)], 1) for a in arrays]
+
+
 class SequenceBatcher:
     """Sequences: augment raw arrays, preprocess with ``pre``, pack; optionally teacher views and targets."""
 
@@ -110,11 +121,19 @@ class SequenceBatcher:
         # teacher views already carry the affine warp: add only time-stretch and jitter
         self.light = SequenceAugment(max_rotate=0, max_shear=0, scale_range=(1.0, 1.0), jitter=base.jitter / 2,
                                      stretch_range=base.stretch_range, **order)
+        if getattr(pre, "kind", "") == "ts":  # multivariate series: the transfer-oriented augmentations
+            from fewshot.train.series_augment import SeriesAugment
+
+            self.aug = SeriesAugment(**cfg.extra.get("series_augment", {})) if cfg.augment is not False else None
 
     def inputs(self, idx: np.ndarray, step: int, rng: np.random.Generator) -> tuple[Any, torch.Tensor | None]:
         from fewshot.encoders.sequence import pack_batch
         from fewshot.sequences import augment_and_preprocess
 
+        if self.views is None and self.pre.kind == "ts":
+            arrays = [self.pre.apply(self.aug(self.data.items[i], rng) if self.aug else self.data.items[i])
+                      for i in idx]
+            return pack_batch(pad_channels(arrays)), None
         if self.views is None:
             arrays = [augment_and_preprocess(self.data.items[i], self.pre, self.aug, rng) for i in idx]
             return pack_batch(arrays), None
@@ -126,6 +145,8 @@ class SequenceBatcher:
         from fewshot.encoders.sequence import pack_batch
 
         arrays = [self.pre.apply(s, src) for s, src in zip(data.items, data.sources)]
+        if self.pre.kind == "ts":
+            arrays = pad_channels(arrays)
         return _eval_forward(model, [pack_batch(arrays[i:i + batch]) for i in range(0, len(arrays), batch)])
 
 
