@@ -32,7 +32,8 @@ LOSS_CHOICES = ("proto", "triplet", "supcon")
               help="Train only the last N blocks of the encoder (default: all).")
 @click.option("--freeze-until", type=click.IntRange(min=0), default=None, metavar="K",
               help="Freeze blocks 0..K-1 (the alternative to --train-last).")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Adam's learning rate [default: 1e-3; 2e-5 for a sentence transformer such as minilm].")
 @click.option("--steps", type=click.IntRange(min=1), default=300, show_default=True,
               help="Training steps (episodes), at most; early stopping may end sooner.")
 @click.option("--ways", type=click.IntRange(min=2), default=None,
@@ -54,8 +55,9 @@ LOSS_CHOICES = ("proto", "triplet", "supcon")
 @click.option("--centre", type=click.Choice(["keep", "recompute", "none"]), default="keep", show_default=True,
               help="Embedding centre (CL2N): the encoder's own, the fine-tuning data's mean, or none.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), metavar="ENCODER.pt",
-              help="Where to write the new encoder file (usable wherever an encoder name is).")
+@click.option("--out", "out", required=True, type=click.Path(), metavar="ENCODER.pt|FOLDER",
+              help="Where to write the new encoder file (usable wherever an encoder name is); a fine-tuned "
+                   "sentence transformer (minilm) is a folder.")
 @click.option("--name", default=None, help="Name of the new encoder (default: the file's stem).")
 @click.option("--into", "into", default=None, type=click.Path(file_okay=False), metavar="INDEX_DIR",
               help="Then switch this index to the new encoder, re-embedding its examples (atomic).")
