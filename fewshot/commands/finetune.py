@@ -20,8 +20,9 @@ LOSS_CHOICES = ("proto", "triplet", "supcon")
               help="Encoder to start from: a name (see `fewshot encoders`) or an encoder file "
                    "[default: with --data index, the --into index's encoder; else omniglot-conv4].")
 @click.option("--data", required=True, metavar="PATH|digits|index",
-              help="Labelled images or pen strokes: a folder with one sub-folder per class, an Omniglot zip or folder, "
-                   "'digits' (scikit-learn's), 'index' (the examples stored in --into) or an index folder.")
+              help="Labelled images, pen strokes or texts: a folder with one sub-folder per class, an Omniglot zip or "
+                   "folder, a CLINC150 JSON or text/label table, 'digits' (scikit-learn's), 'index' (the examples "
+                   "stored in --into) or an index folder.")
 @click.option("--classes", default=None, metavar="SPEC",
               help="Train on these classes only: '0-4', 'a,b,c' or glob patterns ('Greek/*'). Default: all.")
 @click.option("--loss", type=click.Choice(LOSS_CHOICES), default="proto", show_default=True,
@@ -76,6 +77,8 @@ def command(encoder, data, classes, loss, margin, temperature, train_last, freez
       fewshot finetune --data digits --classes 0-4 --out digits.pt
       fewshot finetune --data my_classes/ --loss supcon --train-last 2 --out mine.pt --into my_index
       fewshot finetune --data index --into my_index --out my_index_ft.pt   # its own examples
+      fewshot finetune --data index --into intents --out intents-minilm --loss supcon --train-last 3 \
+          --ways 30 --shots 2 --queries 3 --steps 40 --lr 5e-5 --val-fraction 0   # minilm: a folder
 
     A Ctrl-C or a kill leaves the last checkpoint (in <out>.run) and the index
     untouched; run the same command with --resume to continue.
@@ -125,7 +128,7 @@ def command(encoder, data, classes, loss, margin, temperature, train_last, freez
 
 def summary_text(s: dict) -> str:
     """The human summary of a fine-tune (``FinetuneResult.to_dict()``): what trained, on what, what changed."""
-    noun = "images" if s.get("input_kind", "image") == "image" else "sequences"
+    noun = {"image": "images", "text": "texts"}.get(s.get("input_kind", "image"), "sequences")
     grown = {"dihedral": ", x8 by rotations and mirroring", "rotations": ", x4 by rotations"}.get(s["expand"], "")
     lines = [f"fine-tuned {s['base']} on {len(s['train_classes'])} classes ({s['n_train_images']} {noun}{grown}) "
              f"with the {s['loss']} loss: {s['step']}/{s['steps']} steps in {s['seconds']:.0f}s"

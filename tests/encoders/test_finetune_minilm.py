@@ -28,11 +28,7 @@ INTENTS = {"balance": ["how much money do i have", "what is my balance", "show m
            "alarm": ["set an alarm for 7", "wake me up at six", "alarm at 8 am please"]}
 
 
-@pytest.fixture(autouse=True)
-def no_download(monkeypatch):
-    def refuse(repo):
-        raise AssertionError(f"tests must not download ({repo})")
-    monkeypatch.setattr(text_enc, "hub_dir", refuse)
+pytestmark = pytest.mark.usefixtures("no_download")  # tests/encoders/conftest.py
 
 
 @pytest.fixture(scope="module")
