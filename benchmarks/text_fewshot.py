@@ -99,12 +99,14 @@ def timed_embed(enc, texts: list[str]) -> tuple[np.ndarray, float]:
     return emb, len(texts) / (time.perf_counter() - t0)
 
 
-def run_encoder(name: str, sup: tuple, queries: list[str], truth: list[str], oos: list[str], memo: dict) -> dict:
-    """A frozen encoder: embed queries once (memo), supports per seed, nearest prototype."""
+def run_encoder(name: str, sup: tuple, queries: list[str], truth: list[str], oos: list[str], memo: dict,
+                spec: str | None = None) -> dict:
+    """A frozen encoder (``spec``: a file instead of the name): embed queries once (memo), supports per
+    seed, nearest prototype."""
     from fewshot import encoders
 
     if name not in memo:
-        enc = encoders.resolve(name)
+        enc = encoders.resolve(spec or name)
         emb, rate = timed_embed(enc, queries + oos)
         memo[name] = (enc, emb, rate)
     enc, emb, rate = memo[name]
@@ -211,6 +213,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--setfit-python", default="/work/venv-setfit/bin/python")
+    ap.add_argument("--text-gru", default=None, help="a text-gru encoder file to measure instead of the shipped one")
     ap.add_argument("--ft-recipe", default=None, help="JSON overriding FT_RECIPE (fewshot's fine-tuning options)")
     ap.add_argument("--cache", type=Path, default=Path("/work/cache/text_fewshot"))
     ap.add_argument("--tag", default="", help="suffix of the cache keys (a recipe variant)")
@@ -231,7 +234,7 @@ def main(argv: list[str] | None = None) -> None:
             if f.exists():
                 continue
             if m in ("minilm", "text-gru"):
-                r = run_encoder(m, sup, queries, truth, oos, memo)
+                r = run_encoder(m, sup, queries, truth, oos, memo, a.text_gru if m == "text-gru" else None)
             elif m == "tfidf":
                 r = run_tfidf(sup, queries, truth, oos)
             elif m == "minilm-ft":
