@@ -163,7 +163,8 @@ def run_setfit(python: str, sup: tuple, queries: list[str], truth: list[str], oo
         job, out = Path(tmp) / "job.json", Path(tmp) / "out.json"
         job.write_text(json.dumps({"model_dir": str(packaged_minilm_dir()), "support_texts": sup[0],
                                    "support_labels": sup[1], "query_texts": queries, "oos_texts": oos,
-                                   "threads": threads, "seed": seed, "args": args}))
+                                   "threads": threads, "seed": seed, "args": args,
+                                   "output_dir": str(Path(tmp) / "checkpoints")}))
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
                "PYTHONPATH": ""}
         subprocess.run([python, str(ROOT / "benchmarks" / "text_setfit_worker.py"), str(job), str(out)],

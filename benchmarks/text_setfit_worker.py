@@ -29,7 +29,8 @@ def main(job_path: str, out_path: str) -> None:
 
     model = SetFitModel.from_pretrained(job["model_dir"], local_files_only=True)
     train = Dataset.from_dict({"text": job["support_texts"], "label": job["support_labels"]})
-    args = TrainingArguments(seed=int(job.get("seed", 0)), report_to="none", **job.get("args", {}))
+    args = TrainingArguments(seed=int(job.get("seed", 0)), report_to="none", output_dir=job["output_dir"],
+                             **job.get("args", {}))
     trainer = Trainer(model=model, args=args, train_dataset=train)
     t0, c0 = time.perf_counter(), time.process_time()
     trainer.train()
