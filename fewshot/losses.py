@@ -142,8 +142,9 @@ class MetricLoss(nn.Module):
         raise NotImplementedError
 
     def batch_loss(self, emb: torch.Tensor, batch) -> torch.Tensor:
-        """The loss of one training batch (an object with ``labels`` and ``n_support``)."""
-        return self(emb, batch.labels, batch.n_support)
+        """The loss of one training batch (an object with ``labels`` and ``n_support``); rows past the
+        labelled ones (unlabelled text carried for distillation) are not the metric loss's."""
+        return self(emb[:len(batch.labels)], batch.labels, batch.n_support)
 
     def temperature(self) -> float | None:
         return None

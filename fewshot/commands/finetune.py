@@ -20,8 +20,9 @@ LOSS_CHOICES = ("proto", "triplet", "supcon")
               help="Encoder to start from: a name (see `fewshot encoders`) or an encoder file "
                    "[default: with --data index, the --into index's encoder; else omniglot-conv4].")
 @click.option("--data", required=True, metavar="PATH|digits|index",
-              help="Labelled images or pen strokes: a folder with one sub-folder per class, an Omniglot zip or folder, "
-                   "'digits' (scikit-learn's), 'index' (the examples stored in --into) or an index folder.")
+              help="Labelled images, pen strokes or texts: a folder with one sub-folder per class, an Omniglot zip or "
+                   "folder, a CLINC150 JSON or text/label table, 'digits' (scikit-learn's), 'index' (the examples "
+                   "stored in --into) or an index folder.")
 @click.option("--classes", default=None, metavar="SPEC",
               help="Train on these classes only: '0-4', 'a,b,c' or glob patterns ('Greek/*'). Default: all.")
 @click.option("--loss", type=click.Choice(LOSS_CHOICES), default="proto", show_default=True,
@@ -32,7 +33,8 @@ LOSS_CHOICES = ("proto", "triplet", "supcon")
               help="Train only the last N blocks of the encoder (default: all).")
 @click.option("--freeze-until", type=click.IntRange(min=0), default=None, metavar="K",
               help="Freeze blocks 0..K-1 (the alternative to --train-last).")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Adam's learning rate [default: 1e-3; 2e-5 for a sentence transformer such as minilm].")
 @click.option("--steps", type=click.IntRange(min=1), default=300, show_default=True,
               help="Training steps (episodes), at most; early stopping may end sooner.")
 @click.option("--ways", type=click.IntRange(min=2), default=None,
@@ -54,8 +56,9 @@ LOSS_CHOICES = ("proto", "triplet", "supcon")
 @click.option("--centre", type=click.Choice(["keep", "recompute", "none"]), default="keep", show_default=True,
               help="Embedding centre (CL2N): the encoder's own, the fine-tuning data's mean, or none.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), metavar="ENCODER.pt",
-              help="Where to write the new encoder file (usable wherever an encoder name is).")
+@click.option("--out", "out", required=True, type=click.Path(), metavar="ENCODER.pt|FOLDER",
+              help="Where to write the new encoder file (usable wherever an encoder name is); a fine-tuned "
+                   "sentence transformer (minilm) is a folder.")
 @click.option("--name", default=None, help="Name of the new encoder (default: the file's stem).")
 @click.option("--into", "into", default=None, type=click.Path(file_okay=False), metavar="INDEX_DIR",
               help="Then switch this index to the new encoder, re-embedding its examples (atomic).")
@@ -74,6 +77,8 @@ def command(encoder, data, classes, loss, margin, temperature, train_last, freez
       fewshot finetune --data digits --classes 0-4 --out digits.pt
       fewshot finetune --data my_classes/ --loss supcon --train-last 2 --out mine.pt --into my_index
       fewshot finetune --data index --into my_index --out my_index_ft.pt   # its own examples
+      fewshot finetune --data index --into intents --out intents-minilm --loss supcon --train-last 3 \
+          --ways 30 --shots 2 --queries 3 --steps 40 --lr 5e-5 --val-fraction 0   # minilm: a folder
 
     A Ctrl-C or a kill leaves the last checkpoint (in <out>.run) and the index
     untouched; run the same command with --resume to continue.
@@ -123,7 +128,7 @@ def command(encoder, data, classes, loss, margin, temperature, train_last, freez
 
 def summary_text(s: dict) -> str:
     """The human summary of a fine-tune (``FinetuneResult.to_dict()``): what trained, on what, what changed."""
-    noun = "images" if s.get("input_kind", "image") == "image" else "sequences"
+    noun = {"image": "images", "text": "texts"}.get(s.get("input_kind", "image"), "sequences")
     grown = {"dihedral": ", x8 by rotations and mirroring", "rotations": ", x4 by rotations"}.get(s["expand"], "")
     lines = [f"fine-tuned {s['base']} on {len(s['train_classes'])} classes ({s['n_train_images']} {noun}{grown}) "
              f"with the {s['loss']} loss: {s['step']}/{s['steps']} steps in {s['seconds']:.0f}s"

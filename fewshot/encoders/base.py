@@ -163,6 +163,10 @@ class TorchEncoder:
         """The model's computation on a prepared batch (no input handling, no centring)."""
         raise NotImplementedError
 
+    def training_module(self) -> nn.Module:
+        """The module fine-tuning trains (a copy is taken): ``forward(prepared batch) -> [n, dim]``."""
+        return self.module
+
     # --- embedding -----------------------------------------------------------------
     @torch.inference_mode()
     def embed_tensor(self, batch: Any) -> np.ndarray:

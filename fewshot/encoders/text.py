@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -126,9 +127,57 @@ class SentenceTransformerEncoder(TextEncoder):
     def forward(self, features: dict) -> torch.Tensor:
         return self.module(features)["sentence_embedding"].float()
 
+    # --- fine-tuning (fewshot.train.recipes) ---------------------------------------
+    #: Adam's learning rate when none is given: a pretrained transformer needs a small one.
+    finetune_lr = 2e-5
+
+    def training_module(self) -> "STBody":
+        """What the training loop trains: the model as a module that returns the embedding tensor."""
+        return STBody(self.module)
+
+    def finetuned(self, body: "STBody", name: str) -> "SentenceTransformerEncoder":
+        """A new encoder around fine-tuned weights (its fingerprint hashes them until it is saved)."""
+        digest = hashlib.sha256()
+        for k, v in sorted(body.model.state_dict().items()):
+            digest.update(k.encode() + v.detach().cpu().contiguous().numpy().tobytes())
+        return SentenceTransformerEncoder(name, body.model.eval(), self.dim, self.preprocess, self.model_dir,
+                                          digest.hexdigest(), f"finetune of {self.name}", self.threads)
+
     def save(self, path: str | os.PathLike) -> Path:
-        raise EncoderError(f"{self.name} is a sentence-transformers model; it is referenced by name or folder, "
-                           "not saved as a fewshot encoder file")
+        """Write the model as a sentence-transformers folder (``model.safetensors``, config, tokeniser),
+        atomically: a temporary sibling folder renamed into place. Load it back by its path."""
+        path = Path(path)
+        if path.exists() and not (path.is_dir() and is_st_spec(str(path))):
+            raise EncoderError(f"{path} exists and is not a sentence-transformers folder; a fine-tuned "
+                               f"{self.name} is saved as a folder: give a new path")
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.module.save(str(tmp), safe_serialization=True)
+        old = path.with_name(f".{path.name}.old-{os.getpid()}")
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+        return path
+
+
+class STBody(torch.nn.Module):
+    """A SentenceTransformer as the loop trains it: tokens in, ``sentence_embedding`` out; its blocks
+    (for ``train_last``) are the word embeddings, then each transformer layer."""
+
+    def __init__(self, model: Any):
+        super().__init__()
+        self.model = model
+
+    def forward(self, features: dict) -> torch.Tensor:
+        return self.model(dict(features))["sentence_embedding"]
+
+    def fewshot_blocks(self) -> list[list[torch.nn.Module]]:
+        hf = self.model[0].auto_model
+        layers = getattr(getattr(hf, "encoder", None), "layer", None)
+        if layers is None:
+            return [[self.model]]
+        return [[hf.embeddings]] + [[layer] for layer in layers]
 
 
 def _import_st():

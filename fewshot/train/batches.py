@@ -17,7 +17,9 @@ adds a batcher here and nothing in the loop.
   (``cfg.extra["word_dropout"]``, default 0.1, off with ``augment=False``),
   tokenised by the encoder's ``tokenize``; seeded by the step's generator. With
   ``targets`` (a teacher's embedding of every example: distillation) the batch
-  carries the teacher's rows.
+  carries the teacher's rows; with ``unlabelled`` (more texts and their teacher
+  rows) ``cfg.extra["unlabelled_per_step"]`` of them, drawn at random, follow
+  the episode's rows (the metric losses see only the labelled rows).
 
 Time series (sequence preprocessing ``kind="ts"``) get :class:`~fewshot.train.series_augment.SeriesAugment`
 instead (window slicing, time warping, scaling, jitter, channel dropout; its fields
@@ -161,15 +163,25 @@ class TextBatcher:
     """Text: the episode's strings (words dropped at random), then ``tokenize`` (the encoder's)."""
 
     def __init__(self, data: LabelledSet, cfg: Any, tokenize: Callable[[list[str]], Any] | None = None,
-                 targets: torch.Tensor | None = None):
+                 targets: torch.Tensor | None = None,
+                 unlabelled: tuple[list[str], torch.Tensor] | None = None):
         self.data, self.tokenize, self.targets = data, tokenize or (lambda texts: texts), targets
         self.word_dropout = float(cfg.extra.get("word_dropout", 0.1)) if cfg.augment is not False else 0.0
+        self.unlabelled = unlabelled
+        self.n_unlabelled = int(cfg.extra.get("unlabelled_per_step", 0)) if unlabelled is not None else 0
+        if self.n_unlabelled and targets is None:
+            raise ValueError("unlabelled texts need teacher targets for the labelled ones too")
 
     def inputs(self, idx: np.ndarray, step: int, rng: np.random.Generator) -> tuple[Any, torch.Tensor | None]:
         texts = [self.data.items[int(i)] for i in idx]
+        targets = None if self.targets is None else self.targets[torch.from_numpy(np.asarray(idx))]
+        if self.n_unlabelled:
+            more, more_targets = self.unlabelled
+            pick = rng.choice(len(more), min(self.n_unlabelled, len(more)), replace=False)
+            texts += [more[int(i)] for i in pick]
+            targets = torch.cat([targets, more_targets[torch.from_numpy(pick)]])
         if self.word_dropout:
             texts = [drop_words(t, self.word_dropout, rng) for t in texts]
-        targets = None if self.targets is None else self.targets[torch.from_numpy(np.asarray(idx))]
         return self.tokenize(texts), targets
 
     def embed(self, model: nn.Module, data: LabelledSet, batch: int = 256) -> np.ndarray:

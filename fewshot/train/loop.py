@@ -234,7 +234,7 @@ class Trainer:
         if cfg.grad_clip:
             nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
         self.opt.step()
-        return loss.item(), episode_accuracy(emb.detach(), batch.labels, batch.n_support)
+        return loss.item(), episode_accuracy(emb.detach()[:len(batch.labels)], batch.labels, batch.n_support)
 
     def record(self, step: int, losses: list[float], accs: list[float], t0: float) -> dict:
         rec = {"step": self.state.step, "loss": float(np.mean(losses[-100:])),

@@ -166,10 +166,14 @@ def encoder_blocks(module: Any) -> list[list]:
     """The encoder's blocks, input to output, each a list of sub-modules.
 
     Conv-N: its conv blocks; ResNets: stem, layer1..layer4; MobileNet and
-    EfficientNet: the stages of ``features``; otherwise the top-level children.
+    EfficientNet: the stages of ``features``; a module that names its own blocks
+    (``fewshot_blocks()``: a sentence transformer's embeddings and layers) those;
+    otherwise the top-level children.
     """
     from torch import nn
 
+    if hasattr(module, "fewshot_blocks"):
+        return module.fewshot_blocks()
     if all(hasattr(module, a) for a in ("conv1", "bn1", "layer1", "layer4")):
         return [[module.conv1, module.bn1]] + [[getattr(module, f"layer{i}")] for i in range(1, 5)]
     feats = getattr(module, "features", None)

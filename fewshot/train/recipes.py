@@ -66,8 +66,9 @@ def check_trainable(encoder: Any) -> None:
     if kind not in BATCHERS or not isinstance(getattr(encoder, "module", None), torch.nn.Module) \
             or getattr(encoder, "preprocess", None) is None:
         raise EncoderError(f"encoder {getattr(encoder, 'name', encoder)!r} is not a torch encoder; fine-tuning "
-                           "works on torch encoders (e.g. omniglot-conv4, resnet18, omniglot-strokes-gru, text-gru)")
-    if not isinstance(encoder, kind_class(kind)):
+                           "works on torch encoders (e.g. omniglot-conv4, resnet18, omniglot-strokes-gru, text-gru, "
+                           "minilm)")
+    if not (isinstance(encoder, kind_class(kind)) or hasattr(encoder, "finetuned")):
         raise EncoderError(f"encoder {encoder.name!r} cannot be fine-tuned here yet; fine-tune a "
                            f"{kind_class(kind).__name__} (e.g. text-gru for text)")
 
@@ -167,8 +168,14 @@ def kind_batcher(data: LabelledSet, cfg: TrainConfig, encoder: Any) -> Any:
 
 def new_encoder(base: Any, module: torch.nn.Module, name: str, centre: str, data: LabelledSet,
                 temperature: float | None) -> Any:
-    """An encoder of ``base``'s kind around the fine-tuned module (its fingerprint follows the weights)."""
+    """An encoder of ``base``'s kind around the fine-tuned module (its fingerprint follows the weights).
+
+    An encoder that is not an encoder file of its kind (a sentence transformer) makes its own
+    (``base.finetuned``): it has no centre or temperature of fewshot's to carry."""
     from fewshot.train.export import encoder_from_module
+
+    if hasattr(base, "finetuned"):
+        return base.finetuned(module, name)
 
     extra = {**type(base)._config_kwargs(base.config()), "threads": getattr(base, "threads", 0)}
     make = lambda c, **kw: encoder_from_module(base.input_kind, name, module, base.dim, base.preprocess,  # noqa: E731
@@ -249,7 +256,7 @@ def _finish(base: Any, module: torch.nn.Module, run: Path, summary: dict, has_va
 def finetune(encoder: Any = "omniglot-conv4", data: Any = "digits", *, classes: Any = None,
              loss: str = "proto", loss_kwargs: dict | None = None,
              ways: int | None = None, shots: int = 1, queries: int | None = None, batch_size: int | None = None,
-             steps: int = DEFAULTS["steps"], lr: float = DEFAULTS["lr"], weight_decay: float = 0.0,
+             steps: int = DEFAULTS["steps"], lr: float | None = None, weight_decay: float = 0.0,
              warmup: int | None = None, train_last: int | None = None, freeze_until: int | None = None,
              augment: bool = True, expand: str = DEFAULTS["expand"], val_fraction: float = DEFAULTS["val_fraction"],
              patience: int = DEFAULTS["patience"], val_every: int = DEFAULTS["val_every"],
@@ -267,6 +274,7 @@ def finetune(encoder: Any = "omniglot-conv4", data: Any = "digits", *, classes: 
     t_start, notes = time.time(), []
     base = reg.load(encoder) if isinstance(encoder, (str, os.PathLike)) else encoder
     check_trainable(base)
+    lr = lr if lr is not None else getattr(base, "finetune_lr", DEFAULTS["lr"])
     expand = auto_expand(base) if expand == "auto" else expand
     if expand not in EXPANSIONS:
         raise InputError(f"expand must be auto or one of {', '.join(EXPANSIONS)}")
@@ -285,7 +293,7 @@ def finetune(encoder: Any = "omniglot-conv4", data: Any = "digits", *, classes: 
                       val_at_start=True, patience=patience if d.val is not None else 0,
                       checkpoint_every=checkpoint_every, seed=seed, threads=threads,
                       extra={"loss": loss, "loss_kwargs": dict(loss_kwargs or {})})
-    module = copy.deepcopy(base.module)
+    module = copy.deepcopy(base.training_module())
     params, frozen, n_blocks, n_frozen = freeze_blocks(module, train_last, freeze_until)
     meta = {"base": base.name, "base_fingerprint": base.fingerprint, "loss": loss,
             "loss_kwargs": dict(loss_kwargs or {}), "train_classes": d.train_cls, "val_classes": d.val_cls,
@@ -303,7 +311,8 @@ def finetune(encoder: Any = "omniglot-conv4", data: Any = "digits", *, classes: 
     if out is not None:
         path = Path(out)
         new.save(path)
-        new = reg.from_file(path)  # so indexes record it by path, exactly as it will load again
+        # reloaded, so indexes record it by path, exactly as it will load again
+        new = reg.from_file(path) if path.is_file() else reg.resolve(str(path.resolve()))
     summary.update({"base": base.name, "base_fingerprint": base.fingerprint, "input_kind": base.input_kind,
                     "train_classes": d.train_cls, "val_classes": d.val_cls, "n_train_images": len(d.train),
                     "ways": w, "shots": shots, "queries": q, "expand": expand, "trainable_blocks": n_blocks - n_frozen,

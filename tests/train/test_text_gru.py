@@ -62,8 +62,31 @@ def test_smoke_distillation_run(tmp_path):
     teacher.save(tmp_path / "teacher.pt")
     enc, _ = train_text_gru(_tiny_clinc(tmp_path), str(tmp_path / "run"), ["travel"], distill=1.0,
                             teacher=str(tmp_path / "teacher.pt"), **SMOKE)
-    assert np.load(tmp_path / "run" / "teacher.npy").shape == (18, 24)  # the train rows of the domain not held out
+    cached = list((tmp_path / "run").glob("teacher-*.npy"))
+    assert len(cached) == 1 and np.load(cached[0]).shape == (18, 24)  # the train rows of the domain not held out
     assert "distill" in __import__("torch").load(tmp_path / "run" / "last.pt", weights_only=True)
+
+
+def test_smoke_distillation_on_unlabelled_sentences(tmp_path, monkeypatch):
+    """Unlabelled sentences join every step (their teacher rows after the episode's); the metric loss sees
+    only the labelled rows; the teacher's embeddings are cached once, beside nothing in the repo."""
+    from fewshot.train import text as text_train
+    from fewshot.train.text import train_text_gru
+
+    with seeded_init(1):
+        teacher = new_text_encoder("teacher", word_dim=8, hidden=8, dim=24)
+    teacher.save(tmp_path / "teacher.pt")
+    wiki = tmp_path / "wiki.txt"
+    wiki.write_text("\n".join(f"sentence number {k} about nothing" for k in range(12)) + "\n\n")
+    seen = []
+    real = text_train.make_batcher
+    monkeypatch.setattr(text_train, "make_batcher", lambda *a, **kw: seen.append(real(*a, **kw)) or seen[-1])
+    kw = dict(distill=1.0, teacher=str(tmp_path / "teacher.pt"), unlabelled=str(wiki),
+              teacher_cache=str(tmp_path / "cache"), **{**SMOKE, "extra": {"unlabelled_per_step": 5}})
+    train_text_gru(_tiny_clinc(tmp_path), str(tmp_path / "run"), ["travel"], **kw)
+    x, targets = seen[0].inputs(np.arange(9), 0, np.random.default_rng(0))
+    assert x[0].shape[0] == 14 and targets.shape == (14, 24)  # 9 labelled + 5 unlabelled rows
+    assert sorted(p.name.split("-")[0] for p in (tmp_path / "cache").glob("*.npy")) == ["teacher", "teacher"]
 
 
 def test_shipped_text_gru_resolves_offline():
