@@ -33,7 +33,10 @@ PRIOR_DATA = {
     "omniglot-strokes-fusion": (DATA / "omniglot/strokes_background_small1.zip", ["Greek"], "first_half", 8, 4),
     "omniglot-strokes-gru": (DATA / "omniglot/strokes_background_small1.zip", ["Greek"], "first_half", 8, 4),
     "text-gru": (DATA / "clinc150/clinc150_dev.json", ["home"], None, 10, 5),
-    "minilm": (DATA / "clinc150/clinc150_dev.json", ["home"], None, 10, 5),
+    # minilm never trained on CLINC150: its prior is fitted on the five domains the benchmarks do not
+    # report on, so that home + auto_and_commute stay held out of it (one 15-intent domain was too narrow)
+    "minilm": (DATA / "clinc150/clinc150_dev.json",
+               ["banking", "credit_cards", "kitchen_and_dining", "small_talk", "meta"], None, 20, 5),
 }
 SHOTS = (1, 2, 3, 4, 5, 10)
 
