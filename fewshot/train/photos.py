@@ -27,6 +27,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     "proto": {"loss": "proto", "shots": 5, "queries": 15},
     "supcon": {"loss": "supcon", "shots": 10, "queries": 10},
 }
+#: the recipe of the shipped weights, chosen by :func:`leave_one_class_out` (see CIFAR_MODEL_CARD.md)
+SHIPPED_RECIPE = "ce"
 
 
 def split_per_class(ds: LabelledSet, held_fraction: float, seed: int) -> tuple[LabelledSet, LabelledSet]:
@@ -88,3 +90,45 @@ def leave_one_class_out(base: LabelledSet, recipe: str, left_out: str, epochs: i
     return {"recipe": recipe, "left_out": left_out, "seconds": result.summary["seconds_total"],
             **{f"acc_{k}shot": round(float(r.accuracy), 4) for k, r in scores.items()},
             **{f"ci95_{k}shot": round(float(r.ci95), 4) for k, r in scores.items()}}
+
+
+def train_classifier(data: LabelledSet, steps: int, per_class: int = 10, seed: int = 0, threads: int = 0,
+                     lr: float = 1e-3, augment: bool = True, progress: bool = False
+                     ) -> Callable[[np.ndarray], np.ndarray]:
+    """The small CNN from its seeded random start, trained with cross-entropy over ``data``'s classes
+    (the shared loop, ``per_class`` photos of every class a step); returns ``predict(images) -> class names``.
+
+    The tutorial's classifier (ten classes, ten epochs) and the from-scratch baseline on a
+    few support photos are both this. A class with a single photo is trained on two views of it.
+    """
+    from fewshot import encoders as reg
+    from fewshot.losses import ClassifierLoss
+    from fewshot.train.loop import LossTerm, TrainConfig, fit
+    from fewshot.train.prepare import to_encoder_arrays
+    from fewshot.train.recipes import kind_batcher
+
+    enc = reg.load("cifar-cnn", weights="none")
+    arrays = to_encoder_arrays(data, enc.preprocess)
+    smallest = min(arrays.labels.count(c) for c in arrays.classes)
+    if smallest == 1:
+        arrays, smallest = LabelledSet.concat([arrays, arrays]), 2
+    take = min(per_class, smallest)
+    cfg = TrainConfig(ways=len(arrays.classes), shots=take // 2, queries=take - take // 2, steps=steps, lr=lr,
+                      warmup=min(20, steps // 10), rotations=False, augment=augment, checkpoint_every=steps,
+                      seed=seed, threads=threads)
+    loss = ClassifierLoss(enc.dim, arrays.classes)
+    with tempfile.TemporaryDirectory(prefix="small-cnn-") as tmp:
+        fit(enc.module, [LossTerm("ce", loss)], kind_batcher(arrays, cfg, enc), arrays, tmp, cfg, progress=progress)
+    enc.module.eval()
+    loss.eval()
+    names = np.asarray(loss.classes)
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        import torch
+
+        x = to_encoder_arrays(LabelledSet(images, ["?"] * len(images), kind="image"), enc.preprocess).items
+        with torch.inference_mode():
+            out = [loss.head(enc.module(enc.preprocess.normalize(x[i:i + 512]))).argmax(1).numpy()
+                   for i in range(0, len(x), 512)]
+        return names[np.concatenate(out)]
+    return predict
