@@ -33,7 +33,7 @@ from demo_args import demo_parser
 
 DATA = "../shared/data/cifar10/cifar10_train.zip"
 SHOTS = (1, 5, 20, 100)
-WAYS, QUERIES = 5, 15
+WAYS = 5
 
 
 def log(msg: str) -> None:
@@ -47,6 +47,8 @@ def parse() -> object:
     p.add_argument("--encoder", default="cifar-cnn", help="the encoder for (a) and (b)")
     p.add_argument("--retrain", action="store_true", help="retrain cifar-cnn on the base classes first")
     p.add_argument("--shots", default=",".join(map(str, SHOTS)))
+    p.add_argument("--queries", type=int, default=15, help="query photos per class per episode")
+    p.add_argument("--retrain-epochs", type=int, default=10, help="epochs of --retrain")
     p.add_argument("--episodes", type=int, default=600, help="episodes for (a) and (d)")
     p.add_argument("--train-episodes", type=int, default=10, help="episodes for (b) and (c) (a network each)")
     p.add_argument("--epochs", type=int, default=10, help="epochs of the tutorial's 10-class CNN")
@@ -105,7 +107,7 @@ def trained_outcomes(novel, shots: int, a, method: str, encoder):
     from fewshot.prototypes import class_prototypes, prototype_scores
     from fewshot.train.photos import train_classifier
 
-    sampler = EpisodeSampler(novel.labels, WAYS, shots, QUERIES, seed=a.seed)
+    sampler = EpisodeSampler(novel.labels, WAYS, shots, a.queries, seed=a.seed)
     for i in range(a.train_episodes):
         ep, sup, qry = episode_sets(novel, sampler, i)
         pos = {c: j for j, c in enumerate(ep.classes)}
@@ -171,11 +173,11 @@ def main() -> None:
     novel_cls = a.novel.split(",") if a.novel else list(NOVEL)
     base, novel = ds.with_classes(base_cls), ds.with_classes(novel_cls)
     log(f"loaded {len(ds)} photos ({len(base)} base, {len(novel)} novel) in {time.time() - t_start:.0f}s")
-    out: dict = {"data": a.data, "threads": a.threads, "ways": WAYS, "queries": QUERIES, "seed": a.seed}
+    out: dict = {"data": a.data, "threads": a.threads, "ways": WAYS, "queries": a.queries, "seed": a.seed}
     if a.retrain:
         from fewshot.train.photos import SHIPPED_RECIPE
 
-        encoder = train_photo_encoder(base, SHIPPED_RECIPE, seed=a.seed, threads=a.threads, progress=False).encoder
+        encoder = train_photo_encoder(base, SHIPPED_RECIPE, a.retrain_epochs, seed=a.seed, threads=a.threads, progress=False).encoder
     else:
         encoder = reg.load(a.encoder)
     out["encoder"] = {"name": encoder.name, "fingerprint": encoder.fingerprint, "retrained": a.retrain}
@@ -185,7 +187,7 @@ def main() -> None:
     feats = {"a_features": embed_dataset(encoder, novel, progress=False),
              "d_pixels": raw_pixels(novel) - raw_pixels(base).mean(0)}
     for key, emb in feats.items():
-        out[key] = {str(k): scores(evaluate_embeddings(emb, novel, WAYS, k, QUERIES, a.episodes, a.seed))
+        out[key] = {str(k): scores(evaluate_embeddings(emb, novel, WAYS, k, a.queries, a.episodes, a.seed))
                     for k in shots}
     for key, method in (("b_finetune", "finetune"), ("c_scratch", "scratch")):
         t = time.time()
