@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-LOSSES = ("proto", "triplet", "supcon", "ce")
+LOSSES = ("proto", "triplet", "supcon")  # metric losses; "ce" (ClassifierLoss) needs its classes
 
 
 def _check(emb: torch.Tensor, labels: torch.Tensor) -> None:
@@ -277,7 +277,7 @@ def make_loss(name: str, **kwargs) -> MetricLoss:
     table = {"proto": PrototypicalLoss, "prototypical": PrototypicalLoss, "triplet": TripletLoss,
              "supcon": SupConLoss, "ce": ClassifierLoss}
     if name not in table:
-        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
+        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)} or ce")
     return table[name](**kwargs)
 
 

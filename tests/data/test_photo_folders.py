@@ -6,28 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from fewshot.data.registry import dataset_kind, load_dataset
 from fewshot.errors import InputError
+from helpers import jpeg_bytes
 
 CLASSES = ("cat", "ship", "truck")
-
-
-def photo(seed: int, size: int = 32) -> Image.Image:
-    """A small RGB photo: a colour wash per class with noise (no two alike)."""
-    rng = np.random.default_rng(seed)
-    base = np.array([(seed // 100) * 80 % 256, 120, 255 - (seed // 100) * 60 % 256], dtype=np.float32)
-    a = np.clip(base + rng.normal(0, 25, (size, size, 3)), 0, 255).astype(np.uint8)
-    return Image.fromarray(a, "RGB")
-
-
-def jpeg_bytes(seed: int, size: int = 32) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    photo(seed, size).save(buf, "JPEG", quality=90)
-    return buf.getvalue()
 
 
 def make_folder(root: Path, per_class: int = 3, size: int = 32) -> Path:
@@ -152,7 +136,7 @@ def test_the_cli_evaluates_a_photo_zip(tmp_path):
     """`fewshot evaluate --data ZIP` reads the zip as the encoder sees photos (a random cifar-cnn: fast)."""
     import json
 
-    from tests.helpers import run
+    from helpers import run
 
     z = make_zip(tmp_path / "photos.zip", per_class=4)
     r = run("evaluate", "--data", z, "--encoder", "cifar-cnn", "--weights", "none", "--ways", "3", "--shots", "1",
