@@ -34,6 +34,7 @@ from demo_args import demo_parser
 DATA = "../shared/data/cifar10/cifar10_train.zip"
 SHOTS = (1, 5, 20, 100)
 WAYS = 5
+METHODS = {"a": "a_features", "b": "b_finetune", "c": "c_scratch", "d": "d_pixels"}
 
 
 def log(msg: str) -> None:
@@ -58,6 +59,10 @@ def parse() -> object:
     p.add_argument("--per-class", type=int, default=0, help="use only this many photos per class (smoke runs)")
     p.add_argument("--base", default=None, help="comma-separated base classes (default: the five above)")
     p.add_argument("--novel", default=None, help="comma-separated novel classes (default: the five above)")
+    p.add_argument("--parts", default="tutorial,a,b,c,d",
+                   help="which numbers: tutorial (10-class), a, b, c, d (the methods); to run them apart")
+    p.add_argument("--tutorial-per-class", type=int, default=0,
+                   help="photos per class for the tutorial's classifier (default all; 10%% of them held out)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--plot", default=None, help="write the accuracy-vs-shots PNG here")
@@ -78,6 +83,9 @@ def tutorial_number(ds, a) -> dict:
     from fewshot.data.registry import load_dataset
     from fewshot.train.photos import split_per_class, train_classifier
 
+    if a.tutorial_per_class:
+        labels = np.asarray(ds.labels)
+        ds = ds.subset(np.concatenate([np.flatnonzero(labels == c)[:a.tutorial_per_class] for c in ds.classes]))
     train, test = split_per_class(ds, 0.1, a.seed)
     if a.test_dir:
         test = load_dataset(a.test_dir, size=32, rgb=True)
@@ -87,7 +95,7 @@ def tutorial_number(ds, a) -> dict:
     pred = predict(test.items)
     acc = float(np.mean(pred == np.asarray(test.labels)))
     return {"accuracy": round(acc, 4), "train_photos": len(train), "test_photos": len(test),
-            "test": a.test_dir or "held-out 10% of the training photos", "epochs": a.epochs, "steps": steps,
+            "test": a.test_dir or "held-out 10% of the photos", "epochs": a.epochs, "steps": steps,
             "batch": 10 * len(train.classes), "seconds": round(time.time() - t0, 1)}
 
 
@@ -157,11 +165,8 @@ def main() -> None:
     a = parse()
     import torch
 
-    from fewshot import encoders as reg
     from fewshot.data.registry import load_dataset
-    from fewshot.evaluation.embedding import embed_dataset
-    from fewshot.evaluation.kernel import evaluate_embeddings, score_episodes
-    from fewshot.train.photos import BASE, NOVEL, train_photo_encoder
+    from fewshot.train.photos import BASE, NOVEL
 
     torch.set_num_threads(a.threads)
     t_start = time.time()
@@ -174,39 +179,62 @@ def main() -> None:
     base, novel = ds.with_classes(base_cls), ds.with_classes(novel_cls)
     log(f"loaded {len(ds)} photos ({len(base)} base, {len(novel)} novel) in {time.time() - t_start:.0f}s")
     out: dict = {"data": a.data, "threads": a.threads, "ways": WAYS, "queries": a.queries, "seed": a.seed}
-    if a.retrain:
+    parts = set(a.parts.split(","))
+    if "tutorial" in parts:
+        t = time.time()
+        out["tutorial_10class"] = tutorial_number(ds, a)
+        log(f"tutorial 10-class accuracy {out['tutorial_10class']['accuracy']:.3f} ({time.time() - t:.0f}s)")
+    if parts & set(METHODS):
+        transfer(out, base, novel, shots, a, parts)
+    out["seconds"] = round(time.time() - t_start, 1)
+    out["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    if a.plot and {"a", "b", "c"} <= parts:
+        plot(out, shots, a.plot)
+    if a.json:
+        print(json.dumps(out))
+        return
+    if "tutorial" in parts:
+        print(f"tutorial: 10-class accuracy {out['tutorial_10class']['accuracy']:.3f}")
+    if parts & set(METHODS):
+        print("method        " + "".join(f"{k:>16}-shot" for k in shots))
+        for key in (METHODS[m] for m in METHODS if m in parts):
+            print(f"{key:<14}" + "".join(f"{100 * out[key][str(k)]['accuracy']:>12.1f} +- "
+                                         f"{100 * (out[key][str(k)]['ci95'] or 0):4.1f}" for k in shots))
+    print(f"{out['seconds']:.0f}s, load average {out['load_average']}")
+
+
+def transfer(out: dict, base, novel, shots: list[int], a, parts: set[str]) -> None:
+    """(a)-(d) on the novel classes, into ``out``."""
+    from fewshot import encoders as reg
+    from fewshot.evaluation.embedding import embed_dataset
+    from fewshot.evaluation.kernel import evaluate_embeddings, score_episodes
+    from fewshot.train.photos import train_photo_encoder
+
+    encoder = None
+    if a.retrain and parts & {"a", "b"}:
         from fewshot.train.photos import SHIPPED_RECIPE
 
-        encoder = train_photo_encoder(base, SHIPPED_RECIPE, a.retrain_epochs, seed=a.seed, threads=a.threads, progress=False).encoder
-    else:
+        encoder = train_photo_encoder(base, SHIPPED_RECIPE, a.retrain_epochs, seed=a.seed, threads=a.threads,
+                                      progress=False).encoder
+    elif parts & {"a", "b"}:
         encoder = reg.load(a.encoder)
-    out["encoder"] = {"name": encoder.name, "fingerprint": encoder.fingerprint, "retrained": a.retrain}
-    t = time.time()
-    out["tutorial_10class"] = tutorial_number(ds, a)
-    log(f"tutorial 10-class accuracy {out['tutorial_10class']['accuracy']:.3f} ({time.time() - t:.0f}s)")
-    feats = {"a_features": embed_dataset(encoder, novel, progress=False),
-             "d_pixels": raw_pixels(novel) - raw_pixels(base).mean(0)}
+    if encoder is not None:
+        out["encoder"] = {"name": encoder.name, "fingerprint": encoder.fingerprint, "retrained": a.retrain}
+    feats = {}
+    if "a" in parts:
+        feats["a_features"] = embed_dataset(encoder, novel, progress=False)
+    if "d" in parts:
+        feats["d_pixels"] = raw_pixels(novel) - raw_pixels(base).mean(0)
     for key, emb in feats.items():
         out[key] = {str(k): scores(evaluate_embeddings(emb, novel, WAYS, k, a.queries, a.episodes, a.seed))
                     for k in shots}
     for key, method in (("b_finetune", "finetune"), ("c_scratch", "scratch")):
+        if key[0] not in parts:
+            continue
         t = time.time()
         out[key] = {str(k): scores(score_episodes(trained_outcomes(novel, k, a, method, encoder), WAYS,
                                                   sorted(set(novel.labels)))) for k in shots}
         log(f"{key}: {time.time() - t:.0f}s")
-    out["seconds"] = round(time.time() - t_start, 1)
-    out["load_average"] = [round(x, 2) for x in os.getloadavg()]
-    if a.plot:
-        plot(out, shots, a.plot)
-    if a.json:
-        print(json.dumps(out))
-    else:
-        print(f"tutorial: 10-class accuracy {out['tutorial_10class']['accuracy']:.3f}")
-        print("method        " + "".join(f"{k:>16}-shot" for k in shots))
-        for key in ("a_features", "b_finetune", "c_scratch", "d_pixels"):
-            print(f"{key:<14}" + "".join(f"{100 * out[key][str(k)]['accuracy']:>12.1f} +- "
-                                         f"{100 * (out[key][str(k)]['ci95'] or 0):4.1f}" for k in shots))
-        print(f"{out['seconds']:.0f}s, load average {out['load_average']}")
 
 
 if __name__ == "__main__":
