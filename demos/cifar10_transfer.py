@@ -26,6 +26,7 @@ import os
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -67,6 +68,8 @@ def parse() -> object:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--plot", default=None, help="write the accuracy-vs-shots PNG here")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                   help="merge the --json outputs of runs of separate --parts (print, plot); runs nothing")
     return p.parse_args()
 
 
@@ -161,8 +164,44 @@ def plot(results: dict, shots: list[int], path: str) -> None:
     _save(fig, path)
 
 
+def merge(paths: list[str]) -> dict:
+    """One result from the --json outputs of separate --parts runs: their numbers, and their summed seconds."""
+    out: dict = {}
+    for p in paths:
+        d = json.loads(Path(p).read_text())
+        runs = out.get("runs", []) + [{"file": p, "seconds": d.pop("seconds"), "load_average": d.pop("load_average")}]
+        out.update(d)
+        out["runs"] = runs
+    out["seconds"] = round(sum(r["seconds"] for r in out["runs"]), 1)
+    out["load_average"] = out["runs"][-1]["load_average"]
+    return out
+
+
+def report(out: dict, parts: set[str], shots: list[int], a) -> None:
+    if a.plot and {"a", "b", "c"} <= parts:
+        plot(out, shots, a.plot)
+    if a.json:
+        print(json.dumps(out))
+        return
+    if "tutorial" in parts:
+        print(f"tutorial: 10-class accuracy {out['tutorial_10class']['accuracy']:.3f}")
+    if parts & set(METHODS):
+        print("method        " + "".join(f"{k:>16}-shot" for k in shots))
+        for key in (METHODS[m] for m in METHODS if m in parts):
+            print(f"{key:<14}" + "".join(f"{100 * out[key][str(k)]['accuracy']:>12.1f} +- "
+                                         f"{100 * (out[key][str(k)]['ci95'] or 0):4.1f}" for k in shots))
+    print(f"{out['seconds']:.0f}s, load average {out['load_average']}")
+
+
 def main() -> None:
     a = parse()
+    shots = [int(s) for s in a.shots.split(",")]
+    if a.merge:
+        out = merge(a.merge)
+        parts = {p for p in ("tutorial", *METHODS) if p == "tutorial" and "tutorial_10class" in out or
+                 p in METHODS and METHODS[p] in out}
+        report(out, parts, shots, a)
+        return
     import torch
 
     from fewshot.data.registry import load_dataset
@@ -170,7 +209,6 @@ def main() -> None:
 
     torch.set_num_threads(a.threads)
     t_start = time.time()
-    shots = [int(s) for s in a.shots.split(",")]
     ds = load_dataset(a.data, size=32, rgb=True)
     if a.per_class:
         ds = ds.subset([i for c in ds.classes for i in [j for j, lab in enumerate(ds.labels) if lab == c][:a.per_class]])
@@ -188,19 +226,7 @@ def main() -> None:
         transfer(out, base, novel, shots, a, parts)
     out["seconds"] = round(time.time() - t_start, 1)
     out["load_average"] = [round(x, 2) for x in os.getloadavg()]
-    if a.plot and {"a", "b", "c"} <= parts:
-        plot(out, shots, a.plot)
-    if a.json:
-        print(json.dumps(out))
-        return
-    if "tutorial" in parts:
-        print(f"tutorial: 10-class accuracy {out['tutorial_10class']['accuracy']:.3f}")
-    if parts & set(METHODS):
-        print("method        " + "".join(f"{k:>16}-shot" for k in shots))
-        for key in (METHODS[m] for m in METHODS if m in parts):
-            print(f"{key:<14}" + "".join(f"{100 * out[key][str(k)]['accuracy']:>12.1f} +- "
-                                         f"{100 * (out[key][str(k)]['ci95'] or 0):4.1f}" for k in shots))
-    print(f"{out['seconds']:.0f}s, load average {out['load_average']}")
+    report(out, parts, shots, a)
 
 
 def transfer(out: dict, base, novel, shots: list[int], a, parts: set[str]) -> None:

@@ -34,3 +34,11 @@ def test_the_demo_runs_end_to_end_on_a_tiny_photo_folder(tmp_path):
     assert d["a_features"]["1"]["episodes"] == 5 and d["c_scratch"]["1"]["episodes"] == 1
     assert d["encoder"]["name"] == "cifar-cnn" and len(d["load_average"]) == 3
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # parts run apart merge into one result: numbers kept, seconds summed
+    (tmp_path / "run.json").write_text(r.stdout)
+    m = subprocess.run([sys.executable, "demos/cifar10_transfer.py", "--merge", str(tmp_path / "run.json"),
+                        str(tmp_path / "run.json"), "--shots", "1", "--json"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert m.returncode == 0, m.stderr[-2000:]
+    merged = json.loads(m.stdout)
+    assert merged["a_features"] == d["a_features"] and merged["seconds"] == round(2 * d["seconds"], 1)
