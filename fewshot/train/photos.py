@@ -28,7 +28,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "supcon": {"loss": "supcon", "shots": 10, "queries": 10},
 }
 #: the recipe of the shipped weights, chosen by :func:`leave_one_class_out` (see CIFAR_MODEL_CARD.md)
-SHIPPED_RECIPE = "ce"
+SHIPPED_RECIPE = "proto"
 
 
 def split_per_class(ds: LabelledSet, held_fraction: float, seed: int) -> tuple[LabelledSet, LabelledSet]:
