@@ -150,9 +150,12 @@ def plot(results: dict, shots: list[int], path: str) -> None:
     names = {"a_features": "(a) cifar-cnn features + prototype", "b_finetune": "(b) cifar-cnn fine-tuned",
              "c_scratch": "(c) small CNN from scratch", "d_pixels": "(d) raw pixels + prototype"}
     for key, label in names.items():
-        ys = [results[key][str(k)]["accuracy"] for k in shots]
-        es = [results[key][str(k)]["ci95"] or 0 for k in shots]
-        ax.errorbar(shots, ys, yerr=es, marker="o", capsize=3, label=label, linestyle="--" if key == "d_pixels" else "-")
+        ks = [k for k in shots if str(k) in results.get(key, {})]  # merged runs may lack some
+        ys = [results[key][str(k)]["accuracy"] for k in ks]
+        es = [results[key][str(k)]["ci95"] or 0 for k in ks]
+        if not ks:
+            continue
+        ax.errorbar(ks, ys, yerr=es, marker="o", capsize=3, label=label, linestyle="--" if key == "d_pixels" else "-")
     ax.set_xscale("log")
     ax.set_xticks(shots)
     ax.set_xticklabels([str(k) for k in shots])
@@ -178,7 +181,7 @@ def merge(paths: list[str]) -> dict:
 
 
 def report(out: dict, parts: set[str], shots: list[int], a) -> None:
-    if a.plot and {"a", "b", "c"} <= parts:
+    if a.plot and parts & {"a", "b", "c"}:
         plot(out, shots, a.plot)
     if a.json:
         print(json.dumps(out))
@@ -189,7 +192,8 @@ def report(out: dict, parts: set[str], shots: list[int], a) -> None:
         print("method        " + "".join(f"{k:>16}-shot" for k in shots))
         for key in (METHODS[m] for m in METHODS if m in parts):
             print(f"{key:<14}" + "".join(f"{100 * out[key][str(k)]['accuracy']:>12.1f} +- "
-                                         f"{100 * (out[key][str(k)]['ci95'] or 0):4.1f}" for k in shots))
+                                         f"{100 * (out[key][str(k)]['ci95'] or 0):4.1f}" if str(k) in out[key]
+                                         else f"{'n/a':>20}" for k in shots))
     print(f"{out['seconds']:.0f}s, load average {out['load_average']}")
 
 
