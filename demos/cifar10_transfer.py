@@ -173,6 +173,9 @@ def merge(paths: list[str]) -> dict:
     for p in paths:
         d = json.loads(Path(p).read_text())
         runs = out.get("runs", []) + [{"file": p, "seconds": d.pop("seconds"), "load_average": d.pop("load_average")}]
+        for key in METHODS.values():  # a method's shot counts may come from several runs
+            if key in d and key in out:
+                d[key] = {**out[key], **d[key]}
         out.update(d)
         out["runs"] = runs
     out["seconds"] = round(sum(r["seconds"] for r in out["runs"]), 1)
