@@ -63,7 +63,7 @@ def zip_layout(path: Path) -> str:
     names = [e.filename for e in zip_image_entries(path)]
     if not names:
         raise InputError(f"{path} holds no images; expected one folder per class (<class>/<image>) "
-                         "or an Omniglot tree (<Alphabet>/<character>/<png>)")
+                         "or an Omniglot zip (<Alphabet>/<character>/<png>)")
     root = zip_root(names)
     depth = min(len(Path(n).relative_to(root).parts) if root else len(Path(n).parts) for n in names)
     return "omniglot" if depth >= 3 and all(n.lower().endswith(".png") for n in names) else "folders"
