@@ -38,7 +38,8 @@ def finetune(encoder: Any = None, data: Any = "digits", *, into: str | os.PathLi
       or an index directory.
     * ``classes``: the classes to train on (``"0-4"``, ``"a,b"``, ``"Greek/*"``); default all.
     * ``loss``: ``"proto"`` (episodic prototypical, default), ``"triplet"`` (batch-hard)
-      or ``"supcon"`` (supervised contrastive); ``loss_kwargs`` go to its constructor.
+      ``"supcon"`` (supervised contrastive) or ``"ce"`` (cross-entropy over the training classes,
+      its head dropped afterwards); ``loss_kwargs`` go to its constructor.
     * episode shape: ``ways`` classes x (``shots`` + ``queries``) examples per step; or
       ``batch_size`` per step, split evenly over ``ways`` classes. Queries are lowered
       to what the smallest class allows; a one-example class trains on two augmented views.

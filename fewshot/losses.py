@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-LOSSES = ("proto", "triplet", "supcon")
+LOSSES = ("proto", "triplet", "supcon")  # metric losses; "ce" (ClassifierLoss) needs its classes
 
 
 def _check(emb: torch.Tensor, labels: torch.Tensor) -> None:
@@ -210,6 +210,40 @@ class SupConLoss(MetricLoss):
         return self.tau
 
 
+class ClassifierLoss(MetricLoss):
+    """Supervised cross-entropy over a fixed list of classes: the embedding, ReLU, one linear layer.
+
+    The classic transfer-learning recipe (the Keras CIFAR-10 tutorial's dense-64 -> ReLU ->
+    softmax head): every row of a batch is a training example, whatever the episode
+    calls support or query. The batch names its classes (``batch.classes``), so the
+    episode's 0..ways-1 labels map onto this head's rows. The head is dropped after
+    training; the encoder keeps the embedding.
+    """
+
+    name = "ce"
+
+    def __init__(self, dim: int, classes: list[str]):
+        super().__init__()
+        if len(classes) < 2:
+            raise ValueError("cross-entropy needs >= 2 classes")
+        self.classes = list(classes)
+        self._row = {c: i for i, c in enumerate(self.classes)}
+        self.head = nn.Sequential(nn.ReLU(), nn.Linear(dim, len(self.classes)))
+
+    def forward(self, emb: torch.Tensor, labels: torch.Tensor, n_support: int = 0) -> torch.Tensor:
+        """``labels``: rows of the head (0..len(classes)-1)."""
+        return F.cross_entropy(self.head(emb), labels)
+
+    def batch_loss(self, emb: torch.Tensor, batch) -> torch.Tensor:
+        if batch.classes is None:
+            raise ValueError("cross-entropy needs the batch's class names")
+        try:
+            rows = torch.tensor([self._row[c] for c in batch.classes])
+        except KeyError as exc:
+            raise ValueError(f"class {exc.args[0]!r} is not one of the head's {len(self.classes)} classes") from None
+        return self(emb, rows[batch.labels])
+
+
 def distillation_loss(projected: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean cosine distance ``1 - cos(projected_i, target_i)`` between student and teacher rows."""
     if projected.shape != targets.shape:
@@ -242,9 +276,9 @@ class DistillationLoss(MetricLoss):
 def make_loss(name: str, **kwargs) -> MetricLoss:
     """A loss module by name: ``proto`` (default), ``triplet`` or ``supcon``."""
     table = {"proto": PrototypicalLoss, "prototypical": PrototypicalLoss, "triplet": TripletLoss,
-             "supcon": SupConLoss}
+             "supcon": SupConLoss, "ce": ClassifierLoss}
     if name not in table:
-        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
+        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)} or ce")
     return table[name](**kwargs)
 
 

@@ -34,6 +34,18 @@ def drawing(seed: int, size: int = 40) -> Image.Image:
     return im
 
 
+def jpeg_bytes(seed: int, size: int = 32) -> bytes:
+    """A small RGB JPEG photo: a colour wash per hundred seeds (a class) with noise (no two alike)."""
+    import io
+
+    rng = np.random.default_rng(seed)
+    base = np.array([(seed // 100) * 80 % 256, 120, 255 - (seed // 100) * 60 % 256], dtype=np.float32)
+    a = np.clip(base + rng.normal(0, 25, (size, size, 3)), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(a, "RGB").save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
 def drawing_files(root: Path, seeds) -> list[Path]:
     """``root/<seed>.png`` for each seed: the drawing of that seed."""
     root.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ import click
 
 from fewshot.commands import progress_enabled
 
-LOSS_CHOICES = ("proto", "triplet", "supcon")
+LOSS_CHOICES = ("proto", "triplet", "supcon", "ce")
 
 
 @click.command("finetune")
@@ -26,7 +26,8 @@ LOSS_CHOICES = ("proto", "triplet", "supcon")
 @click.option("--classes", default=None, metavar="SPEC",
               help="Train on these classes only: '0-4', 'a,b,c' or glob patterns ('Greek/*'). Default: all.")
 @click.option("--loss", type=click.Choice(LOSS_CHOICES), default="proto", show_default=True,
-              help="proto: episodic prototypical; triplet: batch-hard triplet; supcon: supervised contrastive.")
+              help="proto: episodic prototypical; triplet: batch-hard triplet; supcon: supervised contrastive; "
+                   "ce: cross-entropy over the training classes (a head dropped after training).")
 @click.option("--margin", type=float, default=None, help="Triplet margin on unit vectors (default 0.2).")
 @click.option("--temperature", type=float, default=None, help="SupCon temperature (default 0.1).")
 @click.option("--train-last", type=click.IntRange(min=1), default=None, metavar="N",

@@ -1,4 +1,5 @@
-"""Class-per-folder image trees: ``root/<class>/<image>``, the layout most people already have.
+"""Class-per-folder image trees: ``root/<class>/<image>``, the layout most people already have,
+as a folder or as a zip of one (``cifar10_train.zip``: ``cifar10/train/<class>/<NNNN>.jpg``).
 
 Every image goes through :func:`fewshot.inputs.to_pil` (so 16-bit, CMYK, alpha and
 decompression bombs are handled as everywhere else) and then through one fixed,
@@ -10,14 +11,17 @@ embedding time, so one loaded dataset serves any encoder.
 from __future__ import annotations
 
 import os
-from pathlib import Path
+import posixpath
+import zipfile
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from fewshot.data.dataset import LabelledSet
 from fewshot.errors import InputError
-from fewshot.inputs import IMAGE_SUFFIXES, InputItem, to_pil
+from fewshot.limits import check_size
+from fewshot.inputs import IMAGE_SUFFIXES, InputItem, decode_image_bytes, to_pil
 
 
 def is_junk(path: Path, root: Path) -> bool:
@@ -79,8 +83,70 @@ def list_class_folders(root: str | os.PathLike) -> dict[str, list[Path]]:
     return out
 
 
+def _junk_entry(name: str) -> bool:
+    return any(p.startswith(".") or p.startswith("__MACOSX") for p in name.split("/"))
+
+
+def zip_image_entries(path: str | os.PathLike) -> list[zipfile.ZipInfo]:
+    """The image entries of a zip (junk skipped), in name order; an unreadable zip is an InputError."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise InputError(f"{path} is not a readable zip file ({exc})") from None
+    return sorted((i for i in infos if not i.is_dir() and not _junk_entry(i.filename)
+                   and PurePosixPath(i.filename).suffix.lower() in IMAGE_SUFFIXES), key=lambda i: i.filename)
+
+
+def zip_root(names: list[str]) -> str:
+    """The folder of a zip that holds the class folders: the deepest folder above every image's folder.
+
+    ``cifar10/train/<class>/<file>`` gives ``cifar10/train``; a zip whose images all
+    sit in one folder has that folder as its only class.
+    """
+    parents = {posixpath.dirname(n) for n in names}
+    root = posixpath.commonpath(sorted(parents)) if parents else ""
+    return posixpath.dirname(root) if len(parents) == 1 else root
+
+
+def list_zip_classes(path: str | os.PathLike) -> dict[str, list[zipfile.ZipInfo]]:
+    """``{class name: image entries}`` of a class-per-folder zip (images anywhere below their class folder)."""
+    entries = zip_image_entries(path)
+    if not entries:
+        raise InputError(f"{path} holds no images; expected one folder per class (<class>/<image>, image types "
+                         f"{', '.join(IMAGE_SUFFIXES)})")
+    root = zip_root([e.filename for e in entries])
+    out: dict[str, list[zipfile.ZipInfo]] = {}
+    for e in entries:
+        rel = PurePosixPath(e.filename).relative_to(root) if root else PurePosixPath(e.filename)
+        if len(rel.parts) < 2:
+            raise InputError(f"{path}: {e.filename} sits directly in {root or 'the top of the zip'}; put each "
+                             "class's images in its own folder (<class>/<image>)")
+        out.setdefault(rel.parts[0], []).append(e)
+    return out
+
+
+def _load_zip(path: Path, size: int, convert) -> tuple[list[np.ndarray], list[str], list[str]]:
+    classes = list_zip_classes(path)
+    arrays, labels, sources = [], [], []
+    with zipfile.ZipFile(path) as zf:
+        for c, entries in classes.items():
+            for e in entries:
+                name = f"{path}:{e.filename}"
+                check_size(e.file_size, name, "FEWSHOT_MAX_IMAGE_BYTES")  # before inflating it
+                try:
+                    data = zf.read(e)
+                except (zipfile.BadZipFile, OSError, EOFError) as exc:
+                    raise InputError(f"{name}: cannot read it from the zip ({exc})") from None
+                with decode_image_bytes(data, name) as im:
+                    arrays.append(convert(to_pil(InputItem(im, name)), size))
+                labels.append(c)
+                sources.append(name)
+    return arrays, labels, sources
+
+
 def load_folder_dataset(root: str | os.PathLike, size: int = 28, rgb: bool = False) -> LabelledSet:
-    """Load ``root/<class>/...`` into memory: one class per sub-folder, named after it.
+    """Load ``root/<class>/...`` (a folder, or a zip of one) into memory: one class per sub-folder, named after it.
 
     ``rgb=False`` (default) gives ink-high grayscale [n, size, size], the form the
     Omniglot encoders are trained on; ``rgb=True`` gives [n, size, size, 3] for
@@ -88,8 +154,11 @@ def load_folder_dataset(root: str | os.PathLike, size: int = 28, rgb: bool = Fal
     """
     if size < 1:
         raise InputError("size must be >= 1")
-    classes = list_class_folders(root)
     convert = to_rgb if rgb else to_ink_high
+    if Path(root).is_file():
+        arrays, labels, sources = _load_zip(Path(root), size, convert)
+        return LabelledSet(np.stack(arrays), labels, ["all"] * len(labels), sources, "image")
+    classes = list_class_folders(root)
     paths = [(c, f) for c, fs in classes.items() for f in fs]
     shape = (len(paths), size, size, 3) if rgb else (len(paths), size, size)
     images = np.empty(shape, dtype=np.uint8)

@@ -55,14 +55,18 @@ def detect_layout(root: str | os.PathLike) -> str:
     return "omniglot" if min(depths) >= 3 and all_png else "folders"
 
 
-def _is_omniglot_zip(path: Path) -> bool:
-    from fewshot.data.omniglot import _parse_entry
+def zip_layout(path: Path) -> str:
+    """``"omniglot"`` or ``"folders"`` for a zip, by the rule :func:`detect_layout` applies to a folder:
+    PNGs only, three or more levels below the folder that holds them all, make Omniglot."""
+    from fewshot.data.folders import zip_image_entries, zip_root
 
-    try:
-        with zipfile.ZipFile(path) as zf:
-            return any(_parse_entry(n) for n in zf.namelist())
-    except zipfile.BadZipFile:
-        raise InputError(f"{path} is not a readable zip file") from None
+    names = [e.filename for e in zip_image_entries(path)]
+    if not names:
+        raise InputError(f"{path} holds no images; expected one folder per class (<class>/<image>) "
+                         "or an Omniglot zip (<Alphabet>/<character>/<png>)")
+    root = zip_root(names)
+    depth = min(len(Path(n).relative_to(root).parts) if root else len(Path(n).parts) for n in names)
+    return "omniglot" if depth >= 3 and all(n.lower().endswith(".png") for n in names) else "folders"
 
 
 def load_dataset(spec: str | os.PathLike, size: int = 28, rgb: bool = False,
@@ -87,10 +91,10 @@ def load_dataset(spec: str | os.PathLike, size: int = 28, rgb: bool = False,
     if not path.exists():
         raise _not_found(key)
     if path.is_file():
-        if path.suffix.lower() != ".zip" or not _is_omniglot_zip(path):
-            raise InputError(f"{path}: a dataset file must be an Omniglot zip (<Alphabet>/<character>/<png>); "
-                             "for other images give a folder with one sub-folder per class")
-        kind = "omniglot"
+        if path.suffix.lower() != ".zip":
+            raise InputError(f"{path}: a dataset file must be a zip (an Omniglot zip, <Alphabet>/<character>/<png>, "
+                             "or one folder per class, <class>/<image>); or give a folder")
+        kind = zip_layout(path) if layout == "auto" else layout
     else:
         kind = detect_layout(path) if layout == "auto" else layout
     if kind == "omniglot":

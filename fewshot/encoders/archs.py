@@ -9,9 +9,14 @@ from typing import Callable
 
 from torch import nn
 
-from fewshot.encoders.conv import ConvNet
+from fewshot.encoders.conv import ConvNet, SmallCNN
 
 ArchBuilder = Callable[..., tuple[nn.Module, int]]
+
+
+def _small_cnn(in_channels: int = 3, size: int = 32, dim: int = 64) -> tuple[nn.Module, int]:
+    m = SmallCNN(in_channels, size, dim)
+    return m, m.out_dim
 
 
 def _conv(in_channels: int = 1, width: int = 64, depth: int = 4) -> tuple[nn.Module, int]:
@@ -48,6 +53,7 @@ def _tv(arch: str) -> ArchBuilder:
 
 ARCHS: dict[str, ArchBuilder] = {
     "conv": _conv,
+    "small_cnn": _small_cnn,
     "resnet18": _tv("resnet18"),
     "resnet50": _tv("resnet50"),
     "mobilenet_v3_small": _tv("mobilenet_v3_small"),

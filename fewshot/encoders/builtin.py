@@ -20,6 +20,24 @@ def omniglot_conv4(weights: str | None = None) -> TorchImageEncoder:
     return from_file(weights or packaged_path("omniglot_conv4.pt"), name="omniglot-conv4")
 
 
+#: What cifar-cnn sees: RGB at 32x32 (shorter side resized, centre crop), normalised by the
+#: CIFAR-10 training photos' channel means and deviations.
+CIFAR_PREPROCESS = ImagePreprocess(size=32, channels=3, resize="crop", invert="never", interpolation="box",
+                                   mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616))
+
+
+@register("cifar-cnn", input_kind="image", dim=64, weights="package data (trained on 5 CIFAR-10 classes here)",
+          description="the Keras CIFAR-10 tutorial CNN, 32x32 RGB photos; weights='none' is a random (seeded) one")
+def cifar_cnn(weights: str | None = None) -> TorchImageEncoder:
+    if weights == "none":
+        from fewshot.encoders.archs import build_arch
+
+        with seeded_init("cifar-cnn"):
+            module, dim = build_arch("small_cnn")
+        return TorchImageEncoder("cifar-cnn", module, dim, CIFAR_PREPROCESS, "small_cnn", weights_source="none")
+    return from_file(weights or packaged_path("cifar_cnn.pt"), name="cifar-cnn")
+
+
 def _load_state_dict(model: torch.nn.Module, arch: str, source: str) -> torch.nn.Module:
     """A local state dict into ``model``: a full classifier's, or one without the head (then the head goes)."""
     sd = load_weights_file(source)

@@ -30,3 +30,27 @@ class ConvNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x).mean(dim=(2, 3))
+
+
+class SmallCNN(nn.Module):
+    """The Keras CIFAR-10 tutorial CNN without its classifier: conv3x3 32 -> pool -> conv3x3 64 -> pool
+    -> conv3x3 64 -> flatten -> dense ``dim`` (unpadded convolutions, ReLU, 2x2 max-pooling).
+
+    The embedding is the dense layer's output; the tutorial's ReLU and 10-way layer
+    belong to the training loss (:class:`fewshot.losses.ClassifierLoss`). Four
+    top-level children, so fine-tuning can freeze the early ones block by block.
+    """
+
+    def __init__(self, in_channels: int = 3, size: int = 32, dim: int = 64):
+        super().__init__()
+        self.block1 = nn.Sequential(nn.Conv2d(in_channels, 32, 3), nn.ReLU(inplace=True), nn.MaxPool2d(2))
+        self.block2 = nn.Sequential(nn.Conv2d(32, 64, 3), nn.ReLU(inplace=True), nn.MaxPool2d(2))
+        self.block3 = nn.Sequential(nn.Conv2d(64, 64, 3), nn.ReLU(inplace=True))
+        side = ((size - 2) // 2 - 2) // 2 - 2
+        if side < 1:
+            raise ValueError(f"input size {size} is too small for the small CNN (needs >= 18)")
+        self.dense = nn.Sequential(nn.Flatten(), nn.Linear(64 * side * side, dim))
+        self.out_dim = dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dense(self.block3(self.block2(self.block1(x))))

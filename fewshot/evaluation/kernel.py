@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -90,25 +90,35 @@ def episode_accuracies(emb: np.ndarray, sampler: EpisodeSampler, episodes: int, 
 
 def run_episodes(emb: np.ndarray, sampler: EpisodeSampler, episodes: int, classes_all: Sequence[str],
                  metric: str = "cosine", progress: bool = False) -> EvalResult:
-    """Accuracy, its 95% CI, macro precision/recall/F1 and the summed confusion of ``episodes`` episodes.
+    """Accuracy, its 95% CI, macro precision/recall/F1 and the summed confusion of ``episodes`` episodes."""
+    from tqdm import tqdm
+
+    outcomes = (episode_predictions(emb, sampler, i, metric)
+                for i in tqdm(range(episodes), desc="episodes", disable=not progress, leave=False, delay=0.5))
+    return score_episodes(outcomes, sampler.ways, classes_all)
+
+
+def score_episodes(outcomes: Iterable[tuple[Sequence[str], np.ndarray, np.ndarray]], ways: int,
+                   classes_all: Sequence[str]) -> EvalResult:
+    """Score episodes given as (episode classes, true positions, predicted positions), however predicted:
+    nearest prototype here, or a model trained per episode (a demo's from-scratch baseline).
 
     Per episode, scikit-learn computes the confusion matrix and macro P/R/F1 over
     the episode's ``ways`` classes (a class never predicted counts with precision 0).
     """
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
-    from tqdm import tqdm
 
-    ways = sampler.ways
     by_class = len(classes_all) <= MAX_CONFUSION_CLASSES
     class_index = {c: i for i, c in enumerate(classes_all)}
     confusion = np.zeros((len(classes_all),) * 2 if by_class else (ways, ways), dtype=np.int64)
     positions = np.arange(ways)
-    accs, precs, recs, f1s = (np.empty(episodes) for _ in range(4))
-    for i in tqdm(range(episodes), desc="episodes", disable=not progress, leave=False, delay=0.5):
-        classes, true, pred = episode_predictions(emb, sampler, i, metric)
-        accs[i] = (pred == true).mean()
-        precs[i], recs[i], f1s[i], _ = precision_recall_fscore_support(true, pred, labels=positions,
-                                                                       average="macro", zero_division=0)
+    accs, precs, recs, f1s = [], [], [], []
+    for classes, true, pred in outcomes:
+        accs.append((pred == true).mean())
+        p, r, f, _ = precision_recall_fscore_support(true, pred, labels=positions, average="macro", zero_division=0)
+        precs.append(p)
+        recs.append(r)
+        f1s.append(f)
         cm = confusion_matrix(true, pred, labels=positions)
         if by_class:
             g = np.array([class_index[c] for c in classes])
@@ -117,8 +127,8 @@ def run_episodes(emb: np.ndarray, sampler: EpisodeSampler, episodes: int, classe
             confusion += cm
     mean, ci = mean_ci95(accs)
     labels = list(classes_all) if by_class else [str(p) for p in positions]
-    return EvalResult(mean, ci, float(precs.mean()), float(recs.mean()), float(f1s.mean()), accs, confusion,
-                      labels, "class" if by_class else "position")
+    return EvalResult(mean, ci, float(np.mean(precs)), float(np.mean(recs)), float(np.mean(f1s)), np.asarray(accs),
+                      confusion, labels, "class" if by_class else "position")
 
 
 def evaluate_embeddings(embeddings: np.ndarray, dataset: Any, ways: int, shots: int, queries: int,

@@ -46,6 +46,7 @@ class Batch:
     labels: torch.Tensor
     n_support: int
     targets: torch.Tensor | None = None  # teacher embeddings, one row per example (distillation)
+    classes: list[str] | None = None  # the class name of each label (class-level losses: ClassifierLoss)
 
 
 def images_to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -206,4 +207,4 @@ def episode_batch(batcher: Any, ep: Any, step: int, rng: np.random.Generator) ->
     ways, shots, queries = ep.ways, ep.support.shape[1], ep.query.shape[1]
     labels = torch.cat([torch.arange(ways).repeat_interleave(shots), torch.arange(ways).repeat_interleave(queries)])
     x, targets = batcher.inputs(idx, step, rng)
-    return Batch(x, labels, ways * shots, targets)
+    return Batch(x, labels, ways * shots, targets, list(ep.classes))

@@ -115,7 +115,7 @@ def load_training_data(data: Any, encoder: Any, index_dir: str | os.PathLike | N
         return dataset_from_index(index_dir, size, rgb, kind)
     if Path(spec).is_dir() and is_index_dir(Path(spec)):
         return dataset_from_index(spec, size, rgb, kind)
-    from fewshot.data.registry import dataset_kind, detect_layout, load_dataset
+    from fewshot.data.registry import dataset_kind, detect_layout, load_dataset, zip_layout
     from fewshot.evaluation.embedding import check_kinds
 
     check_kinds(encoder, dataset_kind(spec), spec)
@@ -128,7 +128,7 @@ def load_training_data(data: Any, encoder: Any, index_dir: str | os.PathLike | N
 
         return load_text_dataset(spec, None, None)
     path = Path(spec)
-    if rgb and (path.is_file() or (path.is_dir() and detect_layout(path) == "omniglot")):
+    if rgb and (zip_layout(path) if path.is_file() else detect_layout(path)) == "omniglot":
         rgb = False  # Omniglot is grayscale; the encoder's preprocessing makes it RGB
     return load_dataset(spec, size=size, rgb=rgb)
 

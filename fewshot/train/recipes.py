@@ -146,11 +146,15 @@ def episode_shape(counts: dict[str, int], n_classes: int, ways: int | None, shot
     return int(w), int(min(q, smallest - shots))
 
 
-def loss_terms(loss: str, loss_kwargs: dict | None, base: Any) -> list[LossTerm]:
-    """The metric loss, a prototypical one starting from the scale the encoder was trained with."""
+def loss_terms(loss: str, loss_kwargs: dict | None, base: Any, classes: list[str] | None = None) -> list[LossTerm]:
+    """The metric loss, a prototypical one starting from the scale the encoder was trained with;
+    cross-entropy (``"ce"``) gets a head over the training ``classes``."""
     from fewshot.losses import make_loss
 
-    fn = make_loss(loss, **(loss_kwargs or {}))
+    kwargs = dict(loss_kwargs or {})
+    if loss == "ce":
+        kwargs.update(dim=base.dim, classes=list(classes or ()))
+    fn = make_loss(loss, **kwargs)
     if loss == "proto" and base.temperature and "init_scale" not in (loss_kwargs or {}):
         with torch.no_grad():
             fn.log_scale.fill_(float(np.log(1.0 / base.temperature)))
@@ -285,7 +289,7 @@ def finetune(encoder: Any = "omniglot-conv4", data: Any = "digits", *, classes: 
     run = _run_folder(out, run_dir, resume, fresh)
     d = _prepare_data(base, data, index_dir, classes, val_fraction, seed, expand, augment, notes)
     w, q = episode_shape(d.counts, len(d.train.classes), ways, shots, queries, batch_size, notes)
-    terms = loss_terms(loss, loss_kwargs, base)
+    terms = loss_terms(loss, loss_kwargs, base, d.train.classes)
     cfg = TrainConfig(ways=w, shots=shots, queries=q, steps=steps, lr=lr, weight_decay=weight_decay,
                       warmup=warmup if warmup is not None else min(20, steps // 10), rotations=False,
                       symmetries=1, augment=augment, val_every=val_every, val_episodes=val_episodes,

@@ -1,0 +1,44 @@
+"""A smoke run of demos/cifar10_transfer.py on a handful of synthetic photos (the real numbers: README)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from helpers import jpeg_bytes
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_demo_runs_end_to_end_on_a_tiny_photo_folder(tmp_path):
+    classes = ["b1", "b2", "n1", "n2", "n3", "n4", "n5"]
+    for ci, c in enumerate(classes):
+        (tmp_path / "photos" / c).mkdir(parents=True)
+        for i in range(8):
+            (tmp_path / "photos" / c / f"{i}.jpg").write_bytes(jpeg_bytes(100 * ci + i))
+    png = tmp_path / "plot.png"
+    r = subprocess.run([sys.executable, "demos/cifar10_transfer.py", "--data", str(tmp_path / "photos"),
+                        "--base", "b1,b2", "--novel", "n1,n2,n3,n4,n5", "--shots", "1", "--queries", "3",
+                        "--epochs", "1", "--episodes", "5", "--train-episodes", "1", "--ft-steps", "2",
+                        "--scratch-steps", "2", "--threads", "1", "--json", "--plot", str(png)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    d = json.loads(r.stdout)
+    assert 0 <= d["tutorial_10class"]["accuracy"] <= 1 and d["tutorial_10class"]["test_photos"] == 7
+    for method in ("a_features", "b_finetune", "c_scratch", "d_pixels"):
+        assert set(d[method]) == {"1"}
+        for k in ("1",):
+            row = d[method][k]
+            assert 0 <= row["accuracy"] <= 1 and {"ci95", "precision", "recall", "f1"} <= set(row)
+    assert d["a_features"]["1"]["episodes"] == 5 and d["c_scratch"]["1"]["episodes"] == 1
+    assert d["encoder"]["name"] == "cifar-cnn" and len(d["load_average"]) == 3
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # parts run apart merge into one result: numbers kept, seconds summed
+    (tmp_path / "run.json").write_text(r.stdout)
+    m = subprocess.run([sys.executable, "demos/cifar10_transfer.py", "--merge", str(tmp_path / "run.json"),
+                        str(tmp_path / "run.json"), "--shots", "1", "--json"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert m.returncode == 0, m.stderr[-2000:]
+    merged = json.loads(m.stdout)
+    assert merged["a_features"] == d["a_features"] and merged["seconds"] == round(2 * d["seconds"], 1)
