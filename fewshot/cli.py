@@ -377,9 +377,20 @@ def info_cmd(index_dir, as_json) -> None:
     text = "\n".join([f"index      {_shown(info['path'])}", f"encoder    {info['encoder']} ({info['fingerprint']})",
                       f"input      {info['input_kind']}, dim {info['dim']}, metric {info['metric']}",
                       f"examples   {info['count']} in {info['n_labels']} classes"]
+                     + _version_lines(info)
                      + [f"  {_shown(lab)}: {n}" for lab, n in list(info["labels"].items())[:50]]
                      + ([f"  ... {info['n_labels'] - 50} more"] if info["n_labels"] > 50 else []))
     _emit(info, as_json, text)
+
+
+def _version_lines(info: dict) -> list[str]:
+    """``info``'s line on the encoder's release: none when it is no registered release."""
+    if info.get("encoder_version") is None:
+        return []
+    if info.get("encoder_is_newest"):
+        return [f"version    {info['encoder_version']} (the newest)"]
+    return [f"version    {info['encoder_version']}; version {info['encoder_newest_version']} is newer: "
+            f"upgrade with `{info['upgrade']}`"]
 
 
 @cli.command("reindex")
