@@ -217,6 +217,11 @@ def resolve_recorded(ref: str, weights: str | None = None, fingerprint: str | No
         spec = release_of(name, fingerprint)
         if spec is not None:
             return _build(spec, None)
+        if len(_VERSIONS[name]) > 1:  # releases that declare no fingerprint: build them to compare
+            for spec in reversed(versions(name)):
+                enc = _build(spec, None) if spec.fingerprint is None else None
+                if enc is not None and enc.fingerprint == fingerprint:
+                    return enc
     return resolve(ref, weights)
 
 

@@ -132,3 +132,24 @@ def test_the_stroke_default_keeps_its_parts_when_the_cnn_is_released_again(tmp_p
     shutil.copytree(FIXTURES / "strokes_v15779ce", old)
     _same_answers(_classify(old, "strokes_v15779ce"), ANSWERS["strokes_v15779ce"]["classify"])
     assert json.loads(ok("info", old, "--json").stdout)["encoder_is_newest"] is True
+
+
+def test_releases_without_a_declared_fingerprint_are_found_by_building_them(tmp_path, scratch_registry):
+    def release(version: int, weights: str) -> None:  # another family's call: no fingerprint declared
+        registry.register("test-cnn", input_kind="image", dim=64, weights="w", description="d", version=version)(
+            lambda weights=None, _w=weights: registry.from_file(_w, name="test-cnn"))
+
+    v1 = encoders.load("omniglot-conv4")
+    v1.save(tmp_path / "v1.pt")
+    release(1, str(tmp_path / "v1.pt"))
+    with FewShotIndex.create(tmp_path / "idx", encoder="test-cnn") as idx:
+        idx.add("a", [FIXTURES / ANSWERS["image_v15779ce"]["queries"][0]])
+    with torch.no_grad():
+        next(v1.module.parameters()).mul_(1.1)
+    v1.invalidate()
+    v1.save(tmp_path / "v2.pt")
+    release(2, str(tmp_path / "v2.pt"))
+    assert encoders.load("test-cnn").fingerprint == v1.fingerprint != V1
+    with FewShotIndex.open(tmp_path / "idx") as idx:
+        assert idx.encoder.fingerprint == V1 and idx.classify([FIXTURES / ANSWERS["image_v15779ce"]["queries"][0]])
+        assert idx.info()["encoder_version"] is None  # not declared: info cannot tell without loading
