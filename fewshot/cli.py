@@ -374,10 +374,10 @@ def info_cmd(index_dir, as_json) -> None:
 
     with FewShotIndex(open_store(index_dir, readonly=True), encoder=None) as idx:
         info = idx.info()
-    text = "\n".join([f"index      {_shown(info['path'])}", f"encoder    {info['encoder']} ({info['fingerprint']})",
-                      f"input      {info['input_kind']}, dim {info['dim']}, metric {info['metric']}",
-                      f"examples   {info['count']} in {info['n_labels']} classes"]
+    text = "\n".join([f"index      {_shown(info['path'])}", f"encoder    {info['encoder']} ({info['fingerprint']})"]
                      + _version_lines(info)
+                     + [f"input      {info['input_kind']}, dim {info['dim']}, metric {info['metric']}",
+                        f"examples   {info['count']} in {info['n_labels']} classes"]
                      + [f"  {_shown(lab)}: {n}" for lab, n in list(info["labels"].items())[:50]]
                      + ([f"  ... {info['n_labels'] - 50} more"] if info["n_labels"] > 50 else []))
     _emit(info, as_json, text)
@@ -390,7 +390,7 @@ def _version_lines(info: dict) -> list[str]:
     if info.get("encoder_is_newest"):
         return [f"version    {info['encoder_version']} (the newest)"]
     return [f"version    {info['encoder_version']}; version {info['encoder_newest_version']} is newer: "
-            f"upgrade with `{info['upgrade']}`"]
+            f"upgrade with `{_shown(info['upgrade'])}`"]
 
 
 @cli.command("reindex")
