@@ -394,9 +394,10 @@ def info_cmd(index_dir, as_json) -> None:
     """
     with _open_info(index_dir) as idx:
         info = idx.info()
-    text = "\n".join([f"index      {_shown(info['path'])}", f"encoder    {info['encoder']} ({info['fingerprint']})",
-                      f"input      {info['input_kind']}, dim {info['dim']}, metric {info['metric']}",
-                      f"examples   {info['count']} in {info['n_labels']} classes", _calibration_line(info)]
+    text = "\n".join([f"index      {_shown(info['path'])}", f"encoder    {info['encoder']} ({info['fingerprint']})"]
+                     + _version_lines(info)
+                     + [f"input      {info['input_kind']}, dim {info['dim']}, metric {info['metric']}",
+                        f"examples   {info['count']} in {info['n_labels']} classes", _calibration_line(info)]
                      + [f"  {_shown(lab)}: {n}" for lab, n in list(info["labels"].items())[:50]]
                      + ([f"  ... {info['n_labels'] - 50} more"] if info["n_labels"] > 50 else []))
     _emit(info, as_json, text)
@@ -442,6 +443,16 @@ def _calibration_line(info: dict) -> str:
     state = f"STALE: {info['calibration_stale_reason']}" if info.get("calibration_stale") else "current"
     return (f"calibrated {cal['date']}: threshold {cal['threshold']:.4f} (accepts {100 * cal['target_accept']:.0f}% "
             f"of known queries), temperature {cal['temperature']:.4f}; {state}")
+
+
+def _version_lines(info: dict) -> list[str]:
+    """``info``'s line on the encoder's release: none when it is no registered release."""
+    if info.get("encoder_version") is None:
+        return []
+    if info.get("encoder_is_newest"):
+        return [f"version    {info['encoder_version']} (the newest)"]
+    return [f"version    {info['encoder_version']}; version {info['encoder_newest_version']} is newer: "
+            f"upgrade with `{_shown(info['upgrade'])}`"]
 
 
 @cli.command("reindex")

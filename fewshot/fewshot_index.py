@@ -128,7 +128,8 @@ def _load_index_encoder(path: Path, extra: dict):
         raise EncoderError(f"index {path} was built with the encoder file {ref}, which is gone (moved or deleted); "
                            f"put it back, or run `fewshot reindex {path} --encoder NEW/PATH.pt` with its new path "
                            "(the index then keeps its own copy)")
-    return reg.resolve(ref, weights=extra.get("encoder_weights"))
+    # a registered name: the release whose fingerprint the index records, even when a newer one is the default
+    return reg.resolve_recorded(ref, weights=extra.get("encoder_weights"), fingerprint=extra.get("fingerprint"))
 
 
 class FewShotIndex:
@@ -416,7 +417,7 @@ class FewShotIndex:
                 "count": sum(labels.values()), "n_labels": len(labels), "labels": labels,
                 "backend": extra.get("backend", getattr(self.store, "backend", "faiss")),
                 "index": self.store.index_info() if hasattr(self.store, "index_info") else {},
-                **_calibration_info(extra, labels)}
+                **_calibration_info(extra, labels), **self._version_info(extra)}
 
     # --- open set -------------------------------------------------------------------------
     def calibrate(self, target_accept: float = 0.95, unknown_data: Any = None, progress: bool = False) -> dict:
@@ -464,6 +465,16 @@ class FewShotIndex:
             warnings.warn(f"the calibration of {self.path} is stale ({state['calibration_stale_reason']}); "
                           f"run `fewshot calibrate {self.path}` to refit it", stacklevel=2)
         return float(cal["threshold"])
+
+    def _version_info(self, extra: dict) -> dict:
+        """Which release of its named encoder the index is on, and the upgrade when it is not the newest."""
+        from fewshot import encoders as reg
+
+        status = reg.version_status(extra.get("encoder"), extra.get("fingerprint"))
+        name = reg.split_version(extra.get("encoder") or "")[0]
+        status["upgrade"] = f"fewshot reindex {self.path} --encoder {name}" \
+            if status["encoder_is_newest"] is False else None
+        return status
 
     # --- adapting the encoder ------------------------------------------------------------
     def finetune(self, data: Any = "index", out: str | os.PathLike | None = None, **kwargs: Any):

@@ -17,7 +17,8 @@ from fewshot.encoders.base import Encoder, TorchEncoder, TorchImageEncoder
 from fewshot.encoders.files import atomic_torch_save
 from fewshot.encoders.preprocess import ImagePreprocess
 from fewshot.encoders.registry import (DEFAULT_IMAGE_ENCODER, DEFAULTS, EncoderSpec, available, default_for,
-                                       from_file, load, manifest_entries, register, resolve)
+                                       from_file, load, manifest_entries, register, release_of, resolve,
+                                       resolve_recorded, split_version, version_status, versions)
 
 # Register the built-in families (imported for their side effect).
 from fewshot.encoders import builtin  # noqa: E402,F401  isort: skip
@@ -25,5 +26,5 @@ from fewshot.encoders import sequence_builtin  # noqa: E402,F401  isort: skip
 from fewshot.encoders import text_builtin  # noqa: E402,F401  isort: skip
 
 __all__ = ["Encoder", "EncoderSpec", "TorchEncoder", "TorchImageEncoder", "ImagePreprocess", "available", "load",
-           "resolve", "default_for", "from_file", "register", "manifest_entries", "atomic_torch_save",
+           "resolve", "resolve_recorded", "versions", "split_version", "release_of", "version_status", "default_for", "from_file", "register", "manifest_entries", "atomic_torch_save",
            "DEFAULT_IMAGE_ENCODER", "DEFAULTS"]

@@ -15,7 +15,8 @@ TORCHVISION_DIMS = {"resnet18": 512, "resnet50": 2048, "mobilenet_v3_small": 576
 
 
 @register("omniglot-conv4", input_kind="image", dim=64, weights="package data (trained on Omniglot here)",
-          description="Conv-4 prototypical-network CNN, 28x28 grayscale; the default image encoder")
+          description="Conv-4 prototypical-network CNN, 28x28 grayscale; the default image encoder",
+          version=1, fingerprint="a429de09f68c09d5")
 def omniglot_conv4(weights: str | None = None) -> TorchImageEncoder:
     return from_file(weights or packaged_path("omniglot_conv4.pt"), name="omniglot-conv4")
 

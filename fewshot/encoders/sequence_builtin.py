@@ -21,7 +21,8 @@ FUSION_SEQUENCE_WEIGHT = 0.15
 
 @register(STROKE_RNN, input_kind="sequence", dim=128,
           weights="package data (trained on Omniglot strokes here)",
-          description="bidirectional GRU over pen offsets with attention pooling (the RNN of the stroke default)")
+          description="bidirectional GRU over pen offsets with attention pooling (the RNN of the stroke default)",
+          version=1, fingerprint="5c7a378691a1273e")
 def omniglot_strokes_gru(weights: str | None = None) -> TorchSequenceEncoder:
     return from_file(weights or packaged_path(STROKES_WEIGHTS), name=STROKE_RNN)
 
@@ -29,11 +30,14 @@ def omniglot_strokes_gru(weights: str | None = None) -> TorchSequenceEncoder:
 @register(STROKE_FUSION, input_kind="sequence", dim=128 + 64,
           weights="package data (omniglot-strokes-gru + omniglot-conv4)",
           description=f"the default for strokes: GRU on the pen trajectory + CNN on its rendering; "
-                      f"cosine = {FUSION_SEQUENCE_WEIGHT:g} x GRU + {1 - FUSION_SEQUENCE_WEIGHT:g} x CNN")
+                      f"cosine = {FUSION_SEQUENCE_WEIGHT:g} x GRU + {1 - FUSION_SEQUENCE_WEIGHT:g} x CNN",
+          version=1, fingerprint="909b15f2c4685408")
 def omniglot_strokes_fusion(weights: str | None = None) -> FusionEncoder:
+    """Version 1 pins version 1 of both parts: a new GRU or CNN release is a new fusion version
+    (registered with its parts' versions), so indexes of this one keep their fingerprint."""
     if weights is not None:
         raise EncoderError("omniglot-strokes-fusion takes no weights; build FusionEncoder(...) for other parts")
-    return FusionEncoder(STROKE_FUSION, load(STROKE_RNN), load("omniglot-conv4"),
+    return FusionEncoder(STROKE_FUSION, load(f"{STROKE_RNN}@1"), load("omniglot-conv4@1"),
                          sequence_weight=FUSION_SEQUENCE_WEIGHT)
 
 

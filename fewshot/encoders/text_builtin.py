@@ -15,7 +15,8 @@ def minilm_encoder(weights: str | None = None) -> SentenceTransformerEncoder:
 
 @register("text-gru", input_kind="text", dim=128,
           weights="package data (trained here on CLINC150, held-out domains excluded; TEXT_MODEL_CARD.md)",
-          description="bidirectional GRU over hashed words and character n-grams; no download, no extra needed")
+          description="bidirectional GRU over hashed words and character n-grams; no download, no extra needed",
+          version=1, fingerprint="ecce4f54ff5991f2")
 def text_gru(weights: str | None = None):
     from fewshot.encoders.registry import from_file
     from fewshot.encoders.weights import packaged_path

@@ -1,0 +1,155 @@
+"""Versioned encoder names: an index keeps opening and answering after a newer release ships.
+
+A new release is simulated by registering a fake ``omniglot-conv4`` version 2 (the
+shipped weights, perturbed) in a copy of the registry. The old indexes are the
+fixtures written by commit 15779ce (``tests/fixtures/indexes``), so "an index built
+before the change" is literally one.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import REPO, ok
+
+from fewshot import encoders
+from fewshot.encoders import registry
+from fewshot.errors import EncoderError
+from fewshot.fewshot_index import FewShotIndex
+
+FIXTURES = REPO / "tests" / "fixtures" / "indexes"
+ANSWERS = json.loads((FIXTURES / "answers_v15779ce.json").read_text())
+V1 = "a429de09f68c09d5"  # today's omniglot-conv4 (MODEL_CARD.md)
+
+
+@pytest.fixture
+def scratch_registry(monkeypatch):
+    """A copy of the registry that a test may add to; the real one is restored after."""
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(registry, "_VERSIONS", {k: dict(v) for k, v in registry._VERSIONS.items()})
+
+
+@pytest.fixture
+def conv4_v2(tmp_path, scratch_registry) -> str:
+    """A fake release: ``omniglot-conv4`` version 2 (other weights) becomes the default; its fingerprint."""
+    enc = encoders.load("omniglot-conv4")
+    with torch.no_grad():
+        for p in enc.module.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
+    enc.invalidate()
+    path = enc.save(tmp_path / "omniglot_conv4@2.pt")
+    fp = enc.fingerprint
+    registry.register("omniglot-conv4", input_kind="image", dim=64, weights="test release", description="v2",
+                      version=2, fingerprint=fp)(
+        lambda weights=None: registry.from_file(weights or path, name="omniglot-conv4"))
+    return fp
+
+
+@pytest.fixture
+def old_image(tmp_path) -> Path:
+    dst = tmp_path / "image_v15779ce"
+    shutil.copytree(FIXTURES / "image_v15779ce", dst)
+    return dst
+
+
+def _classify(idx: Path, name: str) -> list[dict]:
+    queries = [FIXTURES / q for q in ANSWERS[name]["queries"]]
+    return json.loads(ok("classify", idx, *queries, "--top-k", "3", "--json").stdout)
+
+
+def _same_answers(now: list[dict], then: list[dict]) -> None:
+    for new, old in zip(now, then, strict=True):
+        assert [c["label"] for c in new["candidates"]] == [c["label"] for c in old["candidates"]]
+        assert [c["score"] for c in new["candidates"]] == pytest.approx([c["score"] for c in old["candidates"]],
+                                                                         abs=1e-5)
+
+
+def test_every_declared_release_fingerprint_is_the_built_one():
+    declared = [s for name in registry._VERSIONS for s in registry.versions(name) if s.fingerprint]
+    assert {s.name for s in declared} >= {"omniglot-conv4", "omniglot-strokes-gru", "omniglot-strokes-fusion",
+                                          "text-gru"}
+    for s in declared:
+        assert encoders.load(f"{s.name}@{s.version}").fingerprint == s.fingerprint, s.name
+
+
+def test_versioned_names_and_the_old_registration_call(scratch_registry, tmp_path):
+    assert encoders.load("omniglot-conv4@1").fingerprint == encoders.load("omniglot-conv4").fingerprint == V1
+    with pytest.raises(EncoderError, match="no version 7; released: omniglot-conv4@1"):
+        encoders.load("omniglot-conv4@7")
+    assert registry.split_version(str(tmp_path / "x@2" / "enc.pt"))[1] is None  # a path with '@' stays a path
+    # the call other families make (no version, no fingerprint) still registers version 1
+    registry.register("test-enc", input_kind="image", dim=64, weights="w", description="d")(
+        lambda weights=None: encoders.load("omniglot-conv4"))
+    spec = registry._REGISTRY["test-enc"]
+    assert (spec.version, spec.fingerprint) == (1, None) and spec.to_dict()["versions"] == [1]
+    assert encoders.load("test-enc@1").fingerprint == V1
+    with pytest.raises(EncoderError):
+        registry.register("bad@1", input_kind="image", dim=1, weights="w", description="d")
+
+
+def test_info_says_an_index_on_the_newest_release_is(old_image):
+    info = json.loads(ok("info", old_image, "--json").stdout)
+    assert (info["encoder_version"], info["encoder_newest_version"], info["encoder_is_newest"]) == (1, 1, True)
+    assert info["upgrade"] is None
+    assert "version    1 (the newest)" in ok("info", old_image).stdout
+
+
+def test_an_old_index_after_a_new_release_opens_answers_the_same_then_upgrades(old_image, conv4_v2):
+    assert encoders.load("omniglot-conv4").fingerprint == conv4_v2 != V1  # the bare name is the newest
+    _same_answers(_classify(old_image, "image_v15779ce"), ANSWERS["image_v15779ce"]["classify"])
+    with FewShotIndex.open(old_image) as idx:
+        assert idx.encoder.fingerprint == V1
+
+    info = json.loads(ok("info", old_image, "--json").stdout)
+    assert (info["encoder_version"], info["encoder_newest_version"], info["encoder_is_newest"]) == (1, 2, False)
+    assert info["upgrade"] == f"fewshot reindex {old_image} --encoder omniglot-conv4"
+    for key in ("encoder", "fingerprint", "dim", "count", "labels"):  # the fields it had keep their values
+        assert info[key] == ANSWERS["image_v15779ce"]["info"][key], key
+    assert "version 2 is newer: upgrade with `fewshot reindex" in ok("info", old_image).stdout
+
+    out = json.loads(ok("reindex", old_image, "--encoder", "omniglot-conv4", "--json").stdout)
+    assert out["fingerprint"] == conv4_v2 and out["reembedded"] == ANSWERS["image_v15779ce"]["info"]["count"]
+    info = json.loads(ok("info", old_image, "--json").stdout)
+    assert (info["encoder_version"], info["encoder_is_newest"], info["upgrade"]) == (2, True, None)
+    assert [a["label"] for a in _classify(old_image, "image_v15779ce")] == \
+        [a["label"] for a in ANSWERS["image_v15779ce"]["classify"]]  # the fake release barely moved the weights
+
+
+def test_a_pinned_older_release_is_kept_by_new_indexes_too(tmp_path, conv4_v2):
+    with FewShotIndex.create(tmp_path / "pinned", encoder="omniglot-conv4@1") as idx:
+        assert idx.encoder.fingerprint == V1
+    with FewShotIndex.open(tmp_path / "pinned") as idx:
+        assert idx.encoder.fingerprint == V1 and idx.info()["encoder_is_newest"] is False
+    with FewShotIndex.create(tmp_path / "new") as idx:
+        assert idx.encoder.fingerprint == conv4_v2 and idx.info()["encoder_version"] == 2
+
+
+def test_the_stroke_default_keeps_its_parts_when_the_cnn_is_released_again(tmp_path, conv4_v2):
+    old = tmp_path / "strokes_v15779ce"
+    shutil.copytree(FIXTURES / "strokes_v15779ce", old)
+    _same_answers(_classify(old, "strokes_v15779ce"), ANSWERS["strokes_v15779ce"]["classify"])
+    assert json.loads(ok("info", old, "--json").stdout)["encoder_is_newest"] is True
+
+
+def test_releases_without_a_declared_fingerprint_are_found_by_building_them(tmp_path, scratch_registry):
+    def release(version: int, weights: str) -> None:  # another family's call: no fingerprint declared
+        registry.register("test-cnn", input_kind="image", dim=64, weights="w", description="d", version=version)(
+            lambda weights=None, _w=weights: registry.from_file(_w, name="test-cnn"))
+
+    v1 = encoders.load("omniglot-conv4")
+    v1.save(tmp_path / "v1.pt")
+    release(1, str(tmp_path / "v1.pt"))
+    with FewShotIndex.create(tmp_path / "idx", encoder="test-cnn") as idx:
+        idx.add("a", [FIXTURES / ANSWERS["image_v15779ce"]["queries"][0]])
+    with torch.no_grad():
+        next(v1.module.parameters()).mul_(1.1)
+    v1.invalidate()
+    v1.save(tmp_path / "v2.pt")
+    release(2, str(tmp_path / "v2.pt"))
+    assert encoders.load("test-cnn").fingerprint == v1.fingerprint != V1
+    with FewShotIndex.open(tmp_path / "idx") as idx:
+        assert idx.encoder.fingerprint == V1 and idx.classify([FIXTURES / ANSWERS["image_v15779ce"]["queries"][0]])
+        assert idx.info()["encoder_version"] is None  # not declared: info cannot tell without loading
