@@ -55,6 +55,31 @@ def both(args: list[str], index_dir: Path, local_dir: Path, url: str) -> tuple[t
     return run_all(local), run_all(args + ["--server", url])
 
 
+def same_output(a: tuple[int, str, str], b: tuple[int, str, str]) -> bool:
+    """Two CLI results print the same thing; a --json output's floats may differ in the 7th digit.
+
+    The sentence encoder's sums run in another order on the server's one torch thread than in a
+    local process with two, so a cosine can move by 1e-7: the same answer, not a different output.
+    """
+    if a[0] != b[0] or a[2] != b[2]:
+        return False
+    try:
+        return _close(json.loads(a[1]), json.loads(b[1]))
+    except ValueError:  # not JSON: the text output shows rounded scores
+        return a[1] == b[1]
+
+
+def _close(x, y) -> bool:
+    """Equal JSON values, floats within 1e-6 (pytest.approx does not take nested structures)."""
+    if isinstance(x, float) or isinstance(y, float):
+        return isinstance(x, (int, float)) and isinstance(y, (int, float)) and abs(x - y) <= 1e-6
+    if isinstance(x, dict):
+        return isinstance(y, dict) and x.keys() == y.keys() and all(_close(x[k], y[k]) for k in x)
+    if isinstance(x, list):
+        return isinstance(y, list) and len(x) == len(y) and all(map(_close, x, y))
+    return x == y
+
+
 def run_all(args: list[str]) -> tuple[int, str, str]:
     r = CliRunner().invoke(cli, args)
     return r.exit_code, r.stdout, r.stderr
@@ -151,7 +176,7 @@ def test_a_text_index_through_the_server(served, twin, tmp_path):
                  ["search", str(text), "--text", "wire money to dave", "--label", "transfer", "-k", "2"],
                  ["info", str(text), "--json"]):
         local = run_all(args)
-        assert local[0] == 0 and run_all(args + ["--server", url]) == local, args
+        assert local[0] == 0 and same_output(run_all(args + ["--server", url]), local), args
     table = tmp_path / "more.csv"
     table.write_text("text,label\nfreeze my card,card\nmy card was stolen,card\n")
     local_dir = twin(text)
