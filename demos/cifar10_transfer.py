@@ -65,7 +65,8 @@ def parse() -> object:
     p.add_argument("--tutorial-per-class", type=int, default=0,
                    help="photos per class for the tutorial's classifier (default all; 10%% of them held out)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads; on a shared machine 1 is fastest: 2 ran 6x slower next to one other busy process")
     p.add_argument("--plot", default=None, help="write the accuracy-vs-shots PNG here")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
