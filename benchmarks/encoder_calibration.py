@@ -48,15 +48,20 @@ def half_classes(ds, which: str):
     return ds.with_classes(keep)
 
 
-def load(name: str, groups_part: str = "prior"):
-    """(encoder, data set, embeddings) for ``name``'s prior classes (or the benchmark's, ``"bench"``)."""
+def load(name: str, groups_part: str = "prior", measure_with: str | None = None):
+    """(encoder, data set, embeddings) for ``name``'s prior classes (or the benchmark's, ``"bench"``).
+
+    ``measure_with`` (an encoder file) embeds instead of ``name``: the held-out twin of a
+    release trained on every class (same recipe, trained without the prior's classes), so
+    the scores are those of classes the measuring encoder never saw.
+    """
     from fewshot import encoders
     from fewshot.data.registry import dataset_kind
     from fewshot.evaluation.api import load_for
     from fewshot.evaluation.embedding import embed_dataset
 
     data, groups, half, _, _ = PRIOR_DATA[name]
-    enc = encoders.load(name)
+    enc = encoders.load(measure_with or name)
     ds = load_for(enc, data, dataset_kind(data), groups)
     if half:
         ds = half_classes(ds, half)
@@ -67,6 +72,7 @@ def main() -> None:
     import numpy as np
     import torch
 
+    from fewshot import encoders
     from fewshot.calibration import PRIOR_FILE, prior_entry
     from fewshot.episodes import EpisodeSampler
     from fewshot.evaluation.kernel import max_queries
@@ -76,13 +82,18 @@ def main() -> None:
     ap.add_argument("--only", default=None, help="comma-separated encoder names")
     ap.add_argument("--episodes", type=int, default=300)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--measure-with", default=None,
+                    help="encoder file whose scores are measured (with one --only name): the held-out twin "
+                         "of a release trained on the prior's classes too; stored under the release's fingerprint")
     a = ap.parse_args()
+    if a.measure_with and (not a.only or "," in a.only):
+        ap.error("--measure-with needs exactly one --only encoder")
     torch.set_num_threads(a.threads)
     names = a.only.split(",") if a.only else list(PRIOR_DATA)
     doc = json.loads(PRIOR_FILE.read_text()) if PRIOR_FILE.is_file() else {"format": 1, "encoders": {}}
     for name in names:
         t0 = time.time()
-        enc, ds, emb = load(name)
+        enc, ds, emb = load(name, measure_with=a.measure_with)
         data, groups, half, kw, uw = PRIOR_DATA[name]
         known, unknown, rows = {}, {}, {}
         for k in SHOTS:
@@ -92,13 +103,20 @@ def main() -> None:
         src = (f"{os.path.basename(str(data))} {'+'.join(groups)}{' (' + half.replace('_', ' ') + ' of the classes)' if half else ''}"
                f": {len(set(ds.labels))} validation classes, {kw}-way episodes with {uw} untaught classes, "
                f"{a.episodes} episodes per shot count")
-        entry = prior_entry(known, unknown, rows, enc.name, src)
+        release = encoders.load(name) if a.measure_with else enc
+        if a.measure_with:
+            src += (f"; measured with {os.path.basename(a.measure_with)} ({enc.fingerprint}), the held-out twin "
+                    "of this release (same recipe, trained without these classes)")
+        entry = prior_entry(known, unknown, rows, name.split("@")[0], src)
         entry["classes"] = sorted(set(ds.labels))
-        doc["encoders"] = {fp: e for fp, e in doc["encoders"].items() if e.get("encoder") != name}
-        doc["encoders"][enc.fingerprint] = entry
+        # one entry per released fingerprint: older releases keep theirs (their indexes still calibrate)
+        released = {s.fingerprint for s in encoders.registry.versions(name.split("@")[0])}
+        doc["encoders"] = {fp: e for fp, e in doc["encoders"].items()
+                           if e.get("encoder") != name.split("@")[0] or fp in released}
+        doc["encoders"][release.fingerprint] = entry
         t = {k: entry["shots"][str(k)]["temperature"] for k in SHOTS}
         q05 = {k: round(float(np.quantile(known[k], 0.05)), 3) for k in SHOTS}
-        print(f"{name} ({enc.fingerprint}): {time.time() - t0:.0f}s; 5% known quantile {q05}; T {t}", flush=True)
+        print(f"{name} ({release.fingerprint}): {time.time() - t0:.0f}s; 5% known quantile {q05}; T {t}", flush=True)
     tmp = PRIOR_FILE.with_name(PRIOR_FILE.name + ".tmp")
     tmp.write_text(json.dumps(doc, sort_keys=True, separators=(",", ":")) + "\n")
     os.replace(tmp, PRIOR_FILE)
