@@ -198,6 +198,11 @@ def report(out: dict, parts: set[str], shots: list[int], a) -> None:
             print(f"{key:<14}" + "".join(f"{100 * out[key][str(k)]['accuracy']:>12.1f} +- "
                                          f"{100 * (out[key][str(k)]['ci95'] or 0):4.1f}" if str(k) in out[key]
                                          else f"{'n/a':>20}" for k in shots))
+    for name in PAIRS:
+        if name in out:
+            print(f"{name.replace('_', ' '):<14}" + "".join(
+                f"{100 * d['difference']:>+12.1f} +- {100 * (d['ci95'] or 0):4.1f}" for d in out[name].values())
+                  + "   (paired over the same episodes)")
     print(f"{out['seconds']:.0f}s, load average {out['load_average']}")
 
 
@@ -254,21 +259,51 @@ def transfer(out: dict, base, novel, shots: list[int], a, parts: set[str]) -> No
         encoder = reg.load(a.encoder)
     if encoder is not None:
         out["encoder"] = {"name": encoder.name, "fingerprint": encoder.fingerprint, "retrained": a.retrain}
-    feats = {}
+    feats, per_episode = {}, {}
     if "a" in parts:
         feats["a_features"] = embed_dataset(encoder, novel, progress=False)
     if "d" in parts:
         feats["d_pixels"] = raw_pixels(novel) - raw_pixels(base).mean(0)
     for key, emb in feats.items():
-        out[key] = {str(k): scores(evaluate_embeddings(emb, novel, WAYS, k, a.queries, a.episodes, a.seed))
-                    for k in shots}
+        results = {k: evaluate_embeddings(emb, novel, WAYS, k, a.queries, a.episodes, a.seed) for k in shots}
+        out[key] = {str(k): scores(r) for k, r in results.items()}
+        per_episode[key] = {k: r.episode_accuracies for k, r in results.items()}
     for key, method in (("b_finetune", "finetune"), ("c_scratch", "scratch")):
         if key[0] not in parts:
             continue
         t = time.time()
-        out[key] = {str(k): scores(score_episodes(trained_outcomes(novel, k, a, method, encoder), WAYS,
-                                                  sorted(set(novel.labels)))) for k in shots}
+        results = {k: score_episodes(trained_outcomes(novel, k, a, method, encoder), WAYS, sorted(set(novel.labels)))
+                   for k in shots}
+        out[key] = {str(k): scores(r) for k, r in results.items()}
+        per_episode[key] = {k: r.episode_accuracies for k, r in results.items()}
         log(f"{key}: {time.time() - t:.0f}s")
+    out.update(paired_differences(per_episode, shots))
+
+
+#: The issue's two comparisons, each paired over the episodes both methods ran
+PAIRS = {"a_minus_c": ("a_features", "c_scratch"), "b_minus_a": ("b_finetune", "a_features")}
+
+
+def paired_differences(per_episode: dict, shots: list[int]) -> dict:
+    """Accuracy of one method minus another's, episode by episode over the episodes both ran (the
+    same seeded episodes: same supports, same queries), with a 95% CI (1.96 std / sqrt n).
+
+    Pairing removes the episode-to-episode spread both methods share (how hard that episode's
+    photos are), so 10 trained episodes can settle a gap their separate intervals cannot.
+    """
+    out = {}
+    for name, (x, y) in PAIRS.items():
+        if x not in per_episode or y not in per_episode:
+            continue
+        out[name] = {}
+        for k in shots:
+            ax, ay = np.asarray(per_episode[x][k]), np.asarray(per_episode[y][k])
+            n = min(len(ax), len(ay))
+            d = ax[:n] - ay[:n]
+            ci = float(1.96 * d.std(ddof=1) / np.sqrt(n)) if n > 1 else None
+            out[name][str(k)] = {"difference": round(float(d.mean()), 4), "ci95": None if ci is None else round(ci, 4),
+                                 "episodes": int(n)}
+    return out
 
 
 if __name__ == "__main__":

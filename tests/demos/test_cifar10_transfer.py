@@ -33,6 +33,9 @@ def test_the_demo_runs_end_to_end_on_a_tiny_photo_folder(tmp_path):
             assert 0 <= row["accuracy"] <= 1 and {"ci95", "precision", "recall", "f1"} <= set(row)
     assert d["a_features"]["1"]["episodes"] == 5 and d["c_scratch"]["1"]["episodes"] == 1
     assert d["encoder"]["name"] == "cifar-cnn" and len(d["load_average"]) == 3
+    # the paired comparisons run over the episodes both methods ran (one trained episode here)
+    assert d["b_minus_a"]["1"]["episodes"] == d["a_minus_c"]["1"]["episodes"] == 1
+    assert abs(d["a_minus_c"]["1"]["difference"]) <= 1 and d["a_minus_c"]["1"]["ci95"] is None
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # parts run apart merge into one result: numbers kept, seconds summed
     (tmp_path / "run.json").write_text(r.stdout)
@@ -42,3 +45,15 @@ def test_the_demo_runs_end_to_end_on_a_tiny_photo_folder(tmp_path):
     assert m.returncode == 0, m.stderr[-2000:]
     merged = json.loads(m.stdout)
     assert merged["a_features"] == d["a_features"] and merged["seconds"] == round(2 * d["seconds"], 1)
+
+
+def test_paired_differences_run_over_the_episodes_both_methods_ran(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "demos"))
+    from cifar10_transfer import paired_differences
+
+    per = {"a_features": {1: [0.5, 0.6, 0.7, 0.1]}, "c_scratch": {1: [0.4, 0.4]}, "b_finetune": {1: [0.6, 0.6]}}
+    d = paired_differences(per, [1])
+    # a - c over the 2 trained episodes: 0.1 and 0.2 -> mean 0.15, CI 1.96 * 0.0707 / sqrt(2)
+    assert d["a_minus_c"]["1"] == {"difference": 0.15, "ci95": 0.098, "episodes": 2}
+    assert d["b_minus_a"]["1"]["difference"] == 0.05
+    assert paired_differences({"a_features": {1: [0.5]}}, [1]) == {}
