@@ -256,13 +256,17 @@ class DistillationLoss(MetricLoss):
 
     The teacher's targets come with the batch (``batch.targets``, one row per
     example); the head is trained with the student and dropped afterwards.
+    ``project=False``: no head, the student's own embedding must point where the
+    teacher's does (same size), so it inherits the teacher's geometry, not a map of it.
     """
 
     name = "distill"
 
-    def __init__(self, student_dim: int, teacher_dim: int):
+    def __init__(self, student_dim: int, teacher_dim: int, project: bool = True):
         super().__init__()
-        self.head = nn.Linear(student_dim, teacher_dim)
+        if not project and student_dim != teacher_dim:
+            raise ValueError(f"distilling without a head needs the teacher's size ({teacher_dim}), not {student_dim}")
+        self.head = nn.Linear(student_dim, teacher_dim) if project else nn.Identity()
 
     def forward(self, emb: torch.Tensor, targets: torch.Tensor, n_support: int = 0) -> torch.Tensor:  # type: ignore[override]
         return distillation_loss(self.head(emb), targets)

@@ -1,6 +1,12 @@
-"""``text-gru``: a bidirectional GRU over hashed words and character n-grams, trained here.
+"""``text-gru``: a bidirectional GRU over text, trained here; two released architectures.
 
-No vocabulary file can go stale and nothing is downloaded: a word becomes the
+Version 2 (``static-text-rnn``, :class:`StaticTextRNN`): MiniLM's WordPiece
+vocabulary (:mod:`fewshot.encoders.wordpiece`), each token a vector that starts
+as MiniLM's embedding of the token (:mod:`fewshot.train.static_vectors`); the
+embedding is the mean of the token vectors plus a bidirectional GRU's reading of
+them, the GRU's output layer starting at zero (so training starts from the mean).
+
+Version 1 (``text-rnn``, :class:`TextRNN`): hashed words and character n-grams. No vocabulary file can go stale and nothing is downloaded: a word becomes the
 bag of its own hash and the hashes of its character n-grams (``<wo``, ``wor``,
 ``ord``, ``rd>``, fastText style), each taken modulo ``buckets``; so typos and
 unseen words still share most of their n-grams with known ones. The hashing
@@ -22,6 +28,7 @@ from torch import nn
 
 from fewshot.encoders.sequence import SequenceRNN
 from fewshot.encoders.text import TextEncoder
+from fewshot.encoders.wordpiece import WordPieceTokenizer
 from fewshot.errors import EncoderError
 
 _WORD = re.compile(r"\w+|[^\w\s]", re.UNICODE)
@@ -92,18 +99,86 @@ class TextRNN(nn.Module):
         return self.rnn((words, lengths))
 
 
+class StaticTextRNN(nn.Module):
+    """Token ids -> token vectors -> their mean + a biGRU branch (attention pooling, zero-started output).
+
+    The mean alone is a static sentence embedding (the table starts from MiniLM's token
+    vectors, SIF-weighted); the GRU adds what word order and context change. Its output
+    layer starts at zero, so an untrained branch leaves the mean as it is.
+
+    The table is most of the weights (30,522 rows), so a file stores it as int8 with one
+    float scale per row (:meth:`packed_state_dict`; loading unpacks it). Packing first
+    rounds the module's own table to those values, so a saved encoder and the one loaded
+    back compute the same thing and share a fingerprint.
+    """
+
+    def __init__(self, vocab_size: int, dim: int = 128, hidden: int = 128, pooling: str = "attention"):
+        super().__init__()
+        self.emb = nn.Embedding(vocab_size, dim, padding_idx=0)
+        self.rnn = SequenceRNN(dim, hidden=hidden, layers=1, cell="gru", bidirectional=True, pooling=pooling,
+                               dim=dim)
+        nn.init.zeros_(self.rnn.proj_out.weight)
+        nn.init.zeros_(self.rnn.proj_out.bias)
+        self.out_dim = dim
+        self.register_load_state_dict_pre_hook(_unpack_table)
+
+    def static(self, ids: torch.Tensor) -> torch.Tensor:
+        """The mean token vector of each text (padding, id 0, left out)."""
+        mask = (ids > 0).unsqueeze(-1).to(self.emb.weight.dtype)
+        return (self.emb(ids) * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+    def forward(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        ids, lengths = batch
+        return self.static(ids) + self.rnn((self.emb(ids), lengths))
+
+    @torch.no_grad()
+    def packed_state_dict(self) -> dict[str, torch.Tensor]:
+        """The state dict with the table as ``emb.weight`` int8 and ``emb.scale`` (one float per row)."""
+        w = self.emb.weight
+        scale = (w.abs().amax(1, keepdim=True) / 127.0).clamp(min=1e-12)
+        q = torch.round(w / scale).clamp(-127, 127).to(torch.int8)
+        w.copy_(q.float() * scale)  # exactly what loading computes (through int8: no -0.0 left)
+        sd = {k: v.detach().cpu() for k, v in self.state_dict().items()}
+        sd["emb.weight"], sd["emb.scale"] = q, scale.squeeze(1)
+        return sd
+
+
+def _unpack_table(module: nn.Module, state: dict, prefix: str, *_: Any) -> None:
+    """Load hook of :class:`StaticTextRNN`: an int8 table and its row scales back to floats."""
+    key = prefix + "emb.weight"
+    scale = state.pop(prefix + "emb.scale", None)
+    if scale is not None and key in state:
+        state[key] = state[key].float() * scale.float()[:, None]
+
+
+ARCHS = {"text-rnn": TextRNN, "static-text-rnn": StaticTextRNN}
+
+
 def build_text_arch(arch: str, **kwargs: Any) -> tuple[nn.Module, int]:
-    """The text architectures by name: ``text-rnn`` (above)."""
-    if arch != "text-rnn":
-        raise EncoderError(f"unknown text architecture {arch!r}; known: text-rnn")
-    m = TextRNN(**kwargs)
+    """The text architectures by name: ``text-rnn`` (v1) and ``static-text-rnn`` (v2)."""
+    if arch not in ARCHS:
+        raise EncoderError(f"unknown text architecture {arch!r}; known: {', '.join(ARCHS)}")
+    m = ARCHS[arch](**kwargs)
     return m, m.out_dim
 
 
-class TorchTextEncoder(TextEncoder):
-    """A text encoder trained here: :class:`HashTokenizer` -> :class:`TextRNN`; saved as an encoder file."""
+class TextTokenizers:
+    """The tokeniser an encoder file names: ``hash-ngrams`` (v1, the default) or ``wordpiece`` (v2)."""
 
-    preprocess_type = HashTokenizer
+    @staticmethod
+    def from_dict(d: dict) -> HashTokenizer | WordPieceTokenizer:
+        kind = d.get("tokenizer", "hash-ngrams")
+        if kind == "wordpiece":
+            return WordPieceTokenizer.from_dict(d)
+        if kind == "hash-ngrams":
+            return HashTokenizer.from_dict(d)
+        raise EncoderError(f"unknown text tokenizer {kind!r}; known: hash-ngrams, wordpiece")
+
+
+class TorchTextEncoder(TextEncoder):
+    """A text encoder trained here: a tokeniser -> a text architecture above; saved as an encoder file."""
+
+    preprocess_type = TextTokenizers
     build_module = staticmethod(build_text_arch)
     default_arch = "text-rnn"
 
@@ -114,11 +189,30 @@ class TorchTextEncoder(TextEncoder):
     def forward(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         return self.module(batch).float()
 
+    def state_dict_to_save(self) -> dict[str, torch.Tensor]:
+        """The weights; an architecture that packs its own (``packed_state_dict``) is asked to, and
+        the fingerprint recomputed, since packing rounds the module's weights to what is stored."""
+        pack = getattr(self.module, "packed_state_dict", None)
+        if pack is None:
+            return super().state_dict_to_save()
+        sd = pack()
+        self.invalidate()
+        return sd
 
-def new_text_encoder(name: str = "text-gru", tokenizer: HashTokenizer | None = None,
-                     **arch_kwargs: Any) -> TorchTextEncoder:
-    """A randomly initialised text GRU (to train, or to test with)."""
+
+def new_text_encoder(name: str = "text-gru", tokenizer: HashTokenizer | WordPieceTokenizer | None = None,
+                     table: torch.Tensor | None = None, **arch_kwargs: Any) -> TorchTextEncoder:
+    """A randomly initialised text GRU (to train, or to test with): v1's architecture with a
+    :class:`HashTokenizer`, v2's with a :class:`WordPieceTokenizer` (``table``: its starting token vectors)."""
     tok = tokenizer or HashTokenizer()
-    kw = {"buckets": tok.buckets, **arch_kwargs}
-    module, dim = build_text_arch("text-rnn", **kw)
-    return TorchTextEncoder(name, module, dim, tok, "text-rnn", kw, weights_source="random init")
+    if isinstance(tok, WordPieceTokenizer):
+        arch = "static-text-rnn"
+        kw = {"vocab_size": len(tok.vocab), **({"dim": int(table.shape[1])} if table is not None else {}),
+              **arch_kwargs}
+    else:
+        arch, kw = "text-rnn", {"buckets": tok.buckets, **arch_kwargs}
+    module, dim = build_text_arch(arch, **kw)
+    if table is not None:
+        with torch.no_grad():
+            module.emb.weight.copy_(torch.as_tensor(table))
+    return TorchTextEncoder(name, module, dim, tok, arch, kw, weights_source="random init")

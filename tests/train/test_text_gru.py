@@ -1,9 +1,11 @@
-"""text-gru: hashed n-gram tokeniser, the encoder file round trip, batch invariance, and a smoke training run."""
+"""text-gru: both tokenisers, the encoder file round trip (v2: int8 table), batch invariance, static vectors,
+and smoke training runs of both architectures."""
 from __future__ import annotations
 
 import json
 
 import numpy as np
+import pytest
 
 from fewshot import encoders
 from fewshot.encoders.text_rnn import HashTokenizer, new_text_encoder
@@ -89,13 +91,138 @@ def test_smoke_distillation_on_unlabelled_sentences(tmp_path, monkeypatch):
     assert sorted(p.name.split("-")[0] for p in (tmp_path / "cache").glob("*.npy")) == ["teacher", "teacher"]
 
 
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "balance", "transfer", "bill", "flight", "hotel", "car",
+         "request", "number", "please", "0", "1", "2", "3", "4", "5", "##s"]
+
+
+class FakeTeacher:
+    """Stands in for minilm in static_start: a vocab.txt, a fingerprint, ``forward`` on BERT features
+    (a token alone: its fixed random row) and ``tokenize`` + ``module`` (tokens in context: the row
+    plus the mean of the sentence's rows)."""
+
+    def __init__(self, folder, dim: int = 12):
+        import torch
+
+        self.model_dir, self.fingerprint = folder, "fake-teacher"
+        (folder / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
+        self.rows = torch.randn(len(VOCAB), dim, generator=torch.Generator().manual_seed(0))
+        self.calls = 0
+
+    def embed(self, texts):  # an encoder object: resolve() passes it through
+        raise AssertionError("static_start needs only the token vectors")
+
+    def forward(self, feats):
+        self.calls += 1
+        return self.rows[feats["input_ids"][:, 1]]
+
+    def tokenize(self, texts):
+        import torch
+
+        from fewshot.encoders.wordpiece import WordPieceTokenizer
+
+        ids, lengths = WordPieceTokenizer(VOCAB)(texts)
+        ids = torch.cat([torch.full((len(texts), 1), 2), ids, torch.zeros(len(texts), 1, dtype=torch.long)], 1)
+        ids[torch.arange(len(texts)), lengths + 1] = 3  # [CLS] ... [SEP]
+        return {"input_ids": ids, "attention_mask": (ids > 0).long()}
+
+    def module(self, feats):
+        self.calls += 1
+        rows = self.rows[feats["input_ids"]] * feats["attention_mask"][..., None]
+        return {"token_embeddings": rows + rows.mean(1, keepdim=True)}
+
+
+def _wordpiece_encoder(dim: int = 8):
+    import torch
+
+    from fewshot.encoders.wordpiece import WordPieceTokenizer
+
+    tok = WordPieceTokenizer(VOCAB)
+    with seeded_init(0):
+        return new_text_encoder(tokenizer=tok, table=torch.randn(len(VOCAB), dim), hidden=8)
+
+
+def test_v2_starts_as_the_mean_of_its_token_vectors():
+    enc = _wordpiece_encoder()
+    table = enc.module.emb.weight.detach().numpy()
+    ids = enc.preprocess.token_ids("balance transfer please")
+    np.testing.assert_allclose(enc.embed(["balance transfer please"])[0], table[ids].mean(0), atol=1e-6)
+
+
+def test_v2_file_stores_an_int8_table_and_loads_back_the_same_encoder(tmp_path):
+    import torch
+
+    enc = _wordpiece_encoder()
+    with torch.no_grad():
+        enc.module.rnn.proj_out.weight.normal_(0, 0.1)  # a trained GRU branch
+    enc.invalidate()
+    texts = ["balance please", "flight hotel car bills request number 5", "unseen words only"]
+    before = enc.embed(texts)
+    path = enc.save(tmp_path / "v2.pt")
+    stored = torch.load(path, weights_only=True)["state_dict"]
+    assert stored["emb.weight"].dtype == torch.int8 and stored["emb.scale"].shape == (len(VOCAB),)
+    again = encoders.resolve(str(path))
+    assert again.fingerprint == enc.fingerprint and again.preprocess.vocab == VOCAB
+    np.testing.assert_allclose(again.embed(texts), enc.embed(texts), atol=1e-6)
+    np.testing.assert_allclose(again.embed(texts), before, atol=0.02)  # int8 rounding moved it only a little
+    alone = np.concatenate([again.embed([t]) for t in texts])
+    np.testing.assert_allclose(again.embed(texts), alone, atol=1e-5)  # padding never changes an embedding
+
+
+def test_static_table_is_pca_then_sif_weighted():
+    from fewshot.encoders.wordpiece import WordPieceTokenizer
+    from fewshot.train.static_vectors import pca, static_table, token_frequencies
+
+    tok = WordPieceTokenizer(VOCAB)
+    freq = token_frequencies(tok, ["please please please balance"], len(VOCAB))
+    assert freq.sum() == pytest.approx(1.0) and freq[13] == 4 * freq[5] / 2 and freq[6] < freq[5]
+    vecs = np.random.default_rng(0).normal(size=(len(VOCAB), 12)).astype(np.float32)
+    table = static_table(vecs, freq, 4, a=1e-3, drop=2)
+    assert table.shape == (len(VOCAB), 4) and not table[0].any()
+    weight = 1e-3 / (1e-3 + freq)
+    np.testing.assert_allclose(table[1:], pca(vecs, 6)[1:, 2:] * weight[1:, None], rtol=1e-5)
+    spread = pca(vecs, 6).std(0)
+    assert (np.diff(spread) <= 1e-6).all() and abs(pca(vecs, 6).mean(0)).max() < 1e-5  # largest axes first
+
+
+def test_v2_table_starts_from_the_teacher_s_tokens_alone_and_in_context(tmp_path):
+    from fewshot.encoders.wordpiece import WordPieceTokenizer
+    from fewshot.train.static_vectors import blend, static_table, teacher_context_vectors, token_frequencies
+    from fewshot.train.text import clinc_split, train_text_gru
+
+    teacher, data = FakeTeacher(tmp_path), _tiny_clinc(tmp_path)
+    texts = list(clinc_split(data, "train", ["travel"]).items)
+    ctx, counts = teacher_context_vectors(teacher, texts, len(VOCAB))
+    assert counts[VOCAB.index("balance")] == 6 and counts[VOCAB.index("car")] == 0  # "car" is in travel only
+    vectors = blend(teacher.rows.numpy(), ctx, counts)
+    car = teacher.rows[VOCAB.index("car")]
+    np.testing.assert_allclose(vectors[VOCAB.index("car")], car / car.norm(), atol=1e-6)  # unseen: alone only
+    start = static_table(vectors, token_frequencies(WordPieceTokenizer(VOCAB), texts, len(VOCAB)), 4, drop=2)
+
+    enc, _ = train_text_gru(data, str(tmp_path / "run0"), ["travel"], teacher=teacher, arch_name="static-text-rnn",
+                            arch={"dim": 4, "hidden": 8, "drop": 2}, teacher_cache=str(tmp_path / "cache"),
+                            **{**SMOKE, "steps": 0})
+    np.testing.assert_allclose(enc.module.emb.weight.detach().numpy(), start, atol=1e-6)
+    assert sorted(p.name.split("-")[0] for p in (tmp_path / "cache").glob("*.npz")) == ["context", "tokens"]
+
+    calls = teacher.calls
+    enc, _ = train_text_gru(data, str(tmp_path / "run"), ["travel"], teacher=teacher, arch_name="static-text-rnn",
+                            arch={"dim": 4, "hidden": 8, "drop": 2}, teacher_cache=str(tmp_path / "cache"),
+                            **{**SMOKE, "steps": 2, "val_every": 2})
+    assert teacher.calls == calls  # the teacher's passes were read from the cache
+    assert enc.arch == "static-text-rnn" and enc.dim == 4 and enc.preprocess.vocab == VOCAB
+    assert not np.allclose(enc.module.emb.weight.detach().numpy(), start)  # it trained
+    path = enc.save(tmp_path / "enc.pt")
+    assert encoders.resolve(str(path)).fingerprint == enc.fingerprint
+
+
 def test_shipped_text_gru_resolves_offline():
-    """The shipped weights: package data under 10 MiB, no extra needed, a text index default alternative."""
+    """The shipped weights (version 2): package data under 10 MiB, no extra needed, related texts closer."""
     from fewshot.encoders.weights import packaged_path
 
-    assert packaged_path("text_gru.pt").stat().st_size < 10 * 2**20
+    v2 = packaged_path("text_gru_v2.pt")
+    assert v2.stat().st_size + v2.with_suffix(".json").stat().st_size < 10 * 2**20
     enc = encoders.resolve("text-gru")
-    assert enc.input_kind == "text" and enc.dim == 128 and enc.registered_as == ("text-gru", None)
+    assert enc.input_kind == "text" and enc.dim == 240 and enc.registered_as == ("text-gru", None)
     v = enc.embed(["how much money do i have", "what's my account balance", "turn off the lights"])
     assert (v[0] @ v[1]) / np.linalg.norm(v[0]) / np.linalg.norm(v[1]) > \
         (v[0] @ v[2]) / np.linalg.norm(v[0]) / np.linalg.norm(v[2])
