@@ -204,13 +204,17 @@ class TorchEncoder:
         """The weights an encoder file stores (a kind may store some in a smaller type)."""
         return {k: v.detach().cpu() for k, v in self.module.state_dict().items()}
 
+    def sidecar(self, cfg: dict) -> dict:
+        """What the JSON sidecar shows of the config (for people; loading reads only the encoder file)."""
+        return cfg
+
     def save(self, path: str | os.PathLike) -> Path:
         """Write ``{"config", "state_dict"}`` (weights_only-safe) atomically, plus a JSON sidecar."""
         path = Path(path)
         state = self.state_dict_to_save()
         cfg = self.config()
         atomic_torch_save({"config": cfg, "state_dict": state}, path)
-        atomic_json_save({**cfg, "fingerprint": self.fingerprint}, path.with_suffix(".json"))
+        atomic_json_save({**self.sidecar(cfg), "fingerprint": self.fingerprint}, path.with_suffix(".json"))
         return path
 
     @classmethod

@@ -189,6 +189,15 @@ class TorchTextEncoder(TextEncoder):
     def forward(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         return self.module(batch).float()
 
+    def sidecar(self, cfg: dict) -> dict:
+        """The config, with a vocabulary list (30,522 pieces for v2) summarised: it lives in the encoder file."""
+        pre = cfg.get("preprocess", {})
+        if isinstance(pre.get("vocab"), list):
+            vocab = pre["vocab"]
+            digest = hashlib.sha256("\n".join(vocab).encode()).hexdigest()
+            cfg = {**cfg, "preprocess": {**pre, "vocab": f"{len(vocab)} pieces in the encoder file, sha256 {digest}"}}
+        return cfg
+
     def state_dict_to_save(self) -> dict[str, torch.Tensor]:
         """The weights; an architecture that packs its own (``packed_state_dict``) is asked to, and
         the fingerprint recomputed, since packing rounds the module's weights to what is stored."""

@@ -162,6 +162,8 @@ def test_v2_file_stores_an_int8_table_and_loads_back_the_same_encoder(tmp_path):
     assert stored["emb.weight"].dtype == torch.int8 and stored["emb.scale"].shape == (len(VOCAB),)
     again = encoders.resolve(str(path))
     assert again.fingerprint == enc.fingerprint and again.preprocess.vocab == VOCAB
+    sidecar = json.loads(path.with_suffix(".json").read_text())  # for people: the vocabulary summarised
+    assert sidecar["fingerprint"] == enc.fingerprint and sidecar["preprocess"]["vocab"].startswith("21 pieces")
     np.testing.assert_allclose(again.embed(texts), enc.embed(texts), atol=1e-6)
     np.testing.assert_allclose(again.embed(texts), before, atol=0.02)  # int8 rounding moved it only a little
     alone = np.concatenate([again.embed([t]) for t in texts])
