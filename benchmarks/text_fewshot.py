@@ -1,6 +1,6 @@
 """Few-shot intent classification: fewshot's text paths against SetFit and TF-IDF, same supports.
 
-    python benchmarks/text_fewshot.py --seeds 0,1,2 --shots 5 \\
+    python benchmarks/text_fewshot.py --seeds 0,1,2,3,4 --shots 5 \\
         --methods minilm,text-gru,tfidf,minilm-ft,setfit --setfit-python /work/venv-setfit/bin/python
 
 Protocol (CLINC150, ``../shared/data/clinc150``): the held-out domains (default
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--domains", default="home,auto_and_commute", help="held-out domains (all their intents)")
-    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--seeds", default="0,1,2,3,4")
     ap.add_argument("--shots", type=int, default=5)
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--threads", type=int, default=1)
