@@ -150,3 +150,18 @@ def test_module_names_and_temperatures():
     assert make_loss("proto").name == "proto" and isinstance(make_loss("prototypical"), PrototypicalLoss)
     assert isinstance(make_loss("triplet", margin=0.5), TripletLoss) and make_loss("triplet").temperature() is None
     assert make_loss("supcon", temperature=0.07).temperature() == 0.07
+
+
+def test_distillation_with_and_without_a_head():
+    """With a head the student is mapped to the teacher's size; without one its own embedding is compared."""
+    from fewshot.losses import DistillationLoss, distillation_loss
+
+    emb, targets = torch.randn(6, 4), torch.randn(6, 4)
+    direct = DistillationLoss(4, 4, project=False)
+    assert not list(direct.parameters())
+    assert torch.allclose(direct(emb, targets), distillation_loss(emb, targets))
+    assert torch.allclose(direct(targets, targets), torch.tensor(0.0), atol=1e-6)
+    headed = DistillationLoss(4, 8)
+    assert headed(emb, torch.randn(6, 8)).shape == () and len(list(headed.parameters())) == 2
+    with pytest.raises(ValueError, match="teacher's size"):
+        DistillationLoss(4, 8, project=False)
