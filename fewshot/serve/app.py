@@ -19,7 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fewshot.serve.engine import IndexEngine
-from fewshot.serve.errors import TooLarge, Unauthorized, error_body, one_line
+from fewshot.serve.errors import Unauthorized, error_body, one_line
 
 STATIC = Path(__file__).resolve().parent / "static"
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
