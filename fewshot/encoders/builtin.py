@@ -14,11 +14,23 @@ from fewshot.errors import EncoderError
 TORCHVISION_DIMS = {"resnet18": 512, "resnet50": 2048, "mobilenet_v3_small": 576, "efficientnet_b0": 1280}
 
 
+#: omniglot-conv4 version 2 (MODEL_CARD.md): the fingerprint an index records.
+OMNIGLOT_CONV4_V2_FINGERPRINT = "491ac859bb99b8a0"
+
+
 @register("omniglot-conv4", input_kind="image", dim=64, weights="package data (trained on Omniglot here)",
-          description="Conv-4 prototypical-network CNN, 28x28 grayscale; the default image encoder",
+          description="version 1: Conv-4 prototypical-network CNN, 28x28 grayscale, 4,500 episodes on 25 alphabets",
           version=1, fingerprint="a429de09f68c09d5")
-def omniglot_conv4(weights: str | None = None) -> TorchImageEncoder:
+def omniglot_conv4_v1(weights: str | None = None) -> TorchImageEncoder:
     return from_file(weights or packaged_path("omniglot_conv4.pt"), name="omniglot-conv4")
+
+
+@register("omniglot-conv4", input_kind="image", dim=64, weights="package data (trained on Omniglot here)",
+          description="Conv-4 prototypical-network CNN, 28x28 grayscale, 16,000 episodes on all 30 background "
+                      "alphabets; the default image encoder",
+          version=2, fingerprint=OMNIGLOT_CONV4_V2_FINGERPRINT)
+def omniglot_conv4(weights: str | None = None) -> TorchImageEncoder:
+    return from_file(weights or packaged_path("omniglot_conv4_v2.pt"), name="omniglot-conv4")
 
 
 #: What cifar-cnn sees: RGB at 32x32 (shorter side resized, centre crop), normalised by the

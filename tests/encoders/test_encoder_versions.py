@@ -1,7 +1,8 @@
 """Versioned encoder names: an index keeps opening and answering after a newer release ships.
 
-A new release is simulated by registering a fake ``omniglot-conv4`` version 2 (the
-shipped weights, perturbed) in a copy of the registry. The old indexes are the
+A new release is simulated by registering a fake ``omniglot-conv4`` version 3 (the
+newest shipped weights, perturbed) in a copy of the registry; version 2 is a real
+release, so the fixture indexes (version 1) also test the real upgrade. The old indexes are the
 fixtures written by commit 15779ce (``tests/fixtures/indexes``), so "an index built
 before the change" is literally one.
 """
@@ -16,13 +17,14 @@ import torch
 from helpers import REPO, ok
 
 from fewshot import encoders
-from fewshot.encoders import registry
+from fewshot.encoders import builtin, registry
 from fewshot.errors import EncoderError
 from fewshot.fewshot_index import FewShotIndex
 
 FIXTURES = REPO / "tests" / "fixtures" / "indexes"
 ANSWERS = json.loads((FIXTURES / "answers_v15779ce.json").read_text())
-V1 = "a429de09f68c09d5"  # today's omniglot-conv4 (MODEL_CARD.md)
+V1 = "a429de09f68c09d5"  # omniglot-conv4 version 1 (MODEL_CARD.md), what the fixture indexes hold
+V2 = builtin.OMNIGLOT_CONV4_V2_FINGERPRINT
 
 
 @pytest.fixture
@@ -33,17 +35,17 @@ def scratch_registry(monkeypatch):
 
 
 @pytest.fixture
-def conv4_v2(tmp_path, scratch_registry) -> str:
-    """A fake release: ``omniglot-conv4`` version 2 (other weights) becomes the default; its fingerprint."""
+def conv4_v3(tmp_path, scratch_registry) -> str:
+    """A fake release: ``omniglot-conv4`` version 3 (other weights) becomes the default; its fingerprint."""
     enc = encoders.load("omniglot-conv4")
     with torch.no_grad():
         for p in enc.module.parameters():
             p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
     enc.invalidate()
-    path = enc.save(tmp_path / "omniglot_conv4@2.pt")
+    path = enc.save(tmp_path / "omniglot_conv4@3.pt")
     fp = enc.fingerprint
-    registry.register("omniglot-conv4", input_kind="image", dim=64, weights="test release", description="v2",
-                      version=2, fingerprint=fp)(
+    registry.register("omniglot-conv4", input_kind="image", dim=64, weights="test release", description="v3",
+                      version=3, fingerprint=fp)(
         lambda weights=None: registry.from_file(weights or path, name="omniglot-conv4"))
     return fp
 
@@ -76,8 +78,9 @@ def test_every_declared_release_fingerprint_is_the_built_one():
 
 
 def test_versioned_names_and_the_old_registration_call(scratch_registry, tmp_path):
-    assert encoders.load("omniglot-conv4@1").fingerprint == encoders.load("omniglot-conv4").fingerprint == V1
-    with pytest.raises(EncoderError, match="no version 7; released: omniglot-conv4@1"):
+    assert encoders.load("omniglot-conv4@1").fingerprint == V1
+    assert encoders.load("omniglot-conv4@2").fingerprint == encoders.load("omniglot-conv4").fingerprint == V2 != V1
+    with pytest.raises(EncoderError, match="no version 7; released: omniglot-conv4@1, omniglot-conv4@2"):
         encoders.load("omniglot-conv4@7")
     assert registry.split_version(str(tmp_path / "x@2" / "enc.pt"))[1] is None  # a path with '@' stays a path
     # the call other families make (no version, no fingerprint) still registers version 1
@@ -85,49 +88,65 @@ def test_versioned_names_and_the_old_registration_call(scratch_registry, tmp_pat
         lambda weights=None: encoders.load("omniglot-conv4"))
     spec = registry._REGISTRY["test-enc"]
     assert (spec.version, spec.fingerprint) == (1, None) and spec.to_dict()["versions"] == [1]
-    assert encoders.load("test-enc@1").fingerprint == V1
+    assert encoders.load("test-enc@1").fingerprint == V2
     with pytest.raises(EncoderError):
         registry.register("bad@1", input_kind="image", dim=1, weights="w", description="d")
 
 
-def test_info_says_an_index_on_the_newest_release_is(old_image):
+def test_info_says_an_index_on_the_newest_release_is(tmp_path):
+    with FewShotIndex.create(tmp_path / "new") as idx:
+        idx.add("a", [FIXTURES / ANSWERS["image_v15779ce"]["queries"][0]])
+    info = json.loads(ok("info", tmp_path / "new", "--json").stdout)
+    assert (info["encoder_version"], info["encoder_newest_version"], info["encoder_is_newest"]) == (2, 2, True)
+    assert info["fingerprint"] == V2 and info["upgrade"] is None
+    assert "version    2 (the newest)" in ok("info", tmp_path / "new").stdout
+
+
+def test_an_index_built_with_version_1_opens_answers_the_same_then_upgrades_to_version_2(old_image):
+    """The real release: omniglot-conv4 version 2 (MODEL_CARD.md) over the index commit 15779ce built."""
+    _same_answers(_classify(old_image, "image_v15779ce"), ANSWERS["image_v15779ce"]["classify"])
     info = json.loads(ok("info", old_image, "--json").stdout)
-    assert (info["encoder_version"], info["encoder_newest_version"], info["encoder_is_newest"]) == (1, 1, True)
-    assert info["upgrade"] is None
-    assert "version    1 (the newest)" in ok("info", old_image).stdout
+    assert (info["encoder_version"], info["encoder_newest_version"], info["encoder_is_newest"]) == (1, 2, False)
+    assert info["upgrade"] == f"fewshot reindex {old_image} --encoder omniglot-conv4"
+    out = json.loads(ok("reindex", old_image, "--encoder", "omniglot-conv4", "--json").stdout)
+    assert out["fingerprint"] == V2 and out["reembedded"] == ANSWERS["image_v15779ce"]["info"]["count"]
+    info = json.loads(ok("info", old_image, "--json").stdout)
+    assert (info["encoder_version"], info["encoder_is_newest"], info["upgrade"]) == (2, True, None)
+    assert info["labels"] == ANSWERS["image_v15779ce"]["info"]["labels"]
+    answers = _classify(old_image, "image_v15779ce")
+    assert len(answers) == len(ANSWERS["image_v15779ce"]["classify"])
+    assert all(c["label"] in info["labels"] for a in answers for c in a["candidates"])
 
 
-def test_an_old_index_after_a_new_release_opens_answers_the_same_then_upgrades(old_image, conv4_v2):
-    assert encoders.load("omniglot-conv4").fingerprint == conv4_v2 != V1  # the bare name is the newest
+def test_an_old_index_after_a_new_release_opens_answers_the_same_then_upgrades(old_image, conv4_v3):
+    assert encoders.load("omniglot-conv4").fingerprint == conv4_v3 != V1  # the bare name is the newest
     _same_answers(_classify(old_image, "image_v15779ce"), ANSWERS["image_v15779ce"]["classify"])
     with FewShotIndex.open(old_image) as idx:
         assert idx.encoder.fingerprint == V1
 
     info = json.loads(ok("info", old_image, "--json").stdout)
-    assert (info["encoder_version"], info["encoder_newest_version"], info["encoder_is_newest"]) == (1, 2, False)
+    assert (info["encoder_version"], info["encoder_newest_version"], info["encoder_is_newest"]) == (1, 3, False)
     assert info["upgrade"] == f"fewshot reindex {old_image} --encoder omniglot-conv4"
     for key in ("encoder", "fingerprint", "dim", "count", "labels"):  # the fields it had keep their values
         assert info[key] == ANSWERS["image_v15779ce"]["info"][key], key
-    assert "version 2 is newer: upgrade with `fewshot reindex" in ok("info", old_image).stdout
+    assert "version 3 is newer: upgrade with `fewshot reindex" in ok("info", old_image).stdout
 
     out = json.loads(ok("reindex", old_image, "--encoder", "omniglot-conv4", "--json").stdout)
-    assert out["fingerprint"] == conv4_v2 and out["reembedded"] == ANSWERS["image_v15779ce"]["info"]["count"]
+    assert out["fingerprint"] == conv4_v3 and out["reembedded"] == ANSWERS["image_v15779ce"]["info"]["count"]
     info = json.loads(ok("info", old_image, "--json").stdout)
-    assert (info["encoder_version"], info["encoder_is_newest"], info["upgrade"]) == (2, True, None)
-    assert [a["label"] for a in _classify(old_image, "image_v15779ce")] == \
-        [a["label"] for a in ANSWERS["image_v15779ce"]["classify"]]  # the fake release barely moved the weights
+    assert (info["encoder_version"], info["encoder_is_newest"], info["upgrade"]) == (3, True, None)
 
 
-def test_a_pinned_older_release_is_kept_by_new_indexes_too(tmp_path, conv4_v2):
+def test_a_pinned_older_release_is_kept_by_new_indexes_too(tmp_path, conv4_v3):
     with FewShotIndex.create(tmp_path / "pinned", encoder="omniglot-conv4@1") as idx:
         assert idx.encoder.fingerprint == V1
     with FewShotIndex.open(tmp_path / "pinned") as idx:
         assert idx.encoder.fingerprint == V1 and idx.info()["encoder_is_newest"] is False
     with FewShotIndex.create(tmp_path / "new") as idx:
-        assert idx.encoder.fingerprint == conv4_v2 and idx.info()["encoder_version"] == 2
+        assert idx.encoder.fingerprint == conv4_v3 and idx.info()["encoder_version"] == 3
 
 
-def test_the_stroke_default_keeps_its_parts_when_the_cnn_is_released_again(tmp_path, conv4_v2):
+def test_the_stroke_default_keeps_its_parts_when_the_cnn_is_released_again(tmp_path, conv4_v3):
     old = tmp_path / "strokes_v15779ce"
     shutil.copytree(FIXTURES / "strokes_v15779ce", old)
     _same_answers(_classify(old, "strokes_v15779ce"), ANSWERS["strokes_v15779ce"]["classify"])
@@ -139,7 +158,7 @@ def test_releases_without_a_declared_fingerprint_are_found_by_building_them(tmp_
         registry.register("test-cnn", input_kind="image", dim=64, weights="w", description="d", version=version)(
             lambda weights=None, _w=weights: registry.from_file(_w, name="test-cnn"))
 
-    v1 = encoders.load("omniglot-conv4")
+    v1 = encoders.load("omniglot-conv4@1")
     v1.save(tmp_path / "v1.pt")
     release(1, str(tmp_path / "v1.pt"))
     with FewShotIndex.create(tmp_path / "idx", encoder="test-cnn") as idx:
@@ -149,7 +168,7 @@ def test_releases_without_a_declared_fingerprint_are_found_by_building_them(tmp_
     v1.invalidate()
     v1.save(tmp_path / "v2.pt")
     release(2, str(tmp_path / "v2.pt"))
-    assert encoders.load("test-cnn").fingerprint == v1.fingerprint != V1
+    assert encoders.load("test-cnn").fingerprint == v1.fingerprint not in (V1, V2)
     with FewShotIndex.open(tmp_path / "idx") as idx:
         assert idx.encoder.fingerprint == V1 and idx.classify([FIXTURES / ANSWERS["image_v15779ce"]["queries"][0]])
         assert idx.info()["encoder_version"] is None  # not declared: info cannot tell without loading

@@ -22,6 +22,7 @@ from click.testing import CliRunner
 from fewshot import encoders
 from fewshot.cli import cli
 from fewshot.encoders.base import TorchEncoder, TorchImageEncoder, prefetched
+from fewshot.encoders.builtin import OMNIGLOT_CONV4_V2_FINGERPRINT
 from fewshot.encoders.files import atomic_torch_save
 from fewshot.encoders.fusion import FusionEncoder, fuse_embeddings
 from fewshot.encoders.sequence import TorchSequenceEncoder
@@ -30,8 +31,8 @@ from fewshot.fewshot_index import FewShotIndex
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "encoders"
-SHIPPED_FINGERPRINTS = {"omniglot-conv4": "a429de09f68c09d5", "omniglot-strokes-gru": "5c7a378691a1273e",
-                        "omniglot-strokes-fusion": "909b15f2c4685408"}
+SHIPPED_FINGERPRINTS = {"omniglot-conv4": OMNIGLOT_CONV4_V2_FINGERPRINT, "omniglot-conv4@1": "a429de09f68c09d5",
+                        "omniglot-strokes-gru": "5c7a378691a1273e", "omniglot-strokes-fusion": "909b15f2c4685408"}
 OLD_FILE_FINGERPRINTS = {"old_conv_encoder.pt": "2ebddc961a75140f", "old_sequence_encoder.pt": "4716c29818c37fff"}
 
 
@@ -79,7 +80,7 @@ def test_shipped_fingerprints_are_unchanged():
 
 
 def test_shipped_embeddings_of_synthetic_inputs_are_unchanged(reference):
-    conv = encoders.load("omniglot-conv4")
+    conv = encoders.load("omniglot-conv4@1")  # the reference vectors are version 1's (version 2: its fingerprint)
     np.testing.assert_allclose(conv.embed(synth_images(), batch_size=2), reference["conv4_synth"], atol=1e-5)
     conv.tta_shift = 1
     conv.invalidate()
@@ -93,7 +94,7 @@ def test_shipped_embeddings_of_synthetic_inputs_are_unchanged(reference):
 def test_shipped_embeddings_of_omniglot_files_are_unchanged(reference, omniglot_zip, strokes_zip, tmp_path):
     images = extract(omniglot_zip, "images_background/Korean/character0", ".png", tmp_path)
     strokes = extract(strokes_zip, "strokes_background_small1/Korean/character0", ".txt", tmp_path)
-    np.testing.assert_allclose(encoders.load("omniglot-conv4").embed(images, batch_size=4),
+    np.testing.assert_allclose(encoders.load("omniglot-conv4@1").embed(images, batch_size=4),
                                reference["conv4_files"], atol=1e-5)
     np.testing.assert_allclose(encoders.load("omniglot-strokes-gru").embed(strokes, batch_size=4),
                                reference["gru_files"], atol=1e-5)
