@@ -19,7 +19,7 @@ OMNIGLOT_CONV4_V2_FINGERPRINT = "491ac859bb99b8a0"
 
 
 @register("omniglot-conv4", input_kind="image", dim=64, weights="package data (trained on Omniglot here)",
-          description="version 1: Conv-4 prototypical-network CNN, 28x28 grayscale, 4,500 episodes on 25 alphabets",
+          description="version 1: Conv-4 prototypical-network CNN, 28x28 grayscale, 4,000 episodes on 25 alphabets",
           version=1, fingerprint="a429de09f68c09d5")
 def omniglot_conv4_v1(weights: str | None = None) -> TorchImageEncoder:
     return from_file(weights or packaged_path("omniglot_conv4.pt"), name="omniglot-conv4")
