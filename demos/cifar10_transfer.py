@@ -50,13 +50,26 @@ def parse() -> object:
     p.add_argument("--retrain", action="store_true", help="retrain cifar-cnn on the base classes first")
     p.add_argument("--shots", default=",".join(map(str, SHOTS)))
     p.add_argument("--queries", type=int, default=15, help="query photos per class per episode")
-    p.add_argument("--retrain-epochs", type=int, default=10, help="epochs of --retrain")
+    p.add_argument("--retrain-epochs", type=int, default=0, help="epochs of --retrain (default: the shipped recipe's)")
     p.add_argument("--episodes", type=int, default=600, help="episodes for (a) and (d)")
-    p.add_argument("--train-episodes", type=int, default=10, help="episodes for (b) and (c) (a network each)")
+    p.add_argument("--train-episodes", type=int, default=30, help="episodes for (b) and (c) (a network each)")
     p.add_argument("--epochs", type=int, default=10, help="epochs of the tutorial's 10-class CNN")
     p.add_argument("--ft-steps", type=int, default=40, help="fine-tuning steps per episode (b)")
-    p.add_argument("--ft-lr", type=float, default=1e-4, help="fine-tuning learning rate (b)")
+    p.add_argument("--ft-lr", type=float, default=1e-3, help="fine-tuning learning rate (b)")
+    p.add_argument("--ft-last", type=int, default=1,
+                   help="fine-tune only the last N blocks (b; 0: all layers); 1: the 64-unit dense layer")
     p.add_argument("--scratch-steps", type=int, default=100, help="training steps per episode (c)")
+    p.add_argument("--no-mirror", dest="mirror", action="store_false",
+                   help="(b) and (c) without left-right mirroring in their augmentation (before version 2)")
+    p.add_argument("--select-finetune", default=None, metavar="GRID",
+                   help="choose (b)'s recipe on base classes only, e.g. '1e-4:40,1e-3:100:last1,3e-4:40:nomirror' "
+                        "(lr:steps[:lastN][:nomirror]): cifar-cnn retrained without --left-out, fine-tuned on "
+                        "supports of held-out base photos")
+    p.add_argument("--select-encoder", default=None, metavar="PT",
+                   help="--select-finetune: that retrained cifar-cnn's file (reused when it exists, else written)")
+    p.add_argument("--left-out", default="automobile", help="base class left out of training (--select-finetune)")
+    p.add_argument("--recipe", default=None, help="cifar-cnn recipe for --retrain / --select-finetune "
+                                                   "(default: the shipped one)")
     p.add_argument("--per-class", type=int, default=0, help="use only this many photos per class (smoke runs)")
     p.add_argument("--base", default=None, help="comma-separated base classes (default: the five above)")
     p.add_argument("--novel", default=None, help="comma-separated novel classes (default: the five above)")
@@ -125,10 +138,12 @@ def trained_outcomes(novel, shots: int, a, method: str, encoder):
         pos = {c: j for j, c in enumerate(ep.classes)}
         true = np.array([pos[c] for c in qry.labels])
         if method == "scratch":
-            pred_names = train_classifier(sup, a.scratch_steps, per_class=10, seed=a.seed + i, threads=a.threads)(qry.items)
+            pred_names = train_classifier(sup, a.scratch_steps, per_class=10, seed=a.seed + i, threads=a.threads,
+                                          augment={"hflip": a.mirror})(qry.items)
         else:
             with tempfile.TemporaryDirectory(prefix="ft-") as tmp:
                 res = finetune(encoder, sup, ways=WAYS, shots=1, queries=min(5, max(1, shots - 1)),
+                               augment=True if a.mirror else {"hflip": False}, train_last=a.ft_last or None,
                                steps=a.ft_steps, lr=a.ft_lr, val_fraction=0.0, seed=a.seed + i,
                                run_dir=os.path.join(tmp, "run"), threads=a.threads, progress=False)
             s_emb = embed_dataset(res.encoder, sup, progress=False)
@@ -136,6 +151,56 @@ def trained_outcomes(novel, shots: int, a, method: str, encoder):
             names, protos = class_prototypes(s_emb, np.asarray(sup.labels), "cosine")
             pred_names = np.asarray(names)[prototype_scores(q_emb, protos, "cosine").argmax(1)]
         yield ep.classes, true, np.array([pos[str(c)] for c in pred_names])
+
+
+def select_finetune(base, a) -> list[dict]:
+    """(b)'s learning rate and steps, chosen without the novel classes: cifar-cnn retrained with its
+    shipped recipe on the base classes but ``--left-out`` (90% of their photos), then fine-tuned on the
+    supports of episodes drawn from the held-out 10% of all five base classes (the left-out one
+    included, as a new class); per setting (b) - (a) paired over the same ``--train-episodes``."""
+    import argparse
+
+    from fewshot.evaluation.embedding import embed_dataset
+    from fewshot.evaluation.kernel import evaluate_embeddings, score_episodes
+    from fewshot.train.photos import split_per_class
+
+    from fewshot import encoders as reg
+
+    kept, held = split_per_class(base, 0.1, a.seed)
+    if a.select_encoder and Path(a.select_encoder).is_file():
+        encoder = reg.from_file(a.select_encoder)
+    else:
+        encoder = shipped_recipe_encoder(kept.with_classes([c for c in base.classes if c != a.left_out]), a)
+        if a.select_encoder:
+            encoder.save(a.select_encoder)
+    emb = embed_dataset(encoder, held, progress=False)
+    rows = []
+    for k in [int(s) for s in a.shots.split(",")]:
+        plain = evaluate_embeddings(emb, held, WAYS, k, a.queries, a.train_episodes, a.seed).episode_accuracies
+        for setting in a.select_finetune.split(","):
+            lr, steps, *flags = setting.split(":")
+            last = [int(f[4:]) for f in flags if f.startswith("last")]
+            b = argparse.Namespace(**{**vars(a), "ft_lr": float(lr), "ft_steps": int(steps),
+                                      "mirror": "nomirror" not in flags, "ft_last": last[0] if last else 0})
+            t = time.time()
+            tuned = score_episodes(trained_outcomes(held, k, b, "finetune", encoder), WAYS,
+                                   sorted(set(held.labels))).episode_accuracies
+            d = np.asarray(tuned) - np.asarray(plain)[:len(tuned)]
+            rows.append({"shots": k, "setting": setting, "a": round(float(np.mean(plain)), 4),
+                         "b": round(float(np.mean(tuned)), 4), "b_minus_a": round(float(d.mean()), 4),
+                         "ci95": round(float(1.96 * d.std(ddof=1) / np.sqrt(len(d))), 4), "episodes": len(d),
+                         "seconds": round(time.time() - t, 1)})
+            log(json.dumps(rows[-1]))
+    return rows
+
+
+def shipped_recipe_encoder(data, a):
+    """cifar-cnn trained on ``data`` with the shipped recipe (or ``--recipe``; ``--retrain-epochs``)."""
+    from fewshot.train.photos import SHIPPED, train_photo_encoder
+
+    return train_photo_encoder(data, a.recipe or SHIPPED["recipe"], a.retrain_epochs or SHIPPED["epochs"],
+                               seed=a.seed, threads=a.threads, progress=False, arch=SHIPPED["arch"],
+                               tta_flip=SHIPPED["tta_flip"]).encoder
 
 
 def raw_pixels(ds) -> np.ndarray:
@@ -229,6 +294,10 @@ def main() -> None:
     novel_cls = a.novel.split(",") if a.novel else list(NOVEL)
     base, novel = ds.with_classes(base_cls), ds.with_classes(novel_cls)
     log(f"loaded {len(ds)} photos ({len(base)} base, {len(novel)} novel) in {time.time() - t_start:.0f}s")
+    if a.select_finetune:
+        rows = select_finetune(base, a)
+        print(json.dumps(rows) if a.json else "\n".join(json.dumps(r) for r in rows))
+        return
     out: dict = {"data": a.data, "threads": a.threads, "ways": WAYS, "queries": a.queries, "seed": a.seed}
     parts = set(a.parts.split(","))
     if "tutorial" in parts:
@@ -247,14 +316,9 @@ def transfer(out: dict, base, novel, shots: list[int], a, parts: set[str]) -> No
     from fewshot import encoders as reg
     from fewshot.evaluation.embedding import embed_dataset
     from fewshot.evaluation.kernel import evaluate_embeddings, score_episodes
-    from fewshot.train.photos import train_photo_encoder
-
     encoder = None
     if a.retrain and parts & {"a", "b"}:
-        from fewshot.train.photos import SHIPPED_RECIPE
-
-        encoder = train_photo_encoder(base, SHIPPED_RECIPE, a.retrain_epochs, seed=a.seed, threads=a.threads,
-                                      progress=False).encoder
+        encoder = shipped_recipe_encoder(base, a)
     elif parts & {"a", "b"}:
         encoder = reg.load(a.encoder)
     if encoder is not None:

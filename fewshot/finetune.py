@@ -46,6 +46,9 @@ def finetune(encoder: Any = None, data: Any = "digits", *, into: str | os.PathLi
     * ``expand``: new classes from each class's symmetries: ``"dihedral"`` (x8),
       ``"rotations"`` (x4) or ``"none"``; ``"auto"``: dihedral for grayscale image
       encoders, rotations for pen strokes, none for photos and time series.
+    * ``augment``: the kind's random augmentation (images: a small affine warp, and for
+      photo encoders also left-right mirroring); False for none; for images a dict sets the
+      warp's fields (``max_rotate``, ``max_shear``, ``scale_range``, ``max_translate``, ``hflip``).
     * ``train_last`` / ``freeze_until``: train only the last blocks.
     * ``val_fraction`` of the classes is held out; their ``val_ways``-way 1-shot accuracy,
       measured before training and every ``val_every`` steps, picks the best weights

@@ -196,3 +196,28 @@ def fewshot_exe() -> str:
 def child_env() -> dict[str, str]:
     return {**os.environ, "FEWSHOT_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1",
             "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+
+
+def old_index(tmp_path: Path, name: str) -> Path:
+    """A scratch copy of the fixture index ``tests/fixtures/indexes/<name>`` (built by an earlier release)."""
+    import shutil
+
+    dst = tmp_path / name
+    shutil.copytree(REPO / "tests" / "fixtures" / "indexes" / name, dst)
+    return dst
+
+
+def assert_upgrades(idx: Path, encoder: str, then_info: dict, new_fingerprint: str, count: int) -> None:
+    """``idx`` (a version 1 index) says version 2 is out and how to upgrade, still matches what that
+    release's ``info`` printed, and ``fewshot reindex IDX --encoder NAME`` moves it to version 2."""
+    import json
+
+    info = json.loads(ok("info", idx, "--json").stdout)
+    assert (info["encoder_version"], info["encoder_newest_version"], info["encoder_is_newest"]) == (1, 2, False)
+    assert info["upgrade"] == f"fewshot reindex {idx} --encoder {encoder}"
+    for key in ("encoder", "fingerprint", "dim", "count", "labels"):
+        assert info[key] == then_info[key], key
+    out = json.loads(ok("reindex", idx, "--encoder", encoder, "--json").stdout)
+    assert out["fingerprint"] == new_fingerprint and out["reembedded"] == count
+    info = json.loads(ok("info", idx, "--json").stdout)
+    assert (info["encoder_version"], info["encoder_is_newest"], info["upgrade"]) == (2, True, None)

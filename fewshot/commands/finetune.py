@@ -45,7 +45,8 @@ LOSS_CHOICES = ("proto", "triplet", "supcon", "ce")
 @click.option("--batch-size", type=click.IntRange(min=4), default=None,
               help="Images per step instead of --queries (split evenly over the episode's classes).")
 @click.option("--augment/--no-augment", default=True, show_default=True,
-              help="Random small rotation, shear, scale and shift of every training image.")
+              help="Random small rotation, shear, scale and shift of every training image (photo "
+                   "encoders: also left-right mirror images; sequences and text: their own augmentation).")
 @click.option("--expand", type=click.Choice(["auto", "dihedral", "rotations", "none"]), default="auto",
               show_default=True, help="Make new classes from each class's rotations (x4) and mirror images "
               "(dihedral, x8); auto: dihedral for grayscale encoders (handwriting), none for RGB (photos).")

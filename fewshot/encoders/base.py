@@ -252,19 +252,22 @@ class TorchImageEncoder(TorchEncoder):
     def __init__(self, name: str, module: nn.Module, dim: int, preprocess: ImagePreprocess,
                  arch: str, arch_kwargs: dict | None = None, weights_source: str = "",
                  centre: np.ndarray | None = None, temperature: float | None = None,
-                 threads: int = 0, tta_shift: int = 0):
+                 threads: int = 0, tta_shift: int = 0, tta_flip: bool = False):
         if tta_shift < 0:
             raise ValueError("tta_shift must be >= 0")
         super().__init__(name, module, dim, preprocess, arch, arch_kwargs, weights_source, centre, temperature,
                          threads)
         self.tta_shift = int(tta_shift)
+        self.tta_flip = bool(tta_flip)
 
     def _extra_config(self) -> dict:
-        return {"tta_shift": self.tta_shift} if self.tta_shift else {}
+        # absent when off, so files (and fingerprints) written before these options are unchanged
+        return {**({"tta_shift": self.tta_shift} if self.tta_shift else {}),
+                **({"tta_flip": True} if self.tta_flip else {})}
 
     @classmethod
     def _config_kwargs(cls, cfg: dict) -> dict:
-        return {"tta_shift": int(cfg.get("tta_shift", 0))}
+        return {"tta_shift": int(cfg.get("tta_shift", 0)), "tta_flip": bool(cfg.get("tta_flip", False))}
 
     def prepare(self, item: InputItem) -> np.ndarray:
         """One input -> uint8 ``[size, size(, 3)]``: decoded, padded or cropped, resized, inverted if drawn dark on light."""
@@ -288,12 +291,19 @@ class TorchImageEncoder(TorchEncoder):
         With ``tta_shift = k`` the embedding is the mean over the image translated by
         every (dy, dx) in [-k, k]^2 (zero fill): (2k+1)^2 forward passes, steadier
         embeddings of hand-drawn strokes, which sit a pixel or two off from drawing to drawing.
+        With ``tta_flip`` each view is also seen mirrored left-right (photos, where the mirror
+        image shows the same thing), doubling the passes.
         """
         k = self.tta_shift
-        if not k:
+        if not k and not self.tta_flip:
             return self.module(x).float()
-        h, w = x.shape[-2:]
-        padded = torch.nn.functional.pad(x, (k, k, k, k))
-        views = [padded[..., k + dy:k + dy + h, k + dx:k + dx + w] for dy in range(-k, k + 1) for dx in range(-k, k + 1)]
+        views = [x]
+        if k:
+            h, w = x.shape[-2:]
+            padded = torch.nn.functional.pad(x, (k, k, k, k))
+            views = [padded[..., k + dy:k + dy + h, k + dx:k + dx + w]
+                     for dy in range(-k, k + 1) for dx in range(-k, k + 1)]
+        if self.tta_flip:
+            views += [v.flip(-1) for v in views]
         out = self.module(torch.cat(views)).float()
         return out.view(len(views), x.shape[0], -1).mean(0)

@@ -39,16 +39,37 @@ CIFAR_PREPROCESS = ImagePreprocess(size=32, channels=3, resize="crop", invert="n
                                    mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616))
 
 
+#: cifar-cnn version 2 (CIFAR_MODEL_CARD.md): the fingerprint an index records.
+CIFAR_CNN_V2_FINGERPRINT = "b23fb046139fe6ff"
+
+
+def _random_cifar_cnn(tta_flip: bool = False) -> TorchImageEncoder:
+    """The tutorial CNN from its seeded random start (the same in every process)."""
+    from fewshot.encoders.archs import build_arch
+
+    with seeded_init("cifar-cnn"):
+        module, dim = build_arch("small_cnn")
+    return TorchImageEncoder("cifar-cnn", module, dim, CIFAR_PREPROCESS, "small_cnn", weights_source="none",
+                             tta_flip=tta_flip)
+
+
 @register("cifar-cnn", input_kind="image", dim=64, weights="package data (trained on 5 CIFAR-10 classes here)",
-          description="the Keras CIFAR-10 tutorial CNN, 32x32 RGB photos; weights='none' is a random (seeded) one")
+          description="version 1: the Keras CIFAR-10 tutorial CNN, 32x32 RGB photos, 10 epochs; "
+                      "weights='none' is a random (seeded) one", version=1, fingerprint="bd7d052ecdde339e")
+def cifar_cnn_v1(weights: str | None = None) -> TorchImageEncoder:
+    if weights == "none":
+        return _random_cifar_cnn()
+    return from_file(weights or packaged_path("cifar_cnn.pt"), name="cifar-cnn")
+
+
+@register("cifar-cnn", input_kind="image", dim=64, weights="package data (trained on 5 CIFAR-10 classes here)",
+          description="the Keras CIFAR-10 tutorial CNN, 32x32 RGB photos, 30 epochs with mirror images, each "
+                      "photo embedded with its mirror; weights='none' is a random (seeded) one",
+          version=2, fingerprint=CIFAR_CNN_V2_FINGERPRINT)
 def cifar_cnn(weights: str | None = None) -> TorchImageEncoder:
     if weights == "none":
-        from fewshot.encoders.archs import build_arch
-
-        with seeded_init("cifar-cnn"):
-            module, dim = build_arch("small_cnn")
-        return TorchImageEncoder("cifar-cnn", module, dim, CIFAR_PREPROCESS, "small_cnn", weights_source="none")
-    return from_file(weights or packaged_path("cifar_cnn.pt"), name="cifar-cnn")
+        return _random_cifar_cnn(tta_flip=True)
+    return from_file(weights or packaged_path("cifar_cnn_v2.pt"), name="cifar-cnn")
 
 
 def _load_state_dict(model: torch.nn.Module, arch: str, source: str) -> torch.nn.Module:

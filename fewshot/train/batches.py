@@ -27,6 +27,7 @@ from ``cfg.extra["series_augment"]``).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -36,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fewshot.data.dataset import LabelledSet
+from fewshot.errors import InputError
 
 
 @dataclass
@@ -56,7 +58,8 @@ def images_to_tensor(images: np.ndarray) -> torch.Tensor:
 
 
 def random_affine(x: torch.Tensor, cfg: Any, gen: torch.Generator) -> torch.Tensor:
-    """A small random rotation, shear, scale and translation per image (one grid_sample)."""
+    """A small random rotation, shear, scale and translation per image (one grid_sample); with
+    ``cfg.hflip``, half the images are also mirrored left-right (photos: a mirrored dog is a dog)."""
     n = x.shape[0]
     u = lambda lo, hi: torch.rand(n, generator=gen) * (hi - lo) + lo  # noqa: E731
     ang = torch.deg2rad(u(-cfg.max_rotate, cfg.max_rotate))
@@ -64,10 +67,26 @@ def random_affine(x: torch.Tensor, cfg: Any, gen: torch.Generator) -> torch.Tens
     s = u(*cfg.scale_range)
     tx, ty = u(-cfg.max_translate, cfg.max_translate) * 2, u(-cfg.max_translate, cfg.max_translate) * 2
     cos, sin = torch.cos(ang), torch.sin(ang)
-    theta = torch.stack([torch.stack([cos / s, (-sin + shear) / s, tx], 1),
-                         torch.stack([sin / s, cos / s, ty], 1)], 1)
+    # the grid maps output to input coordinates: negating the column of output x mirrors the image
+    mirror = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0) if getattr(cfg, "hflip", False) else 1.0
+    theta = torch.stack([torch.stack([mirror * cos / s, (-sin + shear) / s, tx], 1),
+                         torch.stack([mirror * sin / s, cos / s, ty], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+
+
+#: the image warp's knobs (TrainConfig fields) an ``augment`` dict may set
+IMAGE_WARP_FIELDS = ("max_rotate", "max_shear", "scale_range", "max_translate", "hflip")
+
+
+def image_warp(cfg: Any) -> Any:
+    """``cfg`` with an ``augment`` dict's warp fields applied (unknown fields are an InputError)."""
+    if not isinstance(cfg.augment, dict):
+        return cfg
+    unknown = sorted(set(cfg.augment) - set(IMAGE_WARP_FIELDS))
+    if unknown:
+        raise InputError(f"unknown image augmentation {', '.join(unknown)}; known: {', '.join(IMAGE_WARP_FIELDS)}")
+    return dataclasses.replace(cfg, **cfg.augment)
 
 
 @torch.no_grad()
@@ -86,13 +105,15 @@ class ImageBatcher:
     def __init__(self, data: LabelledSet, cfg: Any, to_tensor: Callable[[np.ndarray], torch.Tensor] | None = None,
                  transform: Callable[[torch.Tensor], torch.Tensor] | None = None):
         self.cfg, self.transform = cfg, transform
+        # ``augment`` as a dict overrides the warp's fields for this run, e.g. {"hflip": True} for photos
+        self.warp = image_warp(cfg)
         self.to_tensor = to_tensor or images_to_tensor
         self.x_all = self.to_tensor(data.items)
 
     def inputs(self, idx: np.ndarray, step: int, rng: np.random.Generator) -> tuple[torch.Tensor, None]:
         x = self.x_all[idx]
         if self.cfg.augment:
-            x = random_affine(x, self.cfg, torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + step))
+            x = random_affine(x, self.warp, torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + step))
         return (self.transform(x) if self.transform is not None else x), None
 
     def embed(self, model: nn.Module, data: LabelledSet, batch: int = 512) -> np.ndarray:

@@ -59,6 +59,7 @@ class TrainConfig:
     max_shear: float = 0.15
     scale_range: tuple[float, float] = (0.9, 1.1)
     max_translate: float = 0.1  # fraction of the image
+    hflip: bool = False  # images: mirror half the images left-right (photos; never characters)
     reverse_prob: float = 0.0  # strokes: per stroke and step, draw it backwards
     shuffle_prob: float = 0.0  # strokes: per sequence and step, draw the strokes in another order
     distill_weight: float = 1.0  # weight of the distillation term (with a teacher only)

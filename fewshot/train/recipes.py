@@ -88,6 +88,14 @@ def auto_expand(encoder: Any) -> str:
     return "rotations" if getattr(pre, "kind", "") == "strokes" else "none"
 
 
+def auto_augment(encoder: Any, augment: bool | dict) -> bool | dict:
+    """``augment=True`` for a photo encoder (colour images) also mirrors half the images left-right:
+    a mirrored dog is a dog, a mirrored character is another character (grayscale: never)."""
+    if augment is True and encoder.input_kind == "image" and encoder.preprocess.channels == 3:
+        return {"hflip": True}
+    return augment
+
+
 def _class_counts(ds: LabelledSet) -> dict[str, int]:
     labels, counts = np.unique(ds.labels, return_counts=True)
     return {str(c): int(n) for c, n in zip(labels, counts)}
@@ -262,7 +270,7 @@ def finetune(encoder: Any = "omniglot-conv4", data: Any = "digits", *, classes: 
              ways: int | None = None, shots: int = 1, queries: int | None = None, batch_size: int | None = None,
              steps: int = DEFAULTS["steps"], lr: float | None = None, weight_decay: float = 0.0,
              warmup: int | None = None, train_last: int | None = None, freeze_until: int | None = None,
-             augment: bool = True, expand: str = DEFAULTS["expand"], val_fraction: float = DEFAULTS["val_fraction"],
+             augment: bool | dict = True, expand: str = DEFAULTS["expand"], val_fraction: float = DEFAULTS["val_fraction"],
              patience: int = DEFAULTS["patience"], val_every: int = DEFAULTS["val_every"],
              val_episodes: int = DEFAULTS["val_episodes"], val_ways: int = 5, checkpoint_every: int = 25,
              seed: int = 0, centre: str = "keep", out: str | os.PathLike | None = None,
@@ -280,6 +288,7 @@ def finetune(encoder: Any = "omniglot-conv4", data: Any = "digits", *, classes: 
     check_trainable(base)
     lr = lr if lr is not None else getattr(base, "finetune_lr", DEFAULTS["lr"])
     expand = auto_expand(base) if expand == "auto" else expand
+    augment = auto_augment(base, augment)
     if expand not in EXPANSIONS:
         raise InputError(f"expand must be auto or one of {', '.join(EXPANSIONS)}")
     if centre not in ("recompute", "keep", "none"):

@@ -57,3 +57,22 @@ def test_paired_differences_run_over_the_episodes_both_methods_ran(monkeypatch):
     assert d["a_minus_c"]["1"] == {"difference": 0.15, "ci95": 0.098, "episodes": 2}
     assert d["b_minus_a"]["1"]["difference"] == 0.05
     assert paired_differences({"a_features": {1: [0.5]}}, [1]) == {}
+
+
+def test_choosing_the_finetune_recipe_sees_only_base_classes(tmp_path):
+    classes = ["b1", "b2", "b3", "b4", "b5"]  # no novel class exists here: the choice cannot touch one
+    for ci, c in enumerate(classes):
+        (tmp_path / "photos" / c).mkdir(parents=True)
+        for i in range(30):
+            (tmp_path / "photos" / c / f"{i}.jpg").write_bytes(jpeg_bytes(100 * ci + i))
+    r = subprocess.run([sys.executable, "demos/cifar10_transfer.py", "--data", str(tmp_path / "photos"),
+                        "--base", ",".join(classes), "--novel", ",".join(classes), "--left-out", "b1",
+                        "--select-finetune", "1e-4:2,1e-3:2:nomirror", "--shots", "1", "--queries", "2",
+                        "--retrain-epochs", "1", "--train-episodes", "2", "--threads", "1", "--json"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = json.loads(r.stdout)
+    assert [(x["shots"], x["setting"]) for x in rows] == [(1, "1e-4:2"), (1, "1e-3:2:nomirror")]
+    for x in rows:
+        assert x["episodes"] == 2 and 0 <= x["a"] <= 1 and 0 <= x["b"] <= 1
+        assert abs(x["b_minus_a"] - (x["b"] - x["a"])) < 1e-3

@@ -6,10 +6,9 @@ The old index is the fixture written by commit 329e7bb, when version 1 was the o
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
-from helpers import REPO, ok
+from helpers import REPO, assert_upgrades, ok, old_index
 
 from fewshot import encoders
 from fewshot.encoders import registry
@@ -23,9 +22,7 @@ V1 = "ecce4f54ff5991f2"
 
 @pytest.fixture
 def old_text(tmp_path):
-    dst = tmp_path / NAME
-    shutil.copytree(FIXTURES / NAME, dst)
-    return dst
+    return old_index(tmp_path, NAME)
 
 
 def _classify(idx) -> list[dict]:
@@ -49,16 +46,7 @@ def test_a_version_1_index_answers_as_it_did_then_upgrades(old_text):
                                                                          abs=1e-5)
     with FewShotIndex.open(old_text) as idx:
         assert idx.encoder.fingerprint == V1
-    info = json.loads(ok("info", old_text, "--json").stdout)
-    assert (info["encoder_version"], info["encoder_newest_version"], info["encoder_is_newest"]) == (1, 2, False)
-    assert info["upgrade"] == f"fewshot reindex {old_text} --encoder text-gru"
-    for key in ("encoder", "fingerprint", "dim", "count", "labels"):
-        assert info[key] == ANSWERS["info"][key], key
-
-    out = json.loads(ok("reindex", old_text, "--encoder", "text-gru", "--json").stdout)
-    assert out["fingerprint"] == encoders.load("text-gru").fingerprint and out["reembedded"] == 8
-    info = json.loads(ok("info", old_text, "--json").stdout)
-    assert (info["encoder_version"], info["encoder_is_newest"], info["upgrade"]) == (2, True, None)
+    assert_upgrades(old_text, "text-gru", ANSWERS["info"], encoders.load("text-gru").fingerprint, 8)
     assert [a["label"] for a in _classify(old_text)] == ["balance", "weather", "music", "timer"]
 
 
