@@ -43,13 +43,15 @@ CIFAR_PREPROCESS = ImagePreprocess(size=32, channels=3, resize="crop", invert="n
 CIFAR_CNN_V2_FINGERPRINT = "b23fb046139fe6ff"
 
 
-def _random_cifar_cnn(tta_flip: bool = False) -> TorchImageEncoder:
-    """The tutorial CNN from its seeded random start (the same in every process)."""
+def random_cifar_encoder(arch: str = "small_cnn", arch_kwargs: dict | None = None, tta_flip: bool = False,
+                         seed: str = "cifar-cnn") -> TorchImageEncoder:
+    """A photo encoder with cifar-cnn's preprocessing from a seeded random start (the same in every
+    process): the tutorial CNN by default, or another architecture to train (a lever)."""
     from fewshot.encoders.archs import build_arch
 
-    with seeded_init("cifar-cnn"):
-        module, dim = build_arch("small_cnn")
-    return TorchImageEncoder("cifar-cnn", module, dim, CIFAR_PREPROCESS, "small_cnn", weights_source="none",
+    with seeded_init(seed):
+        module, dim = build_arch(arch, **(arch_kwargs or {}))
+    return TorchImageEncoder("cifar-cnn", module, dim, CIFAR_PREPROCESS, arch, arch_kwargs, weights_source="none",
                              tta_flip=tta_flip)
 
 
@@ -58,17 +60,17 @@ def _random_cifar_cnn(tta_flip: bool = False) -> TorchImageEncoder:
                       "weights='none' is a random (seeded) one", version=1, fingerprint="bd7d052ecdde339e")
 def cifar_cnn_v1(weights: str | None = None) -> TorchImageEncoder:
     if weights == "none":
-        return _random_cifar_cnn()
+        return random_cifar_encoder()
     return from_file(weights or packaged_path("cifar_cnn.pt"), name="cifar-cnn")
 
 
 @register("cifar-cnn", input_kind="image", dim=64, weights="package data (trained on 5 CIFAR-10 classes here)",
-          description="the Keras CIFAR-10 tutorial CNN, 32x32 RGB photos, 30 epochs with mirror images, each "
+          description="the Keras CIFAR-10 tutorial CNN, 32x32 RGB photos, 60 epochs with mirror images, each "
                       "photo embedded with its mirror; weights='none' is a random (seeded) one",
           version=2, fingerprint=CIFAR_CNN_V2_FINGERPRINT)
 def cifar_cnn(weights: str | None = None) -> TorchImageEncoder:
     if weights == "none":
-        return _random_cifar_cnn(tta_flip=True)
+        return random_cifar_encoder(tta_flip=True)
     return from_file(weights or packaged_path("cifar_cnn_v2.pt"), name="cifar-cnn")
 
 

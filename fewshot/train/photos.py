@@ -30,7 +30,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     # the same episodes, with half the photos mirrored left-right as well as warped
     "proto-flip": {"loss": "proto", "shots": 5, "queries": 15, "augment": {"hflip": True}},
 }
-#: starting networks (a lever): the tutorial's CNN, or a Conv-4 (4 x [conv3x3 64, BN, ReLU, pool 2], 256-d)
+#: starting networks (a lever): the tutorial's CNN, or a Conv-4 (4 x [conv3x3 64, BN, ReLU, pool 2], averaged: 64-d)
 ARCHS: dict[str, tuple[str, dict[str, Any]]] = {
     "small_cnn": ("small_cnn", {}),
     "conv4": ("conv", {"in_channels": 3, "width": 64, "depth": 4}),
@@ -57,23 +57,11 @@ def split_per_class(ds: LabelledSet, held_fraction: float, seed: int) -> tuple[L
 def random_photo_encoder(arch: str = "small_cnn", tta_flip: bool = False) -> Any:
     """A seeded random photo encoder of one of :data:`ARCHS`, with cifar-cnn's preprocessing
     (``tta_flip``: it embeds each photo as the mean with its mirror image)."""
-    from fewshot import encoders as reg
-
-    if arch == "small_cnn":
-        enc = reg.load("cifar-cnn@1", weights="none")
-        enc.tta_flip = tta_flip
-        enc.invalidate()
-        return enc
-    from fewshot.encoders.archs import build_arch
-    from fewshot.encoders.base import TorchImageEncoder
-    from fewshot.encoders.builtin import CIFAR_PREPROCESS
-    from fewshot.encoders.weights import seeded_init
+    from fewshot.encoders.builtin import random_cifar_encoder
 
     name, kwargs = ARCHS[arch]
-    with seeded_init(f"cifar-{arch}"):
-        module, dim = build_arch(name, **kwargs)
-    return TorchImageEncoder("cifar-cnn", module, dim, CIFAR_PREPROCESS, name, kwargs, weights_source="none",
-                             tta_flip=tta_flip)
+    # the tutorial CNN keeps cifar-cnn's own seed, so it is exactly ``cifar-cnn@1``'s random start
+    return random_cifar_encoder(name, kwargs or None, tta_flip, "cifar-cnn" if arch == "small_cnn" else f"cifar-{arch}")
 
 
 def train_photo_encoder(data: LabelledSet, recipe: str = "ce", epochs: int = 10, out: str | os.PathLike | None = None,
@@ -83,9 +71,9 @@ def train_photo_encoder(data: LabelledSet, recipe: str = "ce", epochs: int = 10,
     """A cifar-cnn trained from a seeded random start on every class of ``data`` for ``epochs`` passes.
 
     With ``tta_flip`` the encoder averages each photo with its mirror image (its centre too is
-    computed so); training itself sees single views. Written to ``out`` when given. No validation classes are held out (the
-    recipe is chosen beforehand, see :func:`leave_one_class_out`), so the run
-    takes its fixed number of steps and the last weights are kept.
+    computed so); training itself sees single views. Written to ``out`` when given. No validation
+    classes are held out (the recipe is chosen beforehand, see :func:`leave_one_class_out`), so the
+    run takes its fixed number of steps and the last weights are kept.
     """
     from fewshot.train.recipes import finetune
 
@@ -94,8 +82,8 @@ def train_photo_encoder(data: LabelledSet, recipe: str = "ce", epochs: int = 10,
     steps = max(1, epochs * len(data) // (ways * (r["shots"] + r["queries"])))
     with tempfile.TemporaryDirectory(prefix="cifar-cnn-run-") as tmp:
         result = finetune(random_photo_encoder(arch, tta_flip), data, loss=r["loss"], ways=ways, shots=r["shots"],
-                          queries=r["queries"], augment=r["augment"], steps=steps, lr=lr, val_fraction=0.0, seed=seed, centre="recompute",
-                          out=out, name=name, run_dir=os.path.join(tmp, "run"), threads=threads,
+                          queries=r["queries"], augment=r["augment"], steps=steps, lr=lr, val_fraction=0.0,
+                          seed=seed, centre="recompute", out=out, name=name, run_dir=os.path.join(tmp, "run"), threads=threads,
                           progress=progress, log=log, checkpoint_every=max(100, steps // 10))
     result.summary.update(recipe=recipe, epochs=epochs, steps=steps, arch=arch, tta_flip=tta_flip)
     return result
@@ -139,13 +127,12 @@ def train_classifier(data: LabelledSet, steps: int, per_class: int = 10, seed: i
     The tutorial's classifier (ten classes, ten epochs) and the from-scratch baseline on a
     few support photos are both this. A class with a single photo is trained on two views of it.
     """
-    from fewshot import encoders as reg
     from fewshot.losses import ClassifierLoss
     from fewshot.train.loop import LossTerm, TrainConfig, fit
     from fewshot.train.prepare import to_encoder_arrays
     from fewshot.train.recipes import kind_batcher
 
-    enc = reg.load("cifar-cnn@1", weights="none")  # the tutorial CNN, whatever the newest cifar-cnn is
+    enc = random_photo_encoder("small_cnn")  # the tutorial CNN, whatever the newest cifar-cnn is
     arrays = to_encoder_arrays(data, enc.preprocess)
     smallest = min(arrays.labels.count(c) for c in arrays.classes)
     if smallest == 1:
