@@ -13,7 +13,7 @@ adds each channel's absolute level and scale (raw ``asinh(mean)``, ``log(sd)``, 
 their spread over the other problems) at weight A; channels summed into 12 slots as ts-gru does. Results: benchmarks/results/timeseries_ppv_levers.md.
 A measurement script, not shipped code.
 """
-import sys, itertools, time
+import os, sys, itertools, time
 import numpy as np, torch, torch.nn.functional as F
 from fewshot.data.timeseries import load_ucr, AEON_CLASSIFICATION
 from fewshot.sequences import standardise_resample
@@ -23,6 +23,10 @@ L = 128
 KERNELS = torch.tensor([[2.0 if i in c else -1.0 for i in range(9)] for c in itertools.combinations(range(9), 3)])
 DIL = sorted(set(int(2 ** e) for e in np.linspace(0, np.log2((L - 1) / 8), 24)))
 Q = torch.tensor([0.1, 0.3, 0.5, 0.7, 0.9])
+if os.environ.get("TS_DIL"):  # a smaller feature set, e.g. TS_DIL=1,2,4,8,15 TS_Q=0.1,0.5,0.9
+    DIL = [int(d) for d in os.environ["TS_DIL"].split(",")]
+if os.environ.get("TS_Q"):
+    Q = torch.tensor([float(q) for q in os.environ["TS_Q"].split(",")])
 
 def channels(items):
     """-> z [n_ch, L] per-channel z-normalised, stats [n_ch, 2] (mean, sd relative to whole series), owner [n_ch],

@@ -1,13 +1,13 @@
-"""Embedding speed of ts-gru on time series, against the RNN of the old time-series demo in the same run.
+"""Embedding speed of ts-rocket and ts-gru on time series, against the RNN of the old time-series demo in the same run.
 
     python benchmarks/timeseries_throughput.py --json --out benchmarks/results/timeseries_throughput.json
 
 Series per second of ``encoder.embed(arrays)`` (batch ``--batch-size``, ``--threads``
 threads) on ``--n`` random series of ``--length`` steps and ``--channels``
 channel(s); best of ``--repeats`` rounds, the encoders alternating within each
-round so that load from other jobs hits both alike. ``ts-gru``: the shipped
-encoder (random weights of the same architecture with ``--random``; the speed is
-the same). ``demo-gru``: the encoder of the previous demos/timeseries_one_shot.py
+round so that load from other jobs hits them alike. ``ts-rocket``, ``ts-gru``: the
+shipped encoders (with ``--random``: unfitted / random weights of the same
+architectures; the speed is the same). ``demo-gru``: the encoder of the previous demos/timeseries_one_shot.py
 (bidirectional GRU, 64 hidden, attention pooling, per-feature standardisation, no
 resampling). The load average is printed with the numbers.
 """
@@ -30,7 +30,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--random", action="store_true", help="random ts-gru weights (no shipped file needed)")
+    p.add_argument("--random", action="store_true", help="unfitted ts-rocket, random ts-gru (no shipped file needed)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--out", default=None)
     a = p.parse_args()
@@ -45,13 +45,14 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     x = list(np.random.default_rng(0).normal(size=(a.n, a.length, a.channels)).astype(np.float32))
+    rocket = new_ts_encoder(arch="ts-rocket") if a.random else load("ts-rocket")
     ts = new_ts_encoder() if a.random else load("ts-gru")
     pre = SequencePreprocess(kind="series", n_features=a.channels, mean=(0.0,) * a.channels,
                              std=(1.0,) * a.channels, max_length=10 ** 6)
     arch = {"in_features": a.channels, "hidden": 64, "layers": 1, "cell": "gru", "bidirectional": True,
             "pooling": "attention", "dim": 64}
     demo = TorchSequenceEncoder("demo-gru", SequenceRNN(**arch), 64, pre, "rnn", arch)
-    encs = {"ts-gru": ts, "demo-gru": demo}
+    encs = {"ts-rocket": rocket, "ts-gru": ts, "demo-gru": demo}
     for e in encs.values():
         e.threads = a.threads
         e.embed(x[: a.batch_size], batch_size=a.batch_size)  # warm-up

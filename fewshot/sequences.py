@@ -598,7 +598,9 @@ class SequencePreprocess:
     input ``[T, C]`` with any ``C`` (``n_features=0``) or exactly ``n_features``; each
     series is standardised on its own (one mean and std over its values: no
     statistics of a training set, so it transfers to new data sets) and resampled
-    by linear interpolation to ``steps`` time steps.
+    by linear interpolation to ``steps`` time steps; with ``standardise=False`` it is
+    only resampled (``ts-rocket`` standardises itself and keeps the series' absolute
+    level and scale as features).
     ``max_length``: the most steps an input may have *after* preprocessing; longer
     inputs are refused with an error (never silently truncated).
     """
@@ -611,6 +613,7 @@ class SequencePreprocess:
     std: tuple[float, ...] = ()
     max_length: int = DEFAULT_MAX_LENGTH
     steps: int = 0  # kind "ts": the fixed length every series is resampled to
+    standardise: bool = True  # kind "ts": standardise each series as a whole before resampling
 
     def __post_init__(self) -> None:
         if self.kind not in ("strokes", "series", "ts"):
@@ -635,6 +638,8 @@ class SequencePreprocess:
         d["mean"], d["std"] = [float(v) for v in self.mean], [float(v) for v in self.std]
         if self.kind != "ts":
             del d["steps"]  # files written before the ts kind keep their dict (and fingerprint)
+        if self.standardise:
+            del d["standardise"]  # likewise for files written before the option
         return d
 
     @classmethod
@@ -667,7 +672,7 @@ class SequencePreprocess:
             raw = strokes_to_array(strokes) if strokes is not None else a
             out = stroke_features(raw, self.resample, self.with_position)
         elif self.kind == "ts":
-            out = standardise_resample(a, self.steps)
+            out = standardise_resample(a, self.steps, standardise=self.standardise)
         else:
             out = a.astype(np.float32)
             if self.mean:
@@ -688,7 +693,8 @@ class SequencePreprocess:
             rows, lens = stroke_features_batch(arrays, self.resample, self.with_position)
         elif self.kind == "ts":
             check_same_channels(arrays, names)
-            rows = np.concatenate([standardise_resample(a, self.steps) for a in arrays])
+            rows = np.concatenate([standardise_resample(a, self.steps, standardise=self.standardise)
+                                   for a in arrays])
             lens = np.full(len(arrays), self.steps, np.int64)
         else:
             rows = np.concatenate(arrays).astype(np.float32)
@@ -711,8 +717,9 @@ def check_same_channels(arrays: Sequence[np.ndarray], names: Sequence[str]) -> N
                              "embedded or compared together need the same channels")
 
 
-def standardise_resample(a: np.ndarray, steps: int, eps: float = 1e-6) -> np.ndarray:
-    """``[T, C]`` -> float32 ``[steps, C]``: standardised as a whole, then linearly resampled.
+def standardise_resample(a: np.ndarray, steps: int, eps: float = 1e-6, standardise: bool = True) -> np.ndarray:
+    """``[T, C]`` -> float32 ``[steps, C]``: standardised as a whole (unless not ``standardise``), then
+    linearly resampled.
 
     One mean and one standard deviation over all values of the series, so the
     channels keep their levels and scales relative to each other (the encoder
@@ -720,8 +727,11 @@ def standardise_resample(a: np.ndarray, steps: int, eps: float = 1e-6) -> np.nda
     series becomes zeros; a series of one step is repeated.
     """
     a = np.asarray(a, np.float64)
-    sd = float(a.std())
-    z = (a - a.mean()) / (sd if sd >= eps else 1.0)
+    if standardise:
+        sd = float(a.std())
+        z = (a - a.mean()) / (sd if sd >= eps else 1.0)
+    else:
+        z = a
     if len(z) == 1:
         return np.repeat(z, steps, 0).astype(np.float32)
     src = np.linspace(0.0, len(z) - 1.0, steps)

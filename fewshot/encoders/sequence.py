@@ -112,15 +112,20 @@ class SequenceRNN(nn.Module):
 
 
 def build_sequence_arch(arch: str, **kwargs) -> tuple[nn.Module, int]:
-    """The sequence architectures by name: ``rnn`` (the family above), ``ts-gru`` (encoders/timeseries.py)."""
+    """The sequence architectures by name: ``rnn`` (the family above), ``ts-gru`` (encoders/timeseries.py),
+    ``ts-rocket`` (encoders/ts_rocket.py)."""
     if arch == "ts-gru":
         from fewshot.encoders.timeseries import ChannelSlotGRU
 
         m = ChannelSlotGRU(**kwargs)
+    elif arch == "ts-rocket":
+        from fewshot.encoders.ts_rocket import ChannelSlotPPV
+
+        m = ChannelSlotPPV(**kwargs)
     elif arch == "rnn":
         m = SequenceRNN(**kwargs)
     else:
-        raise EncoderError(f"unknown sequence architecture {arch!r}; known: rnn, ts-gru")
+        raise EncoderError(f"unknown sequence architecture {arch!r}; known: rnn, ts-gru, ts-rocket")
     return m, m.out_dim
 
 

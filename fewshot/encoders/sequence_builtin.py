@@ -1,4 +1,4 @@
-"""The built-in sequence encoders: the shipped stroke RNN, stroke+image fusion, ts-gru, and the RNN family."""
+"""The built-in sequence encoders: the shipped stroke RNN, stroke+image fusion, ts-rocket, ts-gru, and the RNN family."""
 from __future__ import annotations
 
 from fewshot.encoders.fusion import FusionEncoder
@@ -51,6 +51,20 @@ TS_WEIGHTS = "ts_gru.pt"
                       "z-normalised channel + its level and scale, channels in 12 slots (TIMESERIES_MODEL_CARD.md)")
 def ts_gru(weights: str | None = None) -> TorchSequenceEncoder:
     return from_file(weights or packaged_path(TS_WEIGHTS), name=TS_GRU)
+
+
+TS_ROCKET = "ts-rocket"
+TS_ROCKET_WEIGHTS = "ts_rocket.pt"
+
+
+@register(TS_ROCKET, input_kind="sequence", dim=12 * (84 * 6 * 5 + 4),
+          weights="package data (PPV biases fitted and a metric trained on the 10 aeon classification problems)",
+          description="time series with any channel count (the one to use): per channel MiniRocket's 84 fixed kernels "
+                      "x 6 dilations x 5 biases (PPV) + level and scale, weighted by a learnt metric, in 12 "
+                      "channel slots (TIMESERIES_MODEL_CARD.md)",
+          version=1, fingerprint="96a8a8c452fc067b")
+def ts_rocket(weights: str | None = None) -> TorchSequenceEncoder:
+    return from_file(weights or packaged_path(TS_ROCKET_WEIGHTS), name=TS_ROCKET)
 
 
 def _rnn(cell: str, weights: str | None, kind: str = "strokes", n_features: int = 3, **arch) -> TorchSequenceEncoder:

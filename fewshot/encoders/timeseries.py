@@ -33,8 +33,45 @@ from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 from fewshot.encoders.sequence import SequenceRNN
 
 
-class ChannelSlotGRU(nn.Module):
-    """``[B, T, C]`` (a PackedSequence of equal lengths, or ``(padded, lengths)``) -> ``[B, slots * channel_dim]``."""
+class ChannelSlots(nn.Module):
+    """The channel-independent frame of the ts encoders: ``[B, T, C]`` -> ``[B, slots * width]``.
+
+    Subclasses set ``slots`` and ``width`` and embed the present channels
+    (:meth:`embed_channels`); channel ``c`` of a series is added into slot ``c mod slots``.
+    """
+
+    slots: int
+    width: int
+    name = "ts"
+
+    @property
+    def out_dim(self) -> int:
+        return self.slots * self.width
+
+    def embed_channels(self, x: torch.Tensor, row: torch.Tensor, chan: torch.Tensor) -> torch.Tensor:
+        """``x [B, T, C]`` (NaN = absent channel) -> ``[len(row), width]`` for channel ``chan[i]`` of series ``row[i]``."""
+        raise NotImplementedError
+
+    def forward(self, x: PackedSequence | tuple[torch.Tensor, torch.Tensor] | torch.Tensor) -> torch.Tensor:
+        if isinstance(x, PackedSequence):
+            x = pad_packed_sequence(x, batch_first=True)
+        if isinstance(x, tuple):
+            x, lengths = x
+            if int(lengths.min()) != x.shape[1]:
+                raise ValueError(f"{self.name} reads series resampled to one length (SequencePreprocess kind 'ts')")
+        b = x.shape[0]
+        present = ~torch.isnan(x[:, 0, :])  # [B, C]: training batches mix data sets, NaN pads absent channels
+        row, chan = present.nonzero(as_tuple=True)
+        e = self.embed_channels(x, row, chan)
+        cell = row * self.slots + chan % self.slots
+        out = torch.zeros(b * self.slots, self.width, dtype=e.dtype).index_add_(0, cell, e)
+        return out.reshape(b, self.out_dim)
+
+
+class ChannelSlotGRU(ChannelSlots):
+    """``[B, T, C]`` (a PackedSequence of equal lengths, or ``(padded, lengths)``) -> ``[B, slots * (channel_dim + 2)]``."""
+
+    name = "ts-gru"
 
     def __init__(self, conv: int = 32, kernel: int = 7, hidden: int = 64, channel_dim: int = 64, slots: int = 12,
                  dropout: float = 0.1, stat_weight: float = 1.0):
@@ -50,7 +87,6 @@ class ChannelSlotGRU(nn.Module):
         self.proj = nn.Linear(self.rnn.out_dim, channel_dim)
         self.stat_weight = float(stat_weight)
         self.width = channel_dim + 2
-        self.out_dim = slots * self.width
 
     def channel_embeddings(self, v: torch.Tensor) -> torch.Tensor:
         """Single channels ``[N, T]`` -> ``[N, channel_dim + 2]`` (the same weights for every channel).
@@ -68,20 +104,8 @@ class ChannelSlotGRU(nn.Module):
         shape = F.normalize(self.proj(self.drop(self.rnn((h, lengths)))), dim=1)
         return torch.cat([shape, torch.cat([mu, sd], 1) * self.stat_weight], 1)
 
-    def forward(self, x: PackedSequence | tuple[torch.Tensor, torch.Tensor] | torch.Tensor) -> torch.Tensor:
-        if isinstance(x, PackedSequence):
-            x = pad_packed_sequence(x, batch_first=True)
-        if isinstance(x, tuple):
-            x, lengths = x
-            if int(lengths.min()) != x.shape[1]:
-                raise ValueError("ts-gru reads series resampled to one length (SequencePreprocess kind 'ts')")
-        b, _, c = x.shape
-        present = ~torch.isnan(x[:, 0, :])  # [B, C]: training batches mix data sets, NaN pads absent channels
-        row, chan = present.nonzero(as_tuple=True)
-        e = self.channel_embeddings(x.permute(0, 2, 1)[row, chan])
-        cell = row * self.slots + chan % self.slots
-        out = torch.zeros(b * self.slots, self.width, dtype=e.dtype).index_add_(0, cell, e)
-        return out.reshape(b, self.out_dim)
+    def embed_channels(self, x: torch.Tensor, row: torch.Tensor, chan: torch.Tensor) -> torch.Tensor:
+        return self.channel_embeddings(x.permute(0, 2, 1)[row, chan])
 
 
 #: The architecture of the shipped ts-gru (ChannelSlotGRU's defaults).
@@ -90,12 +114,18 @@ TS_ARCH = {"conv": 32, "kernel": 7, "hidden": 64, "channel_dim": 64, "slots": 12
 TS_STEPS = 128
 
 
-def new_ts_encoder(name: str = "ts-gru", steps: int = TS_STEPS, **arch_kwargs):
-    """A randomly initialised ``ts-gru`` encoder (any channel count) to train or to compare with."""
+def new_ts_encoder(name: str = "ts-gru", steps: int = TS_STEPS, arch: str = "ts-gru", **arch_kwargs):
+    """A fresh ``ts-gru`` (random init) or ``ts-rocket`` (unfitted) encoder, any channel count, to train or compare."""
     from fewshot.encoders.sequence import TorchSequenceEncoder, build_sequence_arch
     from fewshot.sequences import SequencePreprocess
 
-    pre = SequencePreprocess(kind="ts", n_features=0, steps=steps)
-    kw = {**TS_ARCH, **arch_kwargs}  # every value written out: the file does not depend on today's defaults
-    module, dim = build_sequence_arch("ts-gru", **kw)
-    return TorchSequenceEncoder(name, module, dim, pre, "ts-gru", kw, weights_source="random init")
+    if arch == "ts-rocket":
+        from fewshot.encoders.ts_rocket import TS_ROCKET_ARCH
+
+        kw = {**TS_ROCKET_ARCH, "steps": steps, **arch_kwargs}
+        pre = SequencePreprocess(kind="ts", n_features=0, steps=steps, standardise=False)  # it keeps the level
+    else:
+        kw = {**TS_ARCH, **arch_kwargs}  # every value written out: the file does not depend on today's defaults
+        pre = SequencePreprocess(kind="ts", n_features=0, steps=steps)
+    module, dim = build_sequence_arch(arch, **kw)
+    return TorchSequenceEncoder(name, module, dim, pre, arch, kw, weights_source="random init")

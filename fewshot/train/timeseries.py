@@ -1,4 +1,4 @@
-"""The ``ts-gru`` recipe: train a channel-independent time-series encoder for classes it has not seen.
+"""The ``ts-rocket`` and ``ts-gru`` recipe: train a channel-independent time-series encoder for classes it has not seen.
 
 What is chosen for transfer, and why:
 
@@ -12,6 +12,10 @@ What is chosen for transfer, and why:
 * regularisation: dropout on the pooled features, weight decay, gradient
   clipping, a short schedule (a few hundred steps), and no centring vector (a
   centre fitted on the training problems would not fit a new one).
+
+``ts-rocket`` first fits its PPV biases and level/scale spread on the training
+series (no labels), then the loop learns only its metric (118 weights); ``ts-gru``
+learns the whole network.
 """
 from __future__ import annotations
 
@@ -37,23 +41,37 @@ def pool_sets(sets: Sequence[LabelledSet]) -> LabelledSet:
                        kind="sequence")
 
 
-def ts_config(steps: int = 600, seed: int = 0, threads: int = 1, ways: int = 16, **extra: Any) -> TrainConfig:
-    """The recipe's loop config (mixed-problem episodes of ``ways`` classes, 2 shots, 3 queries)."""
-    return SequenceTrainConfig(ways=ways, shots=2, queries=3, steps=steps, lr=2e-3, weight_decay=1e-4,
-                               warmup=50, grad_clip=1.0, init_scale=10.0, within_group_fraction=0.0,
+#: Per architecture: learning rate, episode ways, and the share of episodes drawn within one problem.
+#: ts-gru learns a whole network from episodes mixing problems. ts-rocket learns only its metric,
+#: from 2-way episodes inside one problem (as it is used: the classes of a query come from one
+#: data set; mixed episodes rewarded telling problems apart by level, which a new problem does not
+#: need), with small steps (at lr 1e-2 the weights drifted to the training problems' scales).
+ARCH_RECIPE = {"ts-gru": {"lr": 2e-3, "ways": 16, "within_group_fraction": 0.0},
+               "ts-rocket": {"lr": 3e-3, "ways": 2, "within_group_fraction": 1.0}}
+#: Training steps of the shipped recipe, per architecture.
+ARCH_STEPS = {"ts-gru": 300, "ts-rocket": 600}
+
+
+def ts_config(steps: int | None = None, seed: int = 0, threads: int = 1, ways: int | None = None,
+              arch: str = "ts-gru", **extra: Any) -> TrainConfig:
+    """The recipe's loop config for ``arch`` (episodes of ``ways`` classes, 2 shots, 3 queries)."""
+    r = ARCH_RECIPE[arch]
+    steps = ARCH_STEPS[arch] if steps is None else steps
+    return SequenceTrainConfig(ways=ways or r["ways"], shots=2, queries=3, steps=steps, lr=r["lr"], weight_decay=1e-4,
+                               warmup=50, grad_clip=1.0, init_scale=10.0,
+                               within_group_fraction=r["within_group_fraction"],
                                checkpoint_every=max(1, min(100, steps)), seed=seed, threads=threads,
                                extra={"supcon_weight": SUPCON_WEIGHT, **extra})
 
 
 def train_ts_encoder(data: LabelledSet, out_dir: str | os.PathLike | None, cfg: TrainConfig, name: str = "ts-gru",
-                     progress: bool = False, log: Callable[[str], None] | None = None,
-                     **arch: Any) -> tuple[TorchSequenceEncoder, dict]:
-    """Train a fresh ``ts-gru`` on ``data`` (resumes from ``out_dir``); (encoder in eval mode, loop summary)."""
-    from fewshot.encoders.timeseries import new_ts_encoder
+                     progress: bool = False, log: Callable[[str], None] | None = None, arch: str = "ts-gru",
+                     **arch_kwargs: Any) -> tuple[TorchSequenceEncoder, dict]:
+    """Train a fresh ``arch`` encoder on ``data`` (resumes from ``out_dir``); (encoder in eval mode, loop summary)."""
     from fewshot.losses import PrototypicalLoss, SupConLoss
 
     torch.manual_seed(cfg.seed)
-    enc = new_ts_encoder(name, **arch)
+    enc = fitted_ts_encoder(data, name, arch, **arch_kwargs)
     terms = [LossTerm("proto", PrototypicalLoss(cfg.init_scale))]
     w = float(cfg.extra.get("supcon_weight", SUPCON_WEIGHT))
     if w > 0:
@@ -68,8 +86,21 @@ def train_ts_encoder(data: LabelledSet, out_dir: str | os.PathLike | None, cfg: 
     return enc, summary
 
 
+def fitted_ts_encoder(data: LabelledSet, name: str = "ts-rocket", arch: str = "ts-rocket",
+                      **arch_kwargs: Any) -> TorchSequenceEncoder:
+    """A fresh encoder with the statistics it fits without labels (``ts-rocket``: PPV biases,
+    level/scale spread) fitted on ``data``; before any metric training (``ts-gru``: random)."""
+    from fewshot.encoders.timeseries import new_ts_encoder
+
+    enc = new_ts_encoder(name, arch=arch, **arch_kwargs)
+    if hasattr(enc.module, "fit_statistics"):
+        enc.module.fit_statistics([enc.preprocess.apply(s, src) for s, src in zip(data.items, data.sources)])
+        enc.weights_source = f"statistics fitted on {len(data)} series"
+    return enc
+
+
 def main(argv: list[str] | None = None) -> None:
-    """``python -m fewshot.train.timeseries --out ts_gru.pt``: the shipped ts-gru (every aeon problem)."""
+    """``python -m fewshot.train.timeseries --arch ts-rocket --out ts_rocket.pt``: a shipped ts encoder (every aeon problem)."""
     import argparse
     import json
     import time
@@ -80,14 +111,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", required=True, help="encoder file to write (.pt, with a .json sidecar)")
     p.add_argument("--aeon-data", default=None, help="aeon/datasets/data (default: $FEWSHOT_AEON_DATA or aeon)")
     p.add_argument("--datasets", default=",".join(AEON_CLASSIFICATION))
-    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--arch", default="ts-rocket", choices=sorted(ARCH_RECIPE))
+    p.add_argument("--steps", type=int, default=None, help="default: the recipe's (ts-rocket 600, ts-gru 300)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--run", default=None, help="run folder (checkpoints, log.jsonl; resumable)")
     a = p.parse_args(argv)
     t0 = time.time()
     data = pool_sets([load_ucr(n, a.aeon_data) for n in a.datasets.split(",")])
-    enc, summary = train_ts_encoder(data, a.run, ts_config(a.steps, a.seed, a.threads), progress=True)
+    enc, summary = train_ts_encoder(data, a.run, ts_config(a.steps, a.seed, a.threads, arch=a.arch), name=a.arch,
+                                    progress=True, arch=a.arch)
     enc.weights_source = f"fewshot.train.timeseries: {a.datasets}, {summary['step']} steps, seed {a.seed}"
     enc.save(a.out)
     print(json.dumps({**summary, "series": len(data), "classes": len(data.classes), "out": a.out,

@@ -1,4 +1,5 @@
-"""ts-gru: its augmentations, and a smoke training run on tiny synthetic series (two problems, 1 and 3 channels)."""
+"""The time-series recipe: its augmentations, and smoke training runs of ts-gru and ts-rocket on tiny synthetic
+series (two problems, 1 and 3 channels)."""
 from __future__ import annotations
 
 import numpy as np
@@ -51,6 +52,24 @@ def test_smoke_training_mixed_channel_counts(tmp_path):
     x = data.items[20:24]
     np.testing.assert_allclose(again.embed(x), enc.embed(x), atol=1e-5)
     np.testing.assert_allclose(enc.embed([x[0]]), enc.embed(x)[:1], atol=1e-5)
+
+
+def test_smoke_training_ts_rocket_learns_its_metric_only(tmp_path):
+    torch.set_num_threads(1)
+    data = pool_sets([toy_problem("uni", 1, 3, 5, 0), toy_problem("tri", 3, 3, 5, 1)])
+    cfg = ts_config(steps=4, seed=0, threads=1, arch="ts-rocket")  # 2-way episodes within one problem
+    enc, summary = train_ts_encoder(data, tmp_path / "run", cfg, arch="ts-rocket", name="ts-rocket", steps=32,
+                                    dilations=[1, 2], quantiles=[0.3, 0.7], slots=4)
+    assert summary["step"] == 4 and (cfg.ways, cfg.within_group_fraction) == (2, 1.0)
+    m = enc.module
+    assert m.biases.abs().sum() > 0 and m.abs_scale.min() > 0  # fitted before training, without labels
+    assert not torch.allclose(m.log_group, torch.zeros_like(m.log_group))  # the metric moved
+    assert sum(p.numel() for p in m.parameters()) == 2 * 2 + 84 + 2 + 2  # nothing else is learnt
+    emb = enc.embed(data.subset(range(15)).items)
+    assert emb.shape == (15, 4 * (84 * 2 * 2 + 4)) and np.isfinite(emb).all()
+    again = from_file(enc.save(tmp_path / "ts.pt"))  # the biases and spread travel in the file
+    np.testing.assert_allclose(again.embed(data.items[20:24]), enc.embed(data.items[20:24]), atol=1e-6)
+    assert again.preprocess.standardise is False
 
 
 def test_channels_fill_their_slots_and_keep_level_and_scale():
