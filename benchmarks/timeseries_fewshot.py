@@ -103,7 +103,8 @@ def encoder_for(key: str, train_sets: list, work: Path, a, log) -> tuple[object,
     enc, summary = train_ts_encoder(pool_sets(train_sets), work / key / "run",
                                     ts_config(a.steps, a.seed, a.threads, arch=a.arch), name=a.arch, arch=a.arch)
     summary = {"train_seconds": round(time.time() - t0, 1), "steps": summary["step"],
-               "load_avg": [round(x, 2) for x in os.getloadavg()], "train_series": sum(len(s) for s in train_sets)}
+               "load_avg": [round(x, 2) for x in os.getloadavg()], "train_series": sum(len(s) for s in train_sets),
+               **{k: summary[k] for k in ("validation_problems", "val_acc_start", "best_val_acc") if k in summary}}
     enc.save(path)
     meta.write_text(json.dumps(summary))
     log(f"{key}: trained in {summary['train_seconds']}s (load {summary['load_avg']})")

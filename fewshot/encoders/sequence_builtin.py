@@ -62,7 +62,7 @@ TS_ROCKET_WEIGHTS = "ts_rocket.pt"
           description="time series with any channel count (the one to use): per channel MiniRocket's 84 fixed kernels "
                       "x 6 dilations x 5 biases (PPV) + level and scale, weighted by a learnt metric, in 12 "
                       "channel slots (TIMESERIES_MODEL_CARD.md)",
-          version=1, fingerprint="96a8a8c452fc067b")
+          version=1, fingerprint="88aae6d07b044c17")
 def ts_rocket(weights: str | None = None) -> TorchSequenceEncoder:
     return from_file(weights or packaged_path(TS_ROCKET_WEIGHTS), name=TS_ROCKET)
 

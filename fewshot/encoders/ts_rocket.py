@@ -19,7 +19,7 @@ the shape part here is fixed and only a small metric on top is learnt:
   ``asinh(mean)`` and ``log(std)``, standardised by their spread over the training
   problems. They are clipped only at +-``abs_clip`` = 50 (a constant channel's ``log(0 + 1e-6)``):
   a problem whose level lies far outside the training problems' (UnitTest: 13-15 spreads
-  above their mean) keeps its differences; a clip at 5 cost it 6 points at 1 shot.
+  above their mean) keeps its differences (TIMESERIES_MODEL_CARD.md has the numbers).
 * **The learnt metric** (trained with metric losses: ``fewshot.train.timeseries``):
   one weight per (dilation, bias quantile) group and one per kernel on the PPV
   vector (which is then L2-normalised), and one per level/scale number. 118
@@ -105,12 +105,17 @@ class ChannelSlotPPV(ChannelSlots):
         return [F.conv1d(z[:, None], self.kernels, padding=4 * d, dilation=d) for d in self.dilations]
 
     @torch.no_grad()
-    def ppv(self, z: torch.Tensor, chunk: int = 256) -> torch.Tensor:
-        """``[n, T]`` -> ``[n, dilations, 84, quantiles]``: the share of positions where conv > bias."""
+    def ppv(self, z: torch.Tensor, chunk: int = 32) -> torch.Tensor:
+        """``[n, T]`` -> ``[n, dilations, 84, quantiles]``: the share of positions where conv > bias.
+
+        Memory-bound: one bias at a time, uint8 sums and chunks of 32 channels (so a chunk's
+        convolutions stay in cache) made it 2.5x, 1.2x and 1.6x faster than the plain version.
+        """
         out = []
         for i in range(0, len(z), chunk):
-            per_d = [torch.stack([(c > b[None, :, j, None]).sum(2) for j in range(b.shape[1])], -1)
-                     for c, b in zip(self.convolve(z[i:i + chunk]), self.biases)]  # one bias at a time: 2.5x faster
+            per_d = [torch.stack([(c > b[None, :, j, None]).to(torch.uint8).sum(2, dtype=torch.int32)
+                                  for j in range(b.shape[1])], -1)
+                     for c, b in zip(self.convolve(z[i:i + chunk]), self.biases)]
             out.append(torch.stack(per_d, 1).float() / z.shape[1])
         return torch.cat(out) if out else z.new_zeros((0, len(self.dilations), N_KERNELS, len(self.quantiles)))
 

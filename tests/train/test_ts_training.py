@@ -88,3 +88,28 @@ def test_channels_fill_their_slots_and_keep_level_and_scale():
     np.testing.assert_allclose(d[:, :8], 0, atol=1e-4)
     with pytest.raises(Exception, match="channel"):
         enc.embed([x[0], x[1][:, :2]])
+
+
+def test_hold_out_problems_keeps_whole_problems_apart():
+    from fewshot.train.timeseries import hold_out_problems
+
+    data = pool_sets([toy_problem(f"p{i}", 1, 2, 6, i) for i in range(6)])
+    train, val = hold_out_problems(data, 3, seed=0)
+    assert len(set(val.groups)) == 3 and not set(val.groups) & set(train.groups)
+    assert len(train) + len(val) == len(data)
+    assert set(hold_out_problems(data, 3, seed=0)[1].groups) == set(val.groups)  # seeded
+    assert hold_out_problems(data, 5, seed=0)[1] is None  # fewer than k + 2 problems: no hold-out
+    assert hold_out_problems(data, 0, seed=0) == (data, None)
+
+
+def test_ts_rocket_keeps_the_weights_best_on_held_out_problems(tmp_path):
+    torch.set_num_threads(1)
+    data = pool_sets([toy_problem(f"p{i}", 1 + i % 2, 2, 6, i) for i in range(5)])
+    cfg = ts_config(steps=4, seed=0, threads=1, arch="ts-rocket", val_problems=3)
+    cfg.val_every, cfg.val_episodes = 2, 20
+    enc, summary = train_ts_encoder(data, tmp_path / "run", cfg, arch="ts-rocket", name="ts-rocket", steps=32,
+                                    dilations=[1], quantiles=[0.5], slots=2)
+    assert len(summary["validation_problems"]) == 3 and np.isfinite(summary["val_acc_start"])
+    assert summary["best_val_acc"] >= summary["val_acc_start"]
+    best = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
+    torch.testing.assert_close(enc.module.state_dict()["log_group"], best["log_group"])
