@@ -77,9 +77,7 @@ def hold_out_problems(data: LabelledSet, k: int, seed: int) -> tuple[LabelledSet
     problems = sorted(set(data.groups))
     if k <= 0 or len(problems) < k + 2:
         return data, None
-    held = set(np.random.default_rng(seed).choice(problems, k, replace=False).tolist())
-    rows = np.asarray([g in held for g in data.groups])
-    return data.subset(np.flatnonzero(~rows)), data.subset(np.flatnonzero(rows))
+    return data.split_groups(np.random.default_rng(seed).choice(problems, k, replace=False).tolist())
 
 
 def train_ts_encoder(data: LabelledSet, out_dir: str | os.PathLike | None, cfg: TrainConfig, name: str = "ts-gru",
