@@ -7,6 +7,7 @@ Plain functions (the shared fixtures are in ``conftest.py`` files). ``tests/`` i
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
 from collections.abc import Iterator
@@ -198,13 +199,22 @@ def child_env() -> dict[str, str]:
             "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
 
 
+#: Indexes written by earlier releases, with what they answered then (tests/fixtures/indexes/make_old_*.py).
+OLD_INDEXES = REPO / "tests" / "fixtures" / "indexes"
+
+
 def old_index(tmp_path: Path, name: str) -> Path:
     """A scratch copy of the fixture index ``tests/fixtures/indexes/<name>`` (built by an earlier release)."""
     import shutil
 
     dst = tmp_path / name
-    shutil.copytree(REPO / "tests" / "fixtures" / "indexes" / name, dst)
+    shutil.copytree(OLD_INDEXES / name, dst)
     return dst
+
+
+def old_answers(name: str) -> dict:
+    """What the release that built fixture index ``name`` answered (``answers_<name>.json``)."""
+    return json.loads((OLD_INDEXES / f"answers_{name}.json").read_text())[name]
 
 
 def assert_upgrades(idx: Path, encoder: str, then_info: dict, new_fingerprint: str, count: int) -> None:

@@ -9,15 +9,14 @@ import json
 
 import numpy as np
 import pytest
-from helpers import REPO, assert_upgrades, ok, old_index
+from helpers import OLD_INDEXES as FIXTURES, assert_upgrades, ok, old_answers, old_index
 
 from fewshot import encoders
 from fewshot.encoders import builtin, registry
 from fewshot.fewshot_index import FewShotIndex
 
-FIXTURES = REPO / "tests" / "fixtures" / "indexes"
 NAME = "photos_v2064161"
-ANSWERS = json.loads((FIXTURES / f"answers_{NAME}.json").read_text())[NAME]
+ANSWERS = old_answers(NAME)
 V1 = "bd7d052ecdde339e"  # CIFAR_MODEL_CARD.md, version 1
 
 

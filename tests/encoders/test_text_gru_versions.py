@@ -8,15 +8,14 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import REPO, assert_upgrades, ok, old_index
+from helpers import assert_upgrades, ok, old_answers, old_index
 
 from fewshot import encoders
 from fewshot.encoders import registry
 from fewshot.fewshot_index import FewShotIndex
 
-FIXTURES = REPO / "tests" / "fixtures" / "indexes"
 NAME = "text_v329e7bb"
-ANSWERS = json.loads((FIXTURES / f"answers_{NAME}.json").read_text())[NAME]
+ANSWERS = old_answers(NAME)
 V1 = "ecce4f54ff5991f2"
 
 
