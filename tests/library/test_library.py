@@ -15,7 +15,7 @@ from PIL import Image
 from fewshot import FewShotIndex, PrototypeClassifier, encoders
 from fewshot.errors import EncoderError, InputError
 from fewshot.inputs import InputItem, expand_inputs, to_pil
-from fewshot.prototypes import class_prototypes, prototype_scores, softmax
+from fewshot.prototypes import class_prototypes, class_sums, prototype_scores, softmax
 
 
 def glyph(seed: int, kind: int) -> np.ndarray:
@@ -50,6 +50,23 @@ def test_softmax_temperature():
     np.testing.assert_allclose(p, [[np.exp(2) / (np.exp(2) + 1), 1 / (np.exp(2) + 1)]], rtol=1e-6)
     with pytest.raises(ValueError):
         softmax(np.zeros((1, 2)), 0)
+
+
+def test_class_sums_match_row_order_sums_whatever_the_label_order():
+    """The grouped ``reduceat`` adds each class's rows in their original order, as ``np.add.at``
+    does, so prototypes are bit-identical to the plain sums however the labels are ordered."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 7)).astype(np.float32)
+    labels = rng.choice(["c", "a", "b"], 40)
+    classes, inverse = np.unique(labels, return_inverse=True)
+    expected = np.zeros((3, 7))
+    np.add.at(expected, inverse, x)
+    assert np.array_equal(class_sums(x, inverse, np.bincount(inverse)), expected)
+    sorted_rows = np.argsort(inverse, kind="stable")
+    assert np.array_equal(class_sums(x[sorted_rows], inverse[sorted_rows], np.bincount(inverse)), expected)
+    assert class_sums(np.zeros((0, 7), np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64)).shape == (0, 7)
+    _, protos = class_prototypes(x, labels, "l2")
+    np.testing.assert_allclose(protos, expected / np.bincount(inverse)[:, None], rtol=1e-6)
 
 
 def test_prototype_classifier_sklearn_shape():
