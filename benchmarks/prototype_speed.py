@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
+import timeit
 
 import numpy as np
 
@@ -34,16 +34,6 @@ def add_at_prototypes(x: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return l2_normalize((sums / np.bincount(inverse)[:, None]).astype(np.float32))
 
 
-def best_of(fn, repeats: int) -> float:
-    """The fastest of ``repeats`` calls, in ms (the least disturbed by other load)."""
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return 1000 * min(times)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=20)
@@ -55,8 +45,8 @@ def main() -> None:
         x = rng.standard_normal((n, dim)).astype(np.float32)
         labels = rng.permutation(np.arange(n) % k).astype(str)
         same = np.array_equal(class_prototypes(x, labels)[1], add_at_prototypes(x, labels))
-        new = best_of(lambda: class_prototypes(x, labels), a.repeats)
-        old = best_of(lambda: add_at_prototypes(x, labels), a.repeats)
+        new = 1000 * min(timeit.repeat(lambda: class_prototypes(x, labels), number=1, repeat=a.repeats))
+        old = 1000 * min(timeit.repeat(lambda: add_at_prototypes(x, labels), number=1, repeat=a.repeats))
         rows.append({"shape": name, "rows": n, "dim": dim, "classes": k, "add_at_ms": round(old, 3),
                      "reduceat_ms": round(new, 3), "speedup": round(old / new, 2), "identical": bool(same)})
         print(f"{name:18s} {n:6d} x {dim:5d}, {k:3d} classes: np.add.at {old:8.2f} ms, now {new:8.2f} ms "
