@@ -1,11 +1,15 @@
-"""Test-time levers of image encoders, paired over the same Omniglot episodes: shifts and ensembles.
+"""Test-time levers of image encoders, paired over the same Omniglot episodes: shifts, affine views, ensembles.
 
     python benchmarks/omniglot_levers.py --encoders runs/a/encoder.pt,runs/b/encoder.pt --shifts 0,1,2
+    python benchmarks/omniglot_levers.py --encoders omniglot-conv4@1 --shifts 1 --affine "s0.9,s1.1;r-8,r8"
 
 For each encoder file and each ``tta_shift`` k (the embedding is the mean over the
 image translated by every (dy, dx) in [-k, k]^2 px), and for the ensemble of all
 encoders at each k (the mean of their L2-normalised embeddings, so the ensemble's
-cosine is the mean of the members' cosines), the accuracy of one protocol
+cosine is the mean of the members' cosines), and for each ``--affine`` set of views
+(``s0.9`` scales the drawing by 0.9, ``r-8`` rotates it by -8 degrees; each view, and the
+image itself, goes through the shifts; the embedding is the mean of their L2-normalised
+embeddings), the accuracy of one protocol
 (default: 20-way 1-shot within one held-out alphabet, 1,000 episodes, seed 0, the
 episodes of ``fewshot evaluate``), and each row's gain over the first row paired
 episode by episode (the interval of the difference, far narrower than either
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -34,6 +39,40 @@ def unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
+def affine_views(x, spec: str) -> list:
+    """The batch ``x`` [n, c, h, w] (background 0, as ``to_array`` gives drawings) and its views named in ``spec`` ("s0.9,r-8": scale
+    0.9, rotation -8 degrees about the centre; bilinear, zero fill)."""
+    import torch
+    import torch.nn.functional as F
+
+    views = [x]
+    for v in filter(None, spec.split(",")):
+        scale, deg = (float(v[1:]), 0.0) if v[0] == "s" else (1.0, float(v[1:])) if v[0] == "r" else (None, None)
+        if scale is None or scale <= 0:
+            raise SystemExit(f"error: affine view {v!r}: use s<scale> or r<degrees>, e.g. s0.9 or r-8")
+        c, s = math.cos(math.radians(deg)) / scale, math.sin(math.radians(deg)) / scale
+        grid = F.affine_grid(torch.tensor([[c, -s, 0.0], [s, c, 0.0]]).expand(len(x), 2, 3), list(x.shape),
+                             align_corners=False)
+        views.append(F.grid_sample(x, grid, align_corners=False, padding_mode="zeros"))
+    return views
+
+
+def embed_views(enc, ds, spec: str) -> np.ndarray:
+    """Mean of the L2-normalised embeddings of each image's affine views (each through ``enc``'s shifts)."""
+    import torch
+    from PIL import Image
+
+    pre = enc.preprocess
+    x = torch.as_tensor(np.stack([pre.to_array(Image.fromarray(img)) for img in ds.items])).float()
+    gray = x.ndim == 3  # to_array gives [n, h, w] (grayscale) or [n, h, w, c], 0-255
+    total = 0
+    for v in affine_views(x[:, None] if gray else x.permute(0, 3, 1, 2), spec):
+        v = (v[:, 0] if gray else v.permute(0, 2, 3, 1)).numpy()  # back to to_array's layout for normalize
+        total = total + unit(np.concatenate([np.asarray(enc.embed_tensor(pre.normalize(v[i:i + 512])))
+                                             for i in range(0, len(v), 512)]))
+    return unit(total)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--encoders", required=True, help="comma-separated encoder names or files")
@@ -47,6 +86,7 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--across", action="store_true", help="episodes across alphabets (default: within one)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--affine", default="", help='sets of affine views to add, ";"-separated: "s0.9,s1.1;r-8,r8"')
     p.add_argument("--json-out", default=None)
     a = p.parse_args()
 
@@ -75,6 +115,11 @@ def main() -> int:
         if len(encs) > 1:
             ens = unit(np.mean([embs[(n, k)] for n in names], axis=0))
             rows.append((f"ensemble of {len(encs)} shift {k}", ens, sum(r[2] for r in rows[-len(encs):])))
+        for spec in filter(None, a.affine.split(";")):
+            for name, enc in zip(names, encs):
+                t = time.time()
+                rows.append((f"{Path(name).parent.name or name} shift {k} + {spec}", embed_views(enc, ds, spec),
+                             time.time() - t))
     out, base = [], None
     for label, emb, secs in rows:
         r = evaluate_embeddings(emb, ds, a.ways, a.shots, a.queries, a.episodes, a.seed, not a.across)
