@@ -40,9 +40,10 @@ def class_prototypes(embeddings: np.ndarray, labels: Sequence, metric: str = "co
 
 
 def class_sums(x: np.ndarray, inverse: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Per class, the float64 sum of its rows, added in row order (so the sums do not depend on
-    how the rows are batched). Rows grouped by a stable sort, then one ``reduceat``: 8x faster than
-    ``np.add.at`` on an episode of 30,000-d vectors, with bit-identical sums."""
+    """Per class (``inverse``: each row's class; ``counts``: each class's rows, all >= 1), the float64
+    sum of its rows, added in row order: bit for bit what adding the rows one by one gives
+    (``np.add.at``), but as one grouped ``reduceat`` after a stable sort, many times faster on
+    wide vectors (benchmarks/prototype_speed.py)."""
     if not len(counts):
         return np.zeros((0, x.shape[1]))
     if len(inverse) > 1 and np.any(inverse[1:] < inverse[:-1]):
