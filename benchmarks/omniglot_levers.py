@@ -112,7 +112,7 @@ def main() -> int:
             t = time.time()
             embs[(name, k)] = unit(embed_dataset(enc, ds, progress=False))
             rows.append((f"{Path(name).parent.name or name} shift {k}", embs[(name, k)], time.time() - t))
-        if len(encs) > 1:
+        if len(encs) > 1 and len({embs[(n, k)].shape for n in names}) == 1:  # same dim: an ensemble
             ens = unit(np.mean([embs[(n, k)] for n in names], axis=0))
             rows.append((f"ensemble of {len(encs)} shift {k}", ens, sum(r[2] for r in rows[-len(encs):])))
         for spec in filter(None, a.affine.split(";")):
