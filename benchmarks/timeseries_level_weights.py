@@ -31,6 +31,15 @@ from pathlib import Path
 import numpy as np
 
 
+def set_level_weights(enc, stat: float, abs_w: float) -> None:
+    """Set ts-rocket's relative (``stat``) and absolute (``abs``) level/scale weights in place."""
+    import torch
+
+    with torch.no_grad():
+        enc.module.log_stat.fill_(math.log(stat))
+        enc.module.log_abs.fill_(math.log(abs_w))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--aeon-data", default=None, help="aeon/datasets/data (default: $FEWSHOT_AEON_DATA or aeon)")
@@ -65,9 +74,7 @@ def main() -> None:
     grid = []
     for stat in map(float, a.stat.split(",")):
         for abs_w in map(float, a.abs.split(",")):
-            with torch.no_grad():
-                enc.module.log_stat.fill_(math.log(stat))
-                enc.module.log_abs.fill_(math.log(abs_w))
+            set_level_weights(enc, stat, abs_w)
             per = {}
             for name, ds in problems.items():
                 emb, ways = enc.embed(ds.items), min(len(ds.classes), 10)
@@ -86,9 +93,7 @@ def main() -> None:
         ways = min(len(unseen.classes), 10)
         out["unseen_half"] = {}
         for label, (stat, abs_w) in {"start": (1.0, 0.5), "chosen": (best["stat"], best["abs"])}.items():
-            with torch.no_grad():
-                enc.module.log_stat.fill_(math.log(stat))
-                enc.module.log_abs.fill_(math.log(abs_w))
+            set_level_weights(enc, stat, abs_w)
             emb = enc.embed(unseen.items)
             out["unseen_half"][label] = {"stat": stat, "abs": abs_w, **{
                 f"{shots}-shot": round(100 * evaluate_embeddings(emb, unseen, ways, shots, max_queries(
