@@ -40,8 +40,8 @@ def unit(x: np.ndarray) -> np.ndarray:
 
 
 def affine_views(x, spec: str) -> list:
-    """The batch ``x`` [n, c, h, w] (background 0, as ``to_array`` gives drawings) and its views named in ``spec`` ("s0.9,r-8": scale
-    0.9, rotation -8 degrees about the centre; bilinear, zero fill)."""
+    """The batch ``x`` [n, c, h, w] (background 0, as ``to_array`` gives drawings) and its views
+    named in ``spec`` ("s0.9,r-8": scale 0.9, rotation -8 degrees about the centre; bilinear, zero fill)."""
     import torch
     import torch.nn.functional as F
 
