@@ -2,6 +2,7 @@
 
     nice -n 15 python benchmarks/strokes_loao.py --out /work/runs/strokes_loao --threads 1 \\
         [--folds Greek,Korean] [--steps 1000] [--reverse-prob 0.3 --shuffle-prob 0.3 --tag aug]
+        [--traced-images ../shared/data/omniglot/images_background.zip --tag traced]
 
 For each alphabet of ``strokes_background_small1`` (a fold): the stroke GRU is trained on the
 other four with the shared loop (:func:`fewshot.train.recipes.train_model`: prototypical loss
@@ -54,6 +55,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--image-encoder", default="omniglot-conv4@1", help="fusion's CNN and the distillation teacher")
     p.add_argument("--reverse-prob", type=float, default=0.0, help="lever: reverse a stroke's direction")
     p.add_argument("--shuffle-prob", type=float, default=0.0, help="lever: draw the strokes in another order")
+    p.add_argument("--traced-images", type=Path, default=None,
+                   help="lever: also train on trajectories traced from these Omniglot images "
+                        "(images_background.zip), every alphabet but the fold's")
     return p.parse_args()
 
 
@@ -82,15 +86,42 @@ def train_fold(a: argparse.Namespace, train, out: Path, teacher) -> object:
                                    summary["scale"])
 
 
+def load_traced(images: Path, cache: Path):
+    """Trajectories traced from every image of ``images`` (cached in ``cache``: rows, lengths and
+    names in one ``.npz``, read back without pickle)."""
+    from fewshot.data.dataset import LabelledSet
+    from fewshot.data.pseudo_strokes import load_traced_omniglot
+
+    if not cache.is_file():
+        t0 = time.time()
+        ds = load_traced_omniglot(images)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp.npz")
+        np.savez(tmp, rows=np.concatenate(ds.items), lens=np.array([len(s) for s in ds.items]),
+                 labels=np.array(ds.labels), groups=np.array(ds.groups), sources=np.array(ds.sources))
+        os.replace(tmp, cache)
+        print(f"traced {len(ds)} images in {time.time() - t0:.0f} s -> {cache}", flush=True)
+    with np.load(cache, allow_pickle=False) as z:  # each z[key] reads the array again: read each once
+        rows, lens, labels, groups, sources = (z[k] for k in ("rows", "lens", "labels", "groups", "sources"))
+    ends = np.cumsum(lens)
+    seqs = [rows[e - k:e] for e, k in zip(ends.tolist(), lens.tolist())]
+    return LabelledSet(seqs, labels.tolist(), groups.tolist(), sources.tolist(), "sequence")
+
+
 def run_fold(a: argparse.Namespace, ds, alphabet: str) -> dict:
     """One fold: train (or resume), evaluate the GRU, the CNN and the fusion on the same episodes."""
     from fewshot import encoders
+    from fewshot.data.dataset import LabelledSet
     from fewshot.encoders.sequence_builtin import FUSION_SEQUENCE_WEIGHT
     from fewshot.evaluation.fusion import evaluate_fusion
 
     out = a.out / a.tag / alphabet
     t0, load0 = time.time(), os.getloadavg()
     train, test = ds.split_groups([alphabet])
+    if a.traced_images:
+        traced = load_traced(a.traced_images, a.out / "traced_images.npz")
+        train = LabelledSet.concat([train, traced.split_groups([alphabet])[0] if alphabet in traced.groups
+                                    else traced])
     teacher = encoders.load(a.image_encoder)
     teacher.tta_shift = 0  # the card's teacher setting: 9x faster renders, same targets up to the shifts
     enc = train_fold(a, train, out, teacher)
@@ -112,7 +143,8 @@ def summarise(a: argparse.Namespace, folds: list[dict]) -> dict:
     return {"protocol": {"ways": 20, "shots": 1, "queries": 5, "episodes": a.episodes, "seed": a.seed,
                          "within_alphabet": True},
             "recipe": {k: getattr(a, k) for k in ("steps", "ways", "queries", "hidden", "teacher_views", "lr",
-                                                   "resample", "image_encoder", "reverse_prob", "shuffle_prob")},
+                                                   "resample", "image_encoder", "reverse_prob", "shuffle_prob")}
+            | {"traced_images": str(a.traced_images) if a.traced_images else None},
             "tag": a.tag, "complete": len(folds) == 5, "folds": folds, "mean": mean,
             "mean_cnn_unseen_folds": {k: float(np.mean([f[k]["accuracy"] for f in clean])) if clean else None
                                       for k in ("gru", "cnn", "fusion")},
