@@ -112,6 +112,7 @@ def run_fold(a: argparse.Namespace, ds, alphabet: str) -> dict:
     """One fold: train (or resume), evaluate the GRU, the CNN and the fusion on the same episodes."""
     from fewshot import encoders
     from fewshot.data.dataset import LabelledSet
+    from fewshot.data.pseudo_strokes import TRACER_VERSION
     from fewshot.encoders.sequence_builtin import FUSION_SEQUENCE_WEIGHT
     from fewshot.evaluation.fusion import evaluate_fusion
 
@@ -119,7 +120,7 @@ def run_fold(a: argparse.Namespace, ds, alphabet: str) -> dict:
     t0, load0 = time.time(), os.getloadavg()
     train, test = ds.split_groups([alphabet])
     if a.traced_images:
-        traced = load_traced(a.traced_images, a.out / "traced_images.npz")
+        traced = load_traced(a.traced_images, a.out / f"traced_images_v{TRACER_VERSION}.npz")
         train = LabelledSet.concat([train, traced.split_groups([alphabet])[0] if alphabet in traced.groups
                                     else traced])
     teacher = encoders.load(a.image_encoder)

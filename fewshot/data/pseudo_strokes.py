@@ -9,10 +9,16 @@ simplified):
 
 1. **thin** the ink to a one-pixel skeleton (Zhang and Suen 1984, vectorised over
    a batch of images);
-2. **trace** the skeleton into strokes: each stroke starts at the top-left-most
-   free end (people write top to bottom, left to right), walks to the unvisited
-   neighbour that turns least, and stops at a dead end; a stroke that starts next
-   to ink already drawn starts from that pixel, so junctions stay connected.
+2. **trace** the skeleton into strokes: each stroke starts at the free end that
+   is highest, then leftmost (``2 row + column`` smallest: people write top to
+   bottom, left to right), walks to the unvisited neighbour that turns least, and
+   stops at a dead end; a stroke that starts next to ink already drawn starts
+   from that pixel, so junctions stay connected, and is dropped as a thinning
+   spur if it is short.
+
+How close the traces come to what people drew (the images were drawn from the
+official trajectories, so each can be compared with its own) is measured by
+``benchmarks/traced_strokes_gap.py``; the numbers are in SEQUENCE_MODEL_CARD.md.
 
 The result is a ``[T, 3]`` array ``(x, y, end_of_stroke)`` in the frame of the
 official files (x = column, y = -row, one point per pixel step), so the same
@@ -28,10 +34,13 @@ import numpy as np
 
 from fewshot.data.dataset import LabelledSet
 
+#: Bumped when the tracing changes what it draws (caches of traced sets name it).
+TRACER_VERSION = 2
 #: 8 neighbours (row, col offsets), clockwise from north: Zhang-Suen's P2..P9.
 _RING = ((-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1))
-#: Skeleton fragments shorter than this many pixels are dropped when longer strokes exist.
-MIN_STROKE_PIXELS = 3
+#: A stroke that starts on ink already drawn and is shorter than this is a thinning spur or the
+#: rest of a junction, not something a pen drew: dropped (isolated short marks, dots, stay).
+SPUR_PIXELS = 10
 
 
 def _deletable(step: int) -> np.ndarray:
@@ -98,9 +107,10 @@ def trace(skeleton: np.ndarray) -> list[np.ndarray]:
         return [(p[0] + dr, p[1] + dc) for dr, dc in _RING if (p[0] + dr, p[1] + dc) in pool]
 
     strokes: list[list[tuple[int, int]]] = []
+    spurs: set[int] = set()
     while free:
         ends = [p for p in free if len(neighbours(p, free)) <= 1]
-        start = min(ends or free, key=lambda p: (p[0] + p[1], p[0]))
+        start = min(ends or free, key=lambda p: (2 * p[0] + p[1], p[1]))
         path = [start]
         joined = neighbours(start, drawn)
         if joined:
@@ -119,9 +129,10 @@ def trace(skeleton: np.ndarray) -> list[np.ndarray]:
             free.discard(q)
             drawn.add(q)
             prev = step
+        if joined and len(path) < SPUR_PIXELS:
+            spurs.add(len(strokes))
         strokes.append(path)
-    long = [s for s in strokes if len(s) >= MIN_STROKE_PIXELS]
-    return [np.array([(c, -r) for r, c in s], np.float32) for s in (long or strokes)]
+    return [np.array([(c, -r) for r, c in s], np.float32) for i, s in enumerate(strokes) if i not in spurs]
 
 
 def image_to_trajectory(ink: np.ndarray, threshold: int = 128) -> np.ndarray:

@@ -73,3 +73,13 @@ def test_traced_omniglot_redraws_the_characters(omniglot_zip):
         ious.append((drawn & ink).sum() / (drawn | ink).sum())
         assert 1 <= len(array_to_strokes(ds.items[i])) <= 12
     assert np.mean(ious) > 0.6, ious  # the rendering of the trace covers the character's ink
+
+
+def test_trace_drops_a_short_spur_but_keeps_a_dot():
+    skel = np.zeros((20, 30), bool)
+    skel[5, 2:25] = True  # a bar ...
+    skel[6:9, 12] = True  # ... with a 3-pixel spur under it (thinning leaves these at junctions)
+    skel[15, 27] = True  # and a dot of its own
+    strokes = trace(skel)
+    assert len(strokes) == 2
+    assert len(strokes[0]) == 23 and strokes[1].tolist() == [[27.0, -15.0]]
