@@ -51,6 +51,7 @@ def parse_args() -> argparse.Namespace:
                           ("episodes", 1000), ("seed", 0), ("threads", 1)):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=default)
     p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto: where the GRU trains (evaluation: the CPU)")
     p.add_argument("--resample", type=float, default=0.07)
     p.add_argument("--image-encoder", default="omniglot-conv4@1", help="fusion's CNN and the distillation teacher")
     p.add_argument("--reverse-prob", type=float, default=0.0, help="lever: reverse a stroke's direction")
@@ -77,7 +78,7 @@ def train_fold(a: argparse.Namespace, train, out: Path, teacher) -> object:
     torch.manual_seed(a.seed)
     model = SequenceRNN(**arch)
     cfg = SequenceTrainConfig(ways=a.ways, queries=a.queries, steps=a.steps, lr=a.lr, seed=a.seed,
-                              teacher_views=a.teacher_views, threads=a.threads, checkpoint_every=25,
+                              teacher_views=a.teacher_views, threads=a.threads, device=a.device, checkpoint_every=25,
                               reverse_prob=a.reverse_prob, shuffle_prob=a.shuffle_prob,
                               extra={"data": str(a.data), "arch": arch, "teacher": a.image_encoder})
     summary = train_model(model, train, out, cfg, val=None, pre=pre, teacher=teacher, progress=False,

@@ -37,6 +37,7 @@ def main() -> None:
     p.add_argument("--held-out", default=",".join(HELD_OUT))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto: where the steps run (checkpoints stay CPU files)")
     p.add_argument("--tta-shift", type=int, default=1,
                    help="shipped encoder averages over image shifts in [-k, k]^2 px (measured: +1.3 points at k=1)")
     p.add_argument("--centre", action="store_true",
@@ -48,7 +49,7 @@ def main() -> None:
     print(f"loaded {len(ds)} images in {time.time() - t0:.1f}s; train {len(train.classes)} classes, "
           f"val {len(val.classes) if val else 0} classes", flush=True)
     cfg = TrainConfig(ways=a.ways, shots=a.shots, queries=a.queries, steps=a.steps, seed=a.seed,
-                      within_group_fraction=a.within_group, threads=a.threads,
+                      within_group_fraction=a.within_group, threads=a.threads, device=a.device,
                       extra={"data": a.data, "held_out": a.held_out, "width": a.width, "size": a.size})
     model = ConvNet(1, a.width, 4)
     summary = train_model(model, train, a.out, cfg, val=val, log=print)

@@ -238,7 +238,7 @@ class ClassifierLoss(MetricLoss):
         if batch.classes is None:
             raise ValueError("cross-entropy needs the batch's class names")
         try:
-            rows = torch.tensor([self._row[c] for c in batch.classes])
+            rows = torch.tensor([self._row[c] for c in batch.classes], device=batch.labels.device)
         except KeyError as exc:
             raise ValueError(f"class {exc.args[0]!r} is not one of the head's {len(self.classes)} classes") from None
         return self(emb, rows[batch.labels])

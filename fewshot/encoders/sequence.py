@@ -34,7 +34,7 @@ POOLINGS = ("attention", "mean", "last")
 
 def reverse_within_length(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Reverse each row of a padded batch ``[B, T, F]`` within its own length (padding stays at the end)."""
-    t = torch.arange(x.shape[1])[None, :]
+    t = torch.arange(x.shape[1], device=x.device)[None, :]
     idx = torch.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)
     return x.gather(1, idx[..., None].expand(-1, -1, x.shape[2]))
 
@@ -95,14 +95,14 @@ class SequenceRNN(nn.Module):
     def forward(self, x: PackedSequence | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """A PackedSequence (or ``(padded [B, T, F], lengths [B])``) -> embeddings ``[B, out_dim]``."""
         pad, lengths = pad_packed_sequence(x, batch_first=True) if isinstance(x, PackedSequence) else x
-        lengths = lengths.to(torch.int64)
+        lengths = lengths.to(pad.device, torch.int64)  # pad_packed_sequence gives CPU lengths
         out = self.run(pad, lengths)
         if self.pooling == "last":
             h = out.shape[2] // (2 if self.bidirectional else 1)
-            last = out[torch.arange(len(out)), lengths - 1]
+            last = out[torch.arange(len(out), device=out.device), lengths - 1]
             pooled = torch.cat([last[:, :h], out[:, 0, h:]], 1) if self.bidirectional else last
         else:
-            mask = torch.arange(out.shape[1])[None, :] < lengths[:, None]
+            mask = torch.arange(out.shape[1], device=out.device)[None, :] < lengths[:, None]
             if self.pooling == "mean":
                 pooled = (out * mask[..., None]).sum(1) / lengths[:, None].to(out.dtype)
             else:

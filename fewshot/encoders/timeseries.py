@@ -64,7 +64,7 @@ class ChannelSlots(nn.Module):
         row, chan = present.nonzero(as_tuple=True)
         e = self.embed_channels(x, row, chan)
         cell = row * self.slots + chan % self.slots
-        out = torch.zeros(b * self.slots, self.width, dtype=e.dtype).index_add_(0, cell, e)
+        out = torch.zeros(b * self.slots, self.width, dtype=e.dtype, device=e.device).index_add_(0, cell, e)
         return out.reshape(b, self.out_dim)
 
 
@@ -100,7 +100,7 @@ class ChannelSlotGRU(ChannelSlots):
         z = ((v - mu) / sd.clamp_min(1e-6))[:, None, :]
         dz = torch.cat([torch.zeros_like(z[..., :1]), z[..., 1:] - z[..., :-1]], 2)
         h = self.conv(torch.cat([z, dz], 1)).transpose(1, 2)  # [N, T / 4, conv]
-        lengths = torch.full((len(h),), h.shape[1], dtype=torch.int64)
+        lengths = torch.full((len(h),), h.shape[1], dtype=torch.int64, device=h.device)
         shape = F.normalize(self.proj(self.drop(self.rnn((h, lengths)))), dim=1)
         return torch.cat([shape, torch.cat([mu, sd], 1) * self.stat_weight], 1)
 

@@ -91,10 +91,13 @@ def image_warp(cfg: Any) -> Any:
 
 @torch.no_grad()
 def _eval_forward(model: nn.Module, chunks: list) -> np.ndarray:
-    """The model's outputs on ready inputs, in eval mode (training mode restored after)."""
-    was = model.training
+    """The model's outputs on ready inputs (moved to the model's device), in eval mode
+    (training mode restored after), as one CPU array."""
+    from fewshot.train.devices import module_device, to_device
+
+    was, device = model.training, module_device(model)
     model.eval()
-    out = [model(c) for c in chunks]
+    out = [model(to_device(c, device)).cpu() for c in chunks]
     model.train(was)
     return torch.cat(out).numpy()
 

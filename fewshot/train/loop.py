@@ -37,6 +37,7 @@ from fewshot.evaluation.kernel import episode_accuracies
 from fewshot.losses import MetricLoss, PrototypicalLoss, episode_accuracy
 from fewshot.metrics import json_safe
 from fewshot.train.batches import episode_batch
+from fewshot.train.devices import cpu_state, resolve_device, to_device
 
 
 @dataclass
@@ -77,6 +78,7 @@ class TrainConfig:
     checkpoint_every: int = 100
     seed: int = 0
     threads: int = 0  # 0 = torch default
+    device: str = "cpu"  # cpu, cuda, cuda:N or auto (fewshot.train.devices); checkpoints stay CPU tensors
     extra: dict = field(default_factory=dict)
 
 
@@ -163,6 +165,10 @@ class Trainer:
         self.model, self.terms, self.batcher, self.cfg, self.val = model, terms, batcher, cfg, val
         self.frozen, self.meta = frozen, dict(checkpoint_meta or {})
         self.out = Path(out_dir)
+        self.device = resolve_device(cfg.device)
+        model.to(self.device)
+        for t in terms:
+            t.loss.to(self.device)
         trainable = list(model.parameters()) if params is None else list(params)
         self.params = trainable + [p for t in terms for p in t.loss.parameters()]
         self.opt = torch.optim.Adam(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -204,7 +210,7 @@ class Trainer:
         s.val_acc = acc
         if acc > s.best + self.cfg.min_delta or s.best < 0:
             s.best, s.bad_evals = max(acc, s.best), 0
-            atomic_torch_save(self.model.state_dict(), self.out / "best.pt")
+            atomic_torch_save(cpu_state(self.model.state_dict()), self.out / "best.pt")
         else:
             s.bad_evals += 1
             s.stopped = self.cfg.patience > 0 and s.bad_evals >= self.cfg.patience
@@ -212,12 +218,12 @@ class Trainer:
     def save_last(self) -> None:
         s = self.state
         if self.val_sampler is None:
-            atomic_torch_save(self.model.state_dict(), self.out / "best.pt")
+            atomic_torch_save(cpu_state(self.model.state_dict()), self.out / "best.pt")
         ck = {"model": self.model.state_dict(), "head": self.head.state_dict(), "optimizer": self.opt.state_dict(),
               "step": s.step, "best_val": s.best, "bad_evals": s.bad_evals, "stopped": s.stopped,
               "val_acc": s.val_acc, "val_start": s.val_start, "loss": self.head.name, "meta": self.meta}
         ck.update({t.name: t.loss.state_dict() for t in self.terms[1:]})
-        atomic_torch_save(ck, self.out / "last.pt")
+        atomic_torch_save(cpu_state(ck), self.out / "last.pt")
 
     def step(self, step: int) -> tuple[float, float]:
         """One optimisation step on episode ``step``: (loss, query accuracy)."""
@@ -225,7 +231,7 @@ class Trainer:
         rng = np.random.default_rng([cfg.seed, step, 7])
         use_group = self.group_sampler is not None and rng.random() < cfg.within_group_fraction
         ep = self.group_sampler.episode(step) if use_group else self.sampler.episode(step)
-        batch = episode_batch(self.batcher, ep, step, rng)
+        batch = to_device(episode_batch(self.batcher, ep, step, rng), self.device)
         for g in self.opt.param_groups:
             g["lr"] = lr_at(step, cfg)
         emb = self.model(batch.x)
@@ -280,7 +286,7 @@ def fit(model: nn.Module, terms: list[LossTerm], batcher: Any, train: LabelledSe
     s = run.state
     if run.val_sampler is not None and cfg.val_at_start and s.step == 0:
         s.val_acc = s.best = s.val_start = run.validate()
-        atomic_torch_save(model.state_dict(), out / "best.pt")
+        atomic_torch_save(cpu_state(model.state_dict()), out / "best.pt")
     set_train_mode(model, frozen)
     t0, losses, accs = time.time(), [], []
     bar = tqdm(range(s.step, cfg.steps), initial=s.step, total=cfg.steps, disable=not progress or s.stopped,
@@ -306,4 +312,7 @@ def fit(model: nn.Module, terms: list[LossTerm], batcher: Any, train: LabelledSe
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", val=f"{s.val_acc:.3f}")
         finally:
             bar.close()
+            model.to("cpu")  # handed back where the caller embeds and exports
+            for t in terms:
+                t.loss.to("cpu")
     return run.summary(t0)
