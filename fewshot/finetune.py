@@ -59,6 +59,8 @@ def finetune(encoder: Any = None, data: Any = "digits", *, into: str | os.PathLi
     * ``out``: the new encoder file; ``into``: an index to switch to it (re-embeds all examples).
     * ``resume``: continue the unfinished run in ``run_dir`` (default ``<out>.run``);
       ``fresh`` discards one. Without either an unfinished run is an error.
+    * ``device``: where the steps run, ``"cpu"`` (default), ``"cuda"``, ``"cuda:N"`` or ``"auto"``
+      (a GPU when torch sees one); checkpoints and the new encoder are CPU files either way.
     """
     if encoder is None:
         encoder = _index_encoder(into) if str(data) == "index" and into is not None else "omniglot-conv4"

@@ -21,6 +21,16 @@ from PIL import Image, ImageDraw
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _default_image_dim() -> int:
+    from fewshot.encoders.registry import DEFAULTS, versions
+
+    return versions(DEFAULTS["image"])[-1].dim
+
+
+#: The embedding size of the default image encoder (the newest omniglot-conv4 release).
+DEFAULT_DIM = _default_image_dim()
+
+
 # --------------------------------------------------------------------------- images
 
 

@@ -68,10 +68,13 @@ LOSS_CHOICES = ("proto", "triplet", "supcon", "ce")
 @click.option("--fresh", is_flag=True, help="Discard an interrupted run and start over.")
 @click.option("--keep-run", is_flag=True, help="Keep the checkpoint folder (<out>.run) after success.")
 @click.option("--threads", type=click.IntRange(min=0), default=0, help="Torch CPU threads (0: default).")
+@click.option("--device", default="cpu", show_default=True, metavar="cpu|cuda|cuda:N|auto",
+              help="Where the training steps run (auto: a CUDA GPU when torch sees one). Checkpoints and the "
+                   "written encoder are CPU files either way.")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
 def command(encoder, data, classes, loss, margin, temperature, train_last, freeze_until, lr, steps, ways, shots,
             queries, batch_size, augment, expand, val_fraction, val_every, patience, centre, seed, out, name,
-            into, resume, fresh, keep_run, threads, as_json) -> None:
+            into, resume, fresh, keep_run, threads, device, as_json) -> None:
     """Fine-tune an encoder on labelled classes; write it to --out (and switch --into an index).
 
     \b
@@ -111,7 +114,7 @@ def command(encoder, data, classes, loss, margin, temperature, train_last, freez
                           train_last=train_last, freeze_until=freeze_until, augment=augment, expand=expand,
                           val_fraction=val_fraction, patience=patience, val_every=val_every, seed=seed,
                           centre=centre, out=out, name=name, resume=resume, fresh=fresh, keep_run=keep_run,
-                          into=into, threads=threads, progress=progress)
+                          into=into, threads=threads, device=device, progress=progress)
     except KeyboardInterrupt:
         run = default_run_dir(out)
         where = f"the last checkpoint is in {run}; " if (run / "last.pt").exists() else ""

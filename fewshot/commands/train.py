@@ -74,11 +74,14 @@ RNN_ONLY = ("hidden", "layers", "pooling", "bidirectional", "resample", "teacher
 @click.option("--within-group-fraction", type=click.FloatRange(0, 1), default=None,
               help="Share of episodes drawn within one group (alphabet) [default: 0 for conv, 0.25 for rnn].")
 @click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True, help="Torch threads (0: default).")
+@click.option("--device", default="cpu", show_default=True, metavar="cpu|cuda|cuda:N|auto",
+              help="Where the training steps run (auto: a CUDA GPU when torch sees one); checkpoints and "
+                   "OUT/encoder.pt are CPU files either way, so a run can resume on another machine.")
 @click.option("--name", default=None, help="Name recorded in the encoder file [default: the OUT folder's name].")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
 def command(data, out_dir, arch, width, depth, size, hidden, layers, pooling, bidirectional, resample, teacher,
             ways, shots, queries, steps, lr, seed, held_out, rotations, within_group_fraction, threads, name,
-            as_json) -> None:
+            device, as_json) -> None:
     """Train an encoder on episodes (prototypical loss) and export OUT/encoder.pt; resumable.
 
     Images with --arch conv; sequences (pen strokes, time series) with --arch rnn-gru or rnn-lstm.
@@ -90,7 +93,7 @@ def command(data, out_dir, arch, width, depth, size, hidden, layers, pooling, bi
     _check_family_options(click.get_current_context(), "rnn" if arch.startswith("rnn-") else "conv")
     opts = TrainOptions(data, out_dir, arch, width, depth, size, hidden, layers, pooling, bidirectional, resample,
                         teacher, ways, shots, queries, steps, lr, seed, held_out, rotations, within_group_fraction,
-                        threads, name)
+                        threads, name, device)
     result = train(opts, progress=progress_enabled(), log=lambda line: click.echo(line, err=True))
     val_ways = result.pop("val_ways")
     if as_json:

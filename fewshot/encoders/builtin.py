@@ -14,8 +14,9 @@ from fewshot.errors import EncoderError
 TORCHVISION_DIMS = {"resnet18": 512, "resnet50": 2048, "mobilenet_v3_small": 576, "efficientnet_b0": 1280}
 
 
-#: omniglot-conv4 version 2 (MODEL_CARD.md): the fingerprint an index records.
+#: omniglot-conv4 versions 2 and 3 (MODEL_CARD.md): the fingerprints an index records.
 OMNIGLOT_CONV4_V2_FINGERPRINT = "491ac859bb99b8a0"
+OMNIGLOT_CONV4_V3_FINGERPRINT = "8c1e3e09fdbdc758"
 
 
 @register("omniglot-conv4", input_kind="image", dim=64, weights="package data (trained on Omniglot here)",
@@ -26,11 +27,19 @@ def omniglot_conv4_v1(weights: str | None = None) -> TorchImageEncoder:
 
 
 @register("omniglot-conv4", input_kind="image", dim=64, weights="package data (trained on Omniglot here)",
-          description="Conv-4 prototypical-network CNN, 28x28 grayscale, 16,000 episodes on all 30 background "
-                      "alphabets; the default image encoder",
+          description="version 2: Conv-4 prototypical-network CNN, 28x28 grayscale, 16,000 episodes on all 30 "
+                      "background alphabets",
           version=2, fingerprint=OMNIGLOT_CONV4_V2_FINGERPRINT)
-def omniglot_conv4(weights: str | None = None) -> TorchImageEncoder:
+def omniglot_conv4_v2(weights: str | None = None) -> TorchImageEncoder:
     return from_file(weights or packaged_path("omniglot_conv4_v2.pt"), name="omniglot-conv4")
+
+
+@register("omniglot-conv4", input_kind="image", dim=128, weights="package data (trained on Omniglot here)",
+          description="Conv-4 prototypical-network CNN, 128 channels, 28x28 grayscale, 16,000 episodes on all 30 "
+                      "background alphabets; the default image encoder",
+          version=3, fingerprint=OMNIGLOT_CONV4_V3_FINGERPRINT)
+def omniglot_conv4(weights: str | None = None) -> TorchImageEncoder:
+    return from_file(weights or packaged_path("omniglot_conv4_v3.pt"), name="omniglot-conv4")
 
 
 #: What cifar-cnn sees: RGB at 32x32 (shorter side resized, centre crop), normalised by the

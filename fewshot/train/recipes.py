@@ -34,6 +34,7 @@ from fewshot.data.dataset import LabelledSet
 from fewshot.errors import EncoderError, FewShotError, InputError
 from fewshot.train.batches import BATCHERS, make_batcher
 from fewshot.train.classes import EXPANSIONS, expand_classes
+from fewshot.train.devices import resolve_device
 from fewshot.train.loop import LossTerm, TrainConfig, fit
 from fewshot.train.prepare import freeze_blocks, load_training_data, parse_classes, split_classes, to_encoder_arrays
 
@@ -275,8 +276,9 @@ def finetune(encoder: Any = "omniglot-conv4", data: Any = "digits", *, classes: 
              val_episodes: int = DEFAULTS["val_episodes"], val_ways: int = 5, checkpoint_every: int = 25,
              seed: int = 0, centre: str = "keep", out: str | os.PathLike | None = None,
              name: str | None = None, run_dir: str | os.PathLike | None = None, resume: bool = False,
-             fresh: bool = False, keep_run: bool = False, threads: int = 0, progress: bool = True,
-             log: Callable[[str], None] | None = None, index_dir: str | os.PathLike | None = None) -> FinetuneResult:
+             fresh: bool = False, keep_run: bool = False, threads: int = 0, device: str = "cpu",
+             progress: bool = True, log: Callable[[str], None] | None = None,
+             index_dir: str | os.PathLike | None = None) -> FinetuneResult:
     """Fine-tune ``encoder`` on labelled ``data`` with a metric-learning loss; return the new encoder.
 
     See :func:`fewshot.finetune.finetune` for the parameters (it adds ``into=``, switching an index).
@@ -295,6 +297,7 @@ def finetune(encoder: Any = "omniglot-conv4", data: Any = "digits", *, classes: 
         raise InputError("centre must be 'recompute', 'keep' or 'none'")
     if steps < 1 or lr <= 0 or shots < 1:
         raise InputError("need steps >= 1, lr > 0 and shots >= 1")
+    resolve_device(device)  # an unknown or absent device fails before any data is read
     run = _run_folder(out, run_dir, resume, fresh)
     d = _prepare_data(base, data, index_dir, classes, val_fraction, seed, expand, augment, notes)
     w, q = episode_shape(d.counts, len(d.train.classes), ways, shots, queries, batch_size, notes)
@@ -304,7 +307,7 @@ def finetune(encoder: Any = "omniglot-conv4", data: Any = "digits", *, classes: 
                       symmetries=1, augment=augment, val_every=val_every, val_episodes=val_episodes,
                       val_ways=val_ways, val_queries=max(d.val_queries, 1), val_within_group=False,
                       val_at_start=True, patience=patience if d.val is not None else 0,
-                      checkpoint_every=checkpoint_every, seed=seed, threads=threads,
+                      checkpoint_every=checkpoint_every, seed=seed, threads=threads, device=device,
                       extra={"loss": loss, "loss_kwargs": dict(loss_kwargs or {})})
     module = copy.deepcopy(base.training_module())
     params, frozen, n_blocks, n_frozen = freeze_blocks(module, train_last, freeze_until)
@@ -378,7 +381,7 @@ def _train_config(o: Any, pre: Any, train: LabelledSet, need: int, log: Callable
     wgf = o.within_group_fraction
     if o.family == "conv":
         return TrainConfig(ways=o.ways, shots=o.shots, queries=o.queries, steps=o.steps, lr=o.lr, seed=o.seed,
-                           rotations=o.rotations, within_group_fraction=wgf, threads=o.threads,
+                           rotations=o.rotations, within_group_fraction=wgf, threads=o.threads, device=o.device,
                            extra={**extra, "width": o.width, "depth": o.depth, "size": o.size})
     gw = min(o.ways, 20)  # what the loop draws within one group
     if wgf > 0 and group_ways(train, need) < gw:
@@ -389,7 +392,7 @@ def _train_config(o: Any, pre: Any, train: LabelledSet, need: int, log: Callable
         wgf = 0.0
     return SequenceTrainConfig(ways=o.ways, shots=o.shots, queries=o.queries, steps=o.steps, lr=o.lr, seed=o.seed,
                                symmetries=4 if o.rotations else 1, within_group_fraction=wgf, threads=o.threads,
-                               extra={**extra, "teacher": o.teacher, "preprocess": pre.to_dict()})
+                               device=o.device, extra={**extra, "teacher": o.teacher, "preprocess": pre.to_dict()})
 
 
 def train(options: Any, progress: bool = True, log: Callable[[str], None] | None = None) -> dict:
@@ -403,6 +406,7 @@ def train(options: Any, progress: bool = True, log: Callable[[str], None] | None
     o = options.resolved()
     o.wgf_given = options.within_group_fraction is not None
     out = Path(o.out_dir)
+    resolve_device(o.device)  # an unknown or absent device fails before any data is read
     scratch.check_same_shape(o, out)
     if o.threads:
         torch.set_num_threads(o.threads)

@@ -58,6 +58,7 @@ class TrainOptions:
     within_group_fraction: float | None = None
     threads: int = 0
     name: str | None = None
+    device: str = "cpu"  # cpu, cuda, cuda:N or auto (fewshot.train.devices)
 
     @property
     def family(self) -> str:

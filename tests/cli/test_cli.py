@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import glyph_folders, ok, run
+from helpers import DEFAULT_DIM, glyph_folders, ok, run
 
 
 @pytest.fixture()
@@ -41,9 +41,9 @@ def test_encoders_json_lists_shipped_default():
 def test_init_add_info(index_dir):
     info = json.loads(ok("info", index_dir, "--json").output)
     assert info["count"] == 4 and info["n_labels"] == 4
-    assert info["encoder"] == "omniglot-conv4" and info["metric"] == "cosine" and info["dim"] == 64
+    assert info["encoder"] == "omniglot-conv4" and info["metric"] == "cosine" and info["dim"] == DEFAULT_DIM
     manifest = json.loads((index_dir / "manifest.json").read_text())
-    assert manifest["dim"] == 64 and manifest["metric"] == "cosine"
+    assert manifest["dim"] == DEFAULT_DIM and manifest["metric"] == "cosine"
     assert manifest["extra"]["fingerprint"] == info["fingerprint"]
 
 
@@ -97,9 +97,9 @@ def test_embed_npy_and_json(tmp_path, images):
     out = tmp_path / "e.npy"
     ok("embed", *files, "-o", out)
     arr = np.load(out)
-    assert arr.shape == (3, 64) and arr.dtype == np.float32
+    assert arr.shape == (3, DEFAULT_DIM) and arr.dtype == np.float32
     js = json.loads(ok("embed", *files, "--json").output)
-    assert js["dim"] == 64 and len(js["embeddings"]) == 3
+    assert js["dim"] == DEFAULT_DIM and len(js["embeddings"]) == 3
     np.testing.assert_allclose(np.array(js["embeddings"][0]["embedding"]), arr[0], atol=1e-5)
 
 

@@ -1,8 +1,9 @@
 """Versioned encoder names: an index keeps opening and answering after a newer release ships.
 
-A new release is simulated by registering a fake ``omniglot-conv4`` version 3 (the
-newest shipped weights, perturbed) in a copy of the registry; version 2 is a real
-release, so the fixture indexes (version 1) also test the real upgrade. The old indexes are the
+A new release is simulated by registering a fake ``omniglot-conv4`` version 4 (the
+newest shipped weights, perturbed) in a copy of the registry; versions 2 and 3 are real
+releases, so the fixture indexes (version 1) also test the real upgrade, and an index
+built while version 2 was the newest (the registry without version 3) tests the last one. The old indexes are the
 fixtures written by commit 15779ce (``tests/fixtures/indexes``), so "an index built
 before the change" is literally one.
 """
@@ -25,6 +26,7 @@ FIXTURES = REPO / "tests" / "fixtures" / "indexes"
 ANSWERS = json.loads((FIXTURES / "answers_v15779ce.json").read_text())
 V1 = "a429de09f68c09d5"  # omniglot-conv4 version 1 (MODEL_CARD.md), what the fixture indexes hold
 V2 = builtin.OMNIGLOT_CONV4_V2_FINGERPRINT
+V3 = builtin.OMNIGLOT_CONV4_V3_FINGERPRINT
 
 
 @pytest.fixture
@@ -35,17 +37,17 @@ def scratch_registry(monkeypatch):
 
 
 @pytest.fixture
-def conv4_v3(tmp_path, scratch_registry) -> str:
-    """A fake release: ``omniglot-conv4`` version 3 (other weights) becomes the default; its fingerprint."""
+def conv4_v4(tmp_path, scratch_registry) -> str:
+    """A fake release: ``omniglot-conv4`` version 4 (other weights) becomes the default; its fingerprint."""
     enc = encoders.load("omniglot-conv4")
     with torch.no_grad():
         for p in enc.module.parameters():
             p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
     enc.invalidate()
-    path = enc.save(tmp_path / "omniglot_conv4@3.pt")
+    path = enc.save(tmp_path / "omniglot_conv4@4.pt")
     fp = enc.fingerprint
-    registry.register("omniglot-conv4", input_kind="image", dim=64, weights="test release", description="v3",
-                      version=3, fingerprint=fp)(
+    registry.register("omniglot-conv4", input_kind="image", dim=enc.dim, weights="test release", description="v4",
+                      version=4, fingerprint=fp)(
         lambda weights=None: registry.from_file(weights or path, name="omniglot-conv4"))
     return fp
 
@@ -79,8 +81,9 @@ def test_every_declared_release_fingerprint_is_the_built_one():
 
 def test_versioned_names_and_the_old_registration_call(scratch_registry, tmp_path):
     assert encoders.load("omniglot-conv4@1").fingerprint == V1
-    assert encoders.load("omniglot-conv4@2").fingerprint == encoders.load("omniglot-conv4").fingerprint == V2 != V1
-    with pytest.raises(EncoderError, match="no version 7; released: omniglot-conv4@1, omniglot-conv4@2"):
+    assert encoders.load("omniglot-conv4@2").fingerprint == V2 != V1
+    assert encoders.load("omniglot-conv4@3").fingerprint == encoders.load("omniglot-conv4").fingerprint == V3 != V2
+    with pytest.raises(EncoderError, match="no version 7; released: omniglot-conv4@1, omniglot-conv4@2, omniglot-conv4@3"):
         encoders.load("omniglot-conv4@7")
     assert registry.split_version(str(tmp_path / "x@2" / "enc.pt"))[1] is None  # a path with '@' stays a path
     # the call other families make (no version, no fingerprint) still registers version 1
@@ -88,7 +91,7 @@ def test_versioned_names_and_the_old_registration_call(scratch_registry, tmp_pat
         lambda weights=None: encoders.load("omniglot-conv4"))
     spec = registry._REGISTRY["test-enc"]
     assert (spec.version, spec.fingerprint) == (1, None) and spec.to_dict()["versions"] == [1]
-    assert encoders.load("test-enc@1").fingerprint == V2
+    assert encoders.load("test-enc@1").fingerprint == V3
     with pytest.raises(EncoderError):
         registry.register("bad@1", input_kind="image", dim=1, weights="w", description="d")
 
@@ -97,56 +100,57 @@ def test_info_says_an_index_on_the_newest_release_is(tmp_path):
     with FewShotIndex.create(tmp_path / "new") as idx:
         idx.add("a", [FIXTURES / ANSWERS["image_v15779ce"]["queries"][0]])
     info = json.loads(ok("info", tmp_path / "new", "--json").stdout)
-    assert (info["encoder_version"], info["encoder_newest_version"], info["encoder_is_newest"]) == (2, 2, True)
-    assert info["fingerprint"] == V2 and info["upgrade"] is None
-    assert "version    2 (the newest)" in ok("info", tmp_path / "new").stdout
+    assert (info["encoder_version"], info["encoder_newest_version"], info["encoder_is_newest"]) == (3, 3, True)
+    assert info["fingerprint"] == V3 and info["upgrade"] is None and info["dim"] == 128
+    assert "version    3 (the newest)" in ok("info", tmp_path / "new").stdout
 
 
-def test_an_index_built_with_version_1_opens_answers_the_same_then_upgrades_to_version_2(old_image):
-    """The real release: omniglot-conv4 version 2 (MODEL_CARD.md) over the index commit 15779ce built."""
+def test_an_index_built_with_version_1_opens_answers_the_same_then_upgrades_to_the_newest(old_image):
+    """The real releases: omniglot-conv4 versions 2 and 3 (MODEL_CARD.md) over the index commit 15779ce built."""
     _same_answers(_classify(old_image, "image_v15779ce"), ANSWERS["image_v15779ce"]["classify"])
     info = json.loads(ok("info", old_image, "--json").stdout)
-    assert (info["encoder_version"], info["encoder_newest_version"], info["encoder_is_newest"]) == (1, 2, False)
+    assert (info["encoder_version"], info["encoder_newest_version"], info["encoder_is_newest"]) == (1, 3, False)
     assert info["upgrade"] == f"fewshot reindex {old_image} --encoder omniglot-conv4"
     out = json.loads(ok("reindex", old_image, "--encoder", "omniglot-conv4", "--json").stdout)
-    assert out["fingerprint"] == V2 and out["reembedded"] == ANSWERS["image_v15779ce"]["info"]["count"]
+    assert out["fingerprint"] == V3 and out["reembedded"] == ANSWERS["image_v15779ce"]["info"]["count"]
     info = json.loads(ok("info", old_image, "--json").stdout)
-    assert (info["encoder_version"], info["encoder_is_newest"], info["upgrade"]) == (2, True, None)
+    assert (info["encoder_version"], info["encoder_is_newest"], info["upgrade"]) == (3, True, None)
+    assert (info["dim"], ANSWERS["image_v15779ce"]["info"]["dim"]) == (128, 64)  # a wider release re-embeds
     assert info["labels"] == ANSWERS["image_v15779ce"]["info"]["labels"]
     answers = _classify(old_image, "image_v15779ce")
     assert len(answers) == len(ANSWERS["image_v15779ce"]["classify"])
     assert all(c["label"] in info["labels"] for a in answers for c in a["candidates"])
 
 
-def test_an_old_index_after_a_new_release_opens_answers_the_same_then_upgrades(old_image, conv4_v3):
-    assert encoders.load("omniglot-conv4").fingerprint == conv4_v3 != V1  # the bare name is the newest
+def test_an_old_index_after_a_new_release_opens_answers_the_same_then_upgrades(old_image, conv4_v4):
+    assert encoders.load("omniglot-conv4").fingerprint == conv4_v4 != V1  # the bare name is the newest
     _same_answers(_classify(old_image, "image_v15779ce"), ANSWERS["image_v15779ce"]["classify"])
     with FewShotIndex.open(old_image) as idx:
         assert idx.encoder.fingerprint == V1
 
     info = json.loads(ok("info", old_image, "--json").stdout)
-    assert (info["encoder_version"], info["encoder_newest_version"], info["encoder_is_newest"]) == (1, 3, False)
+    assert (info["encoder_version"], info["encoder_newest_version"], info["encoder_is_newest"]) == (1, 4, False)
     assert info["upgrade"] == f"fewshot reindex {old_image} --encoder omniglot-conv4"
     for key in ("encoder", "fingerprint", "dim", "count", "labels"):  # the fields it had keep their values
         assert info[key] == ANSWERS["image_v15779ce"]["info"][key], key
-    assert "version 3 is newer: upgrade with `fewshot reindex" in ok("info", old_image).stdout
+    assert "version 4 is newer: upgrade with `fewshot reindex" in ok("info", old_image).stdout
 
     out = json.loads(ok("reindex", old_image, "--encoder", "omniglot-conv4", "--json").stdout)
-    assert out["fingerprint"] == conv4_v3 and out["reembedded"] == ANSWERS["image_v15779ce"]["info"]["count"]
+    assert out["fingerprint"] == conv4_v4 and out["reembedded"] == ANSWERS["image_v15779ce"]["info"]["count"]
     info = json.loads(ok("info", old_image, "--json").stdout)
-    assert (info["encoder_version"], info["encoder_is_newest"], info["upgrade"]) == (3, True, None)
+    assert (info["encoder_version"], info["encoder_is_newest"], info["upgrade"]) == (4, True, None)
 
 
-def test_a_pinned_older_release_is_kept_by_new_indexes_too(tmp_path, conv4_v3):
+def test_a_pinned_older_release_is_kept_by_new_indexes_too(tmp_path, conv4_v4):
     with FewShotIndex.create(tmp_path / "pinned", encoder="omniglot-conv4@1") as idx:
         assert idx.encoder.fingerprint == V1
     with FewShotIndex.open(tmp_path / "pinned") as idx:
         assert idx.encoder.fingerprint == V1 and idx.info()["encoder_is_newest"] is False
     with FewShotIndex.create(tmp_path / "new") as idx:
-        assert idx.encoder.fingerprint == conv4_v3 and idx.info()["encoder_version"] == 3
+        assert idx.encoder.fingerprint == conv4_v4 and idx.info()["encoder_version"] == 4
 
 
-def test_the_stroke_default_keeps_its_parts_when_the_cnn_is_released_again(tmp_path, conv4_v3):
+def test_the_stroke_default_keeps_its_parts_when_the_cnn_is_released_again(tmp_path, conv4_v4):
     old = tmp_path / "strokes_v15779ce"
     shutil.copytree(FIXTURES / "strokes_v15779ce", old)
     _same_answers(_classify(old, "strokes_v15779ce"), ANSWERS["strokes_v15779ce"]["classify"])
@@ -168,7 +172,34 @@ def test_releases_without_a_declared_fingerprint_are_found_by_building_them(tmp_
     v1.invalidate()
     v1.save(tmp_path / "v2.pt")
     release(2, str(tmp_path / "v2.pt"))
-    assert encoders.load("test-cnn").fingerprint == v1.fingerprint not in (V1, V2)
+    assert encoders.load("test-cnn").fingerprint == v1.fingerprint not in (V1, V2, V3)
     with FewShotIndex.open(tmp_path / "idx") as idx:
         assert idx.encoder.fingerprint == V1 and idx.classify([FIXTURES / ANSWERS["image_v15779ce"]["queries"][0]])
         assert idx.info()["encoder_version"] is None  # not declared: info cannot tell without loading
+
+
+def test_an_index_built_while_version_2_was_the_newest_opens_answers_the_same_then_upgrades(tmp_path, monkeypatch):
+    """The release of version 3 (MODEL_CARD.md): an index built by the bare name before it keeps version 2."""
+    queries = [FIXTURES / q for q in ANSWERS["image_v15779ce"]["queries"]]
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(registry, "_VERSIONS", {k: dict(v) for k, v in registry._VERSIONS.items()})
+    del registry._VERSIONS["omniglot-conv4"][3]  # the registry as it was before version 3 shipped
+    registry._REGISTRY["omniglot-conv4"] = registry._VERSIONS["omniglot-conv4"][2]
+    with FewShotIndex.create(tmp_path / "v2") as idx:
+        assert idx.encoder.fingerprint == V2
+        idx.add("a", queries[:2])
+        idx.add("b", queries[2:4])
+        then = idx.classify(queries, top_k=2)
+    monkeypatch.undo()  # version 3 ships
+    assert encoders.load("omniglot-conv4").fingerprint == V3
+    with FewShotIndex.open(tmp_path / "v2") as idx:
+        assert idx.encoder.fingerprint == V2 and idx.info()["dim"] == 64
+        now = idx.classify(queries, top_k=2)
+    assert [[c.label for c in r.candidates] for r in now] == [[c.label for c in r.candidates] for r in then]
+    info = json.loads(ok("info", tmp_path / "v2", "--json").stdout)
+    assert (info["encoder_version"], info["encoder_newest_version"], info["encoder_is_newest"]) == (2, 3, False)
+    assert info["upgrade"] == f"fewshot reindex {tmp_path / 'v2'} --encoder omniglot-conv4"
+    out = json.loads(ok("reindex", tmp_path / "v2", "--encoder", "omniglot-conv4", "--json").stdout)
+    assert out["fingerprint"] == V3 and out["reembedded"] == 4
+    info = json.loads(ok("info", tmp_path / "v2", "--json").stdout)
+    assert (info["encoder_version"], info["encoder_is_newest"], info["dim"]) == (3, True, 128)

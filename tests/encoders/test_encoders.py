@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from fewshot import encoders
 from fewshot.cli import cli
 from fewshot.encoders.base import TorchEncoder, TorchImageEncoder, prefetched
-from fewshot.encoders.builtin import OMNIGLOT_CONV4_V2_FINGERPRINT
+from fewshot.encoders.builtin import OMNIGLOT_CONV4_V2_FINGERPRINT, OMNIGLOT_CONV4_V3_FINGERPRINT
 from fewshot.encoders.files import atomic_torch_save
 from fewshot.encoders.fusion import FusionEncoder, fuse_embeddings
 from fewshot.encoders.sequence import TorchSequenceEncoder
@@ -31,7 +31,8 @@ from fewshot.fewshot_index import FewShotIndex
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "encoders"
-SHIPPED_FINGERPRINTS = {"omniglot-conv4": OMNIGLOT_CONV4_V2_FINGERPRINT, "omniglot-conv4@1": "a429de09f68c09d5",
+SHIPPED_FINGERPRINTS = {"omniglot-conv4": OMNIGLOT_CONV4_V3_FINGERPRINT, "omniglot-conv4@3": OMNIGLOT_CONV4_V3_FINGERPRINT,
+                        "omniglot-conv4@2": OMNIGLOT_CONV4_V2_FINGERPRINT, "omniglot-conv4@1": "a429de09f68c09d5",
                         "omniglot-strokes-gru": "5c7a378691a1273e", "omniglot-strokes-fusion": "909b15f2c4685408"}
 OLD_FILE_FINGERPRINTS = {"old_conv_encoder.pt": "2ebddc961a75140f", "old_sequence_encoder.pt": "4716c29818c37fff"}
 

@@ -493,3 +493,15 @@ def test_finetune_an_index_whose_classes_have_few_examples(tmp_path, base_path, 
                                     "--out", str(tmp_path / "again.pt"), "--steps", "2"])
     assert text.exit_code == 0, text.output
     assert "note:" in text.stdout
+
+
+def test_finetune_device(tmp_path, base_path, data):
+    """``device=``: a bad name fails before any work; on a GPU the result equals a CPU encoder file."""
+    with pytest.raises(InputError, match="unknown device"):
+        finetune(str(base_path), data, out=tmp_path / "bad.pt", device="gpu0", **FAST)
+    assert not (tmp_path / "bad.pt").exists() and not (tmp_path / "bad.pt.run").exists()
+    if not torch.cuda.is_available():
+        pytest.skip("torch sees no CUDA GPU on this machine: the cuda run is checked where one is")
+    res = finetune(str(base_path), data, out=tmp_path / "gpu.pt", device="cuda", **FAST)
+    assert all(p.device.type == "cpu" for p in res.encoder.module.parameters())
+    assert encoders.load(str(tmp_path / "gpu.pt")).fingerprint == res.encoder.fingerprint

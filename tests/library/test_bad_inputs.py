@@ -204,21 +204,22 @@ def test_sequence_loader_directly(tmp_path):
 
 def test_nan_inf_and_wrong_dimension_vectors_in_the_store(ix, encoder):
     before = tree_digest(ix)
-    ok = np.ones((2, 64), np.float32)
-    nan_row = np.concatenate([ok, np.full((1, 64), np.nan)])
-    inf_row = np.concatenate([ok, np.full((1, 64), -np.inf)])
-    zero_row = np.concatenate([ok, np.zeros((1, 64))])
+    d = encoder.dim
+    ok = np.ones((2, d), np.float32)
+    nan_row = np.concatenate([ok, np.full((1, d), np.nan)])
+    inf_row = np.concatenate([ok, np.full((1, d), -np.inf)])
+    zero_row = np.concatenate([ok, np.zeros((1, d))])
     cases = [(nan_row, 3, "NaN or inf"), (inf_row, 3, "NaN or inf"), (zero_row, 3, "all zeros"),
-             (np.ones((1, 63)), 1, "dimension 64, got 63"), (np.ones(65), 1, "dimension 64, got 65"),
-             (np.ones((2, 2, 64)), 2, "2-D"), (np.array([["a"] * 64]), 1, "numeric")]
+             (np.ones((1, d - 1)), 1, f"dimension {d}, got {d - 1}"), (np.ones(d + 1), 1, f"dimension {d}, got {d + 1}"),
+             (np.ones((2, 2, d)), 2, "2-D"), (np.array([["a"] * d]), 1, "numeric")]
     with FewShotIndex.open(ix, encoder=encoder) as idx:
         for vectors, n, match in cases:
             with pytest.raises(ValidationError, match=match) as e:
                 idx.store.add(vectors, ["x"] * n)
             one_line(e.value)
         with pytest.raises(ValidationError, match="NaN or inf"):
-            idx.store.search(np.full(64, np.nan), 3)
-        with pytest.raises(ValidationError, match="dimension 64, got 5"):
+            idx.store.search(np.full(d, np.nan), 3)
+        with pytest.raises(ValidationError, match=f"dimension {d}, got 5"):
             idx.store.search_prototypes(np.ones(5), 3)
         assert idx.store.count() == 6
     assert tree_digest(ix) == before

@@ -150,7 +150,7 @@ def test_nan_vector_written_behind_the_stores_back_is_reembedded(ix, encoder):
     with FewShotIndex.open(ix, encoder=encoder, readonly=True) as idx:
         rid = next(iter(idx.store.records())).id
     con = sqlite3.connect(ix / "meta.sqlite")
-    con.execute("UPDATE records SET vector = ? WHERE id = ?", (np.full(64, np.nan, np.float32).tobytes(), rid))
+    con.execute("UPDATE records SET vector = ? WHERE id = ?", (np.full(encoder.dim, np.nan, np.float32).tobytes(), rid))
     con.commit()
     con.close()
     report = check(str(ix), sample=0)
@@ -164,7 +164,7 @@ def test_nan_vector_written_behind_the_stores_back_is_reembedded(ix, encoder):
 @pytest.mark.parametrize("drop_caches", [False, True])
 def test_tampered_prototype_sum_is_recomputed(ix, encoder, drop_caches):
     con = sqlite3.connect(ix / "meta.sqlite")
-    con.execute("UPDATE classes SET vsum = ? WHERE label = 'beta'", (np.ones(64, np.float64).tobytes(),))
+    con.execute("UPDATE classes SET vsum = ? WHERE label = 'beta'", (np.ones(encoder.dim, np.float64).tobytes(),))
     con.commit()
     con.close()
     if drop_caches:  # the served prototypes are then rebuilt from the bad sum

@@ -16,6 +16,7 @@ from fewshot import FewShotIndex, PrototypeClassifier, encoders
 from fewshot.errors import EncoderError, InputError
 from fewshot.inputs import InputItem, expand_inputs, to_pil
 from fewshot.prototypes import class_prototypes, class_sums, prototype_scores, softmax
+from helpers import DEFAULT_DIM
 
 
 def glyph(seed: int, kind: int) -> np.ndarray:
@@ -134,9 +135,9 @@ def test_bad_images_are_input_errors(tmp_path):
 # --- encoders ------------------------------------------------------------------------------------
 def test_shipped_encoder_embeds_consistently():
     enc = encoders.load("omniglot-conv4")
-    assert enc.dim == 64 and enc.input_kind == "image" and len(enc.fingerprint) == 16
+    assert enc.dim == DEFAULT_DIM and enc.input_kind == "image" and len(enc.fingerprint) == 16
     a = enc.embed([glyph(0, 0), glyph(1, 1)])
-    assert a.shape == (2, 64) and a.dtype == np.float32 and np.isfinite(a).all()
+    assert a.shape == (2, enc.dim) and a.dtype == np.float32 and np.isfinite(a).all()
     np.testing.assert_allclose(enc.embed([glyph(0, 0)]), a[:1], atol=1e-5)
     # the same drawing as a white-background PNG (as Omniglot ships) embeds the same
     inverted = Image.fromarray(255 - glyph(0, 0))

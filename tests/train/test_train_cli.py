@@ -105,3 +105,19 @@ def test_train_errors(cli, data, tmp_path):
     args[args.index("--held-out") + 1] = "Nowhere"
     r = invoke(cli, args)
     assert r.exit_code == 1 and "unknown --held-out group(s) Nowhere" in r.stderr and "Alpha, Beta, Held" in r.stderr
+
+
+def test_train_device_option(cli, data, tmp_path):
+    """``--device`` picks where the steps run; a bad or absent device is one error line, before any work."""
+    import torch
+
+    r = invoke(cli, base_args(data, tmp_path / "bad", 1) + ["--device", "gpu0"])
+    assert r.exit_code == 1 and r.stderr.startswith("error: unknown device 'gpu0'") and "Traceback" not in r.output
+    assert not (tmp_path / "bad" / "last.pt").exists()
+    if not torch.cuda.is_available():
+        r = invoke(cli, base_args(data, tmp_path / "none", 1) + ["--device", "cuda"])
+        assert r.exit_code == 1 and "sees no CUDA GPU" in r.stderr and "--device cpu or auto" in r.stderr
+    r = invoke(cli, base_args(data, tmp_path / "auto", 1) + ["--device", "auto"])
+    assert r.exit_code == 0, r.stderr
+    cfg = json.loads((tmp_path / "auto" / "config.json").read_text())
+    assert cfg["device"] == "auto" and json.loads(r.stdout)["steps"] == 1
