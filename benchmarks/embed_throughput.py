@@ -75,11 +75,11 @@ def main() -> None:
         exe = Path(sys.executable).with_name("fewshot")
         t = time.perf_counter()
         subprocess.run([str(exe), "embed", *map(str, files), "-o", str(Path(tmp) / "e.npy"),
-                        "--batch-size", str(a.batch)], check=True, capture_output=True,
+                        "--batch-size", str(a.batch), "--encoder", a.encoder], check=True, capture_output=True,
                        env={**os.environ, "FEWSHOT_NO_PROGRESS": "1"})
         t_cli = time.perf_counter() - t
         check = np.load(Path(tmp) / "e.npy")
-    res = {"encoder": enc.name, "n": len(files), "batch": a.batch, "threads": torch.get_num_threads(),
+    res = {"encoder": a.encoder, "fingerprint": enc.fingerprint, "n": len(files), "batch": a.batch, "threads": torch.get_num_threads(),
            "raw_img_per_s": len(files) / t_raw, "pipeline_img_per_s": len(files) / t_pipe,
            "ratio_pipeline_over_raw": t_pipe / t_raw, "cli_wall_s": t_cli,
            "cli_img_per_s": len(files) / t_cli, "cli_output_rows": int(check.shape[0])}
