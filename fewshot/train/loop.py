@@ -199,6 +199,12 @@ class Trainer:
                             bool(ck.get("stopped", False)), float(ck.get("val_acc", float("nan"))),
                             float(ck.get("val_start", float("nan"))))
 
+    def release(self) -> None:
+        """The model and loss terms back on the CPU, where the caller embeds and exports them."""
+        self.model.to("cpu")
+        for t in self.terms:
+            t.loss.to("cpu")
+
     def validate(self) -> float:
         emb = self.batcher.embed(self.model, self.val)
         set_train_mode(self.model, self.frozen)
@@ -271,10 +277,9 @@ def fit(model: nn.Module, terms: list[LossTerm], batcher: Any, train: LabelledSe
 
     ``terms[0]`` is the metric loss whose state is the checkpoint's ``head``;
     further terms (distillation) are stored under their names. ``params``: the
-    trainable parameters (default all); ``frozen`` modules stay in eval mode.
+    trainable parameters (default all); ``frozen`` modules stay in eval mode. The steps run on
+    ``cfg.device``; the model comes back on the CPU, whatever happens.
     """
-    from tqdm import tqdm
-
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(out_dir)
@@ -282,12 +287,23 @@ def fit(model: nn.Module, terms: list[LossTerm], batcher: Any, train: LabelledSe
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2, default=str))
     torch.manual_seed(cfg.seed)
     run = Trainer(model, terms, batcher, train, out, cfg, val, params, frozen, checkpoint_meta)
+    try:
+        return run_steps(run, progress, log, desc)
+    finally:
+        run.release()
+
+
+def run_steps(run: Trainer, progress: bool, log: Callable[[str], None] | None, desc: str) -> dict:
+    """Resume ``run`` and take its remaining steps (validating and checkpointing); its summary."""
+    from tqdm import tqdm
+
+    cfg, out = run.cfg, run.out
     run.resume()
     s = run.state
     if run.val_sampler is not None and cfg.val_at_start and s.step == 0:
         s.val_acc = s.best = s.val_start = run.validate()
-        atomic_torch_save(cpu_state(model.state_dict()), out / "best.pt")
-    set_train_mode(model, frozen)
+        atomic_torch_save(cpu_state(run.model.state_dict()), out / "best.pt")
+    set_train_mode(run.model, run.frozen)
     t0, losses, accs = time.time(), [], []
     bar = tqdm(range(s.step, cfg.steps), initial=s.step, total=cfg.steps, disable=not progress or s.stopped,
                desc=desc, dynamic_ncols=True)
@@ -312,7 +328,4 @@ def fit(model: nn.Module, terms: list[LossTerm], batcher: Any, train: LabelledSe
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", val=f"{s.val_acc:.3f}")
         finally:
             bar.close()
-            model.to("cpu")  # handed back where the caller embeds and exports
-            for t in terms:
-                t.loss.to("cpu")
     return run.summary(t0)
