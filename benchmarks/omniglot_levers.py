@@ -5,8 +5,8 @@
 
 For each encoder file and each ``tta_shift`` k (the embedding is the mean over the
 image translated by every (dy, dx) in [-k, k]^2 px), and for the ensemble of all
-encoders at each k (the mean of their L2-normalised embeddings, so the ensemble's
-cosine is the mean of the members' cosines), and for each ``--affine`` set of views
+encoders at each k (the mean of their L2-normalised embeddings; for encoders of different sizes their
+concatenation, so the ensemble's cosine is the mean of the members' cosines), and for each ``--affine`` set of views
 (``s0.9`` scales the drawing by 0.9, ``r-8`` rotates it by -8 degrees; each view, and the
 image itself, goes through the shifts; the embedding is the mean of their L2-normalised
 embeddings), the accuracy of one protocol
@@ -112,9 +112,13 @@ def main() -> int:
             t = time.time()
             embs[(name, k)] = unit(embed_dataset(enc, ds, progress=False))
             rows.append((f"{Path(name).parent.name or name} shift {k}", embs[(name, k)], time.time() - t))
-        if len(encs) > 1 and len({embs[(n, k)].shape for n in names}) == 1:  # same dim: an ensemble
-            ens = unit(np.mean([embs[(n, k)] for n in names], axis=0))
-            rows.append((f"ensemble of {len(encs)} shift {k}", ens, sum(r[2] for r in rows[-len(encs):])))
+        if len(encs) > 1:  # an ensemble: same dim, the mean of unit vectors; else their concatenation,
+            # whose cosine is the mean of the members' cosines
+            members = [embs[(n, k)] for n in names]
+            same = len({m.shape for m in members}) == 1
+            ens = unit(np.mean(members, axis=0) if same else np.concatenate(members, axis=1))
+            rows.append((f"ensemble of {len(encs)} shift {k}{'' if same else ' (concatenated)'}", ens,
+                         sum(r[2] for r in rows[-len(encs):])))
         for spec in filter(None, a.affine.split(";")):
             for name, enc in zip(names, encs):
                 t = time.time()

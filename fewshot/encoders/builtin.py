@@ -19,27 +19,22 @@ OMNIGLOT_CONV4_V2_FINGERPRINT = "491ac859bb99b8a0"
 OMNIGLOT_CONV4_V3_FINGERPRINT = "8c1e3e09fdbdc758"
 
 
-@register("omniglot-conv4", input_kind="image", dim=64, weights="package data (trained on Omniglot here)",
-          description="version 1: Conv-4 prototypical-network CNN, 28x28 grayscale, 4,000 episodes on 25 alphabets",
-          version=1, fingerprint="a429de09f68c09d5")
-def omniglot_conv4_v1(weights: str | None = None) -> TorchImageEncoder:
-    return from_file(weights or packaged_path("omniglot_conv4.pt"), name="omniglot-conv4")
+def _omniglot_conv4_release(version: int, file: str, fingerprint: str, dim: int, description: str) -> None:
+    """Register one released ``omniglot-conv4`` weights file (package data) as ``omniglot-conv4@version``."""
+    @register("omniglot-conv4", input_kind="image", dim=dim, weights="package data (trained on Omniglot here)",
+              description=description, version=version, fingerprint=fingerprint)
+    def build(weights: str | None = None) -> TorchImageEncoder:
+        return from_file(weights or packaged_path(file), name="omniglot-conv4")
 
 
-@register("omniglot-conv4", input_kind="image", dim=64, weights="package data (trained on Omniglot here)",
-          description="version 2: Conv-4 prototypical-network CNN, 28x28 grayscale, 16,000 episodes on all 30 "
-                      "background alphabets",
-          version=2, fingerprint=OMNIGLOT_CONV4_V2_FINGERPRINT)
-def omniglot_conv4_v2(weights: str | None = None) -> TorchImageEncoder:
-    return from_file(weights or packaged_path("omniglot_conv4_v2.pt"), name="omniglot-conv4")
-
-
-@register("omniglot-conv4", input_kind="image", dim=128, weights="package data (trained on Omniglot here)",
-          description="Conv-4 prototypical-network CNN, 128 channels, 28x28 grayscale, 16,000 episodes on all 30 "
-                      "background alphabets; the default image encoder",
-          version=3, fingerprint=OMNIGLOT_CONV4_V3_FINGERPRINT)
-def omniglot_conv4(weights: str | None = None) -> TorchImageEncoder:
-    return from_file(weights or packaged_path("omniglot_conv4_v3.pt"), name="omniglot-conv4")
+_omniglot_conv4_release(1, "omniglot_conv4.pt", "a429de09f68c09d5", 64,
+                        "version 1: Conv-4 prototypical-network CNN, 28x28 grayscale, 4,000 episodes on 25 alphabets")
+_omniglot_conv4_release(2, "omniglot_conv4_v2.pt", OMNIGLOT_CONV4_V2_FINGERPRINT, 64,
+                        "version 2: Conv-4 prototypical-network CNN, 28x28 grayscale, 16,000 episodes on all 30 "
+                        "background alphabets")
+_omniglot_conv4_release(3, "omniglot_conv4_v3.pt", OMNIGLOT_CONV4_V3_FINGERPRINT, 128,
+                        "Conv-4 prototypical-network CNN, 128 channels, 28x28 grayscale, 16,000 episodes on all 30 "
+                        "background alphabets; the default image encoder")
 
 
 #: What cifar-cnn sees: RGB at 32x32 (shorter side resized, centre crop), normalised by the
