@@ -38,6 +38,7 @@ from torch import nn
 
 from fewshot.data.dataset import LabelledSet
 from fewshot.errors import InputError
+from fewshot.train.devices import module_device, to_device
 
 
 @dataclass
@@ -93,8 +94,6 @@ def image_warp(cfg: Any) -> Any:
 def _eval_forward(model: nn.Module, chunks: list) -> np.ndarray:
     """The model's outputs on ready inputs (moved to the model's device), in eval mode
     (training mode restored after), as one CPU array."""
-    from fewshot.train.devices import module_device, to_device
-
     was, device = model.training, module_device(model)
     model.eval()
     out = [model(to_device(c, device)).cpu() for c in chunks]
