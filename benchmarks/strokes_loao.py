@@ -51,6 +51,7 @@ def parse_args() -> argparse.Namespace:
                           ("episodes", 1000), ("seed", 0), ("threads", 1)):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=default)
     p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--distill-weight", type=float, default=1.0, help="lever: weight of the distillation term")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto: where the GRU trains (evaluation: the CPU)")
     p.add_argument("--resample", type=float, default=0.07)
     p.add_argument("--image-encoder", default="omniglot-conv4@1", help="fusion's CNN and the distillation teacher")
@@ -78,7 +79,8 @@ def train_fold(a: argparse.Namespace, train, out: Path, teacher) -> object:
     torch.manual_seed(a.seed)
     model = SequenceRNN(**arch)
     cfg = SequenceTrainConfig(ways=a.ways, queries=a.queries, steps=a.steps, lr=a.lr, seed=a.seed,
-                              teacher_views=a.teacher_views, threads=a.threads, device=a.device, checkpoint_every=25,
+                              teacher_views=a.teacher_views, distill_weight=a.distill_weight, threads=a.threads,
+                              device=a.device, checkpoint_every=25,
                               reverse_prob=a.reverse_prob, shuffle_prob=a.shuffle_prob,
                               extra={"data": str(a.data), "arch": arch, "teacher": a.image_encoder})
     summary = train_model(model, train, out, cfg, val=None, pre=pre, teacher=teacher, progress=False,
@@ -145,6 +147,7 @@ def summarise(a: argparse.Namespace, folds: list[dict]) -> dict:
     return {"protocol": {"ways": 20, "shots": 1, "queries": 5, "episodes": a.episodes, "seed": a.seed,
                          "within_alphabet": True},
             "recipe": {k: getattr(a, k) for k in ("steps", "ways", "queries", "hidden", "teacher_views", "lr",
+                                                   "distill_weight",
                                                    "resample", "image_encoder", "reverse_prob", "shuffle_prob")}
             | {"traced_images": str(a.traced_images) if a.traced_images else None},
             "tag": a.tag, "complete": len(folds) == 5, "folds": folds, "mean": mean,

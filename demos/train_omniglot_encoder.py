@@ -17,7 +17,7 @@ import json
 import time
 
 from fewshot.data import load_omniglot
-from fewshot.encoders.conv import ConvNet
+from fewshot.encoders.archs import build_arch
 from fewshot.metrics import json_safe
 from fewshot.train.export import export_image_encoder
 from fewshot.train.loop import TrainConfig
@@ -33,6 +33,8 @@ def main() -> None:
     p.add_argument("--data", default="../shared/data/omniglot/images_background.zip")
     p.add_argument("--out", default="runs/omniglot_conv4")
     add_ints(p, steps=4500, ways=60, shots=1, queries=5, width=64, size=28)
+    p.add_argument("--arch", default="conv", choices=["conv", "resnet12"],
+                   help="conv: Conv-4 (omniglot-conv4); resnet12: ResNet-12, width x (1, 2, 4, 8) channels")
     p.add_argument("--within-group", type=float, default=0.25)
     p.add_argument("--held-out", default=",".join(HELD_OUT))
     p.add_argument("--seed", type=int, default=0)
@@ -50,12 +52,14 @@ def main() -> None:
           f"val {len(val.classes) if val else 0} classes", flush=True)
     cfg = TrainConfig(ways=a.ways, shots=a.shots, queries=a.queries, steps=a.steps, seed=a.seed,
                       within_group_fraction=a.within_group, threads=a.threads, device=a.device,
-                      extra={"data": a.data, "held_out": a.held_out, "width": a.width, "size": a.size})
-    model = ConvNet(1, a.width, 4)
+                      extra={"data": a.data, "held_out": a.held_out, "width": a.width, "size": a.size,
+                             **({"arch": a.arch} if a.arch != "conv" else {})})
+    arch_kwargs = {"in_channels": 1, "width": a.width} | ({"depth": 4} if a.arch == "conv" else {})
+    model, _ = build_arch(a.arch, **arch_kwargs)
     summary = train_model(model, train, a.out, cfg, val=val, log=print)
     enc = export_image_encoder(f"{a.out}/best.pt", f"{a.out}/encoder.pt", train if a.centre else None,
-                               name="omniglot-conv4", arch_kwargs={"in_channels": 1, "width": a.width, "depth": 4},
-                               size=a.size, scale=summary["scale"])
+                               name=f"omniglot-{a.arch}" if a.arch != "conv" else "omniglot-conv4",
+                               arch_kwargs=arch_kwargs, size=a.size, scale=summary["scale"], arch=a.arch)
     enc.tta_shift = a.tta_shift
     enc.invalidate()
     enc.save(f"{a.out}/encoder.pt")

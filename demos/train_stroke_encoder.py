@@ -63,6 +63,7 @@ def main() -> None:
     p.add_argument("--reverse-prob", type=float, default=0.0, help="augmentation: reverse a stroke")
     p.add_argument("--shuffle-prob", type=float, default=0.0, help="augmentation: reorder the strokes")
     p.add_argument("--held-out", default=",".join(HELD_OUT))
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto: where the steps run (checkpoints stay CPU files)")
     add_ints(p, seed=0, threads=2, val_every=50, eval_episodes=1000)
     p.add_argument("--eval-only", metavar="ENCODER", default=None,
                    help="skip training: evaluate this stroke encoder (name or file) on the held-out alphabet")
@@ -113,7 +114,7 @@ def main() -> None:
         teacher.tta_shift = a.teacher_tta
     cfg = SequenceTrainConfig(ways=a.ways, queries=a.queries, steps=a.steps, lr=a.lr, seed=a.seed,
                               symmetries=a.symmetries, distill_weight=a.distill_weight,
-                              teacher_views=a.teacher_views, threads=a.threads, val_every=a.val_every,
+                              teacher_views=a.teacher_views, threads=a.threads, device=a.device, val_every=a.val_every,
                               val_episodes=200, checkpoint_every=25, reverse_prob=a.reverse_prob,
                               shuffle_prob=a.shuffle_prob,
                               extra={"data": a.data, "held_out": a.held_out, "arch": arch, "init": a.init,

@@ -10,6 +10,7 @@ from typing import Callable
 from torch import nn
 
 from fewshot.encoders.conv import ConvNet, SmallCNN
+from fewshot.encoders.resnet12 import ResNet12
 
 ArchBuilder = Callable[..., tuple[nn.Module, int]]
 
@@ -21,6 +22,11 @@ def _small_cnn(in_channels: int = 3, size: int = 32, dim: int = 64) -> tuple[nn.
 
 def _conv(in_channels: int = 1, width: int = 64, depth: int = 4) -> tuple[nn.Module, int]:
     m = ConvNet(in_channels, width, depth)
+    return m, m.out_dim
+
+
+def _resnet12(in_channels: int = 1, width: int = 64) -> tuple[nn.Module, int]:
+    m = ResNet12(in_channels, width)
     return m, m.out_dim
 
 
@@ -54,6 +60,7 @@ def _tv(arch: str) -> ArchBuilder:
 ARCHS: dict[str, ArchBuilder] = {
     "conv": _conv,
     "small_cnn": _small_cnn,
+    "resnet12": _resnet12,
     "resnet18": _tv("resnet18"),
     "resnet50": _tv("resnet50"),
     "mobilenet_v3_small": _tv("mobilenet_v3_small"),
