@@ -30,6 +30,8 @@ sys.path.insert(0, str(ROOT))
 #: The benchmark (open_set.py) uses the complementary validation classes.
 PRIOR_DATA = {
     "omniglot-conv4": (DATA / "omniglot/images_background.zip", ["Bengali", "Futurama", "Greek"], None, 20, 5),
+    "omniglot-resnet12": (DATA / "omniglot/images_background.zip", ["Bengali", "Futurama", "Greek"], None, 20, 5),
+    "omniglot-ensemble": (DATA / "omniglot/images_background.zip", ["Bengali", "Futurama", "Greek"], None, 20, 5),
     "omniglot-strokes-fusion": (DATA / "omniglot/strokes_background_small1.zip", ["Greek"], "first_half", 8, 4),
     "omniglot-strokes-gru": (DATA / "omniglot/strokes_background_small1.zip", ["Greek"], "first_half", 8, 4),
     "text-gru": (DATA / "clinc150/clinc150_dev.json", ["home"], None, 10, 5),
@@ -48,12 +50,26 @@ def half_classes(ds, which: str):
     return ds.with_classes(keep)
 
 
+def twin_fusion(name: str, parts: str):
+    """The held-out twin of a fusion or ensemble release: ``FILE+FILE`` combined as the release combines its parts."""
+    from fewshot import encoders
+    from fewshot.encoders.ensemble import ImageEnsemble
+    from fewshot.encoders.fusion import FusionEncoder
+
+    release = encoders.load(name)
+    parts = [encoders.load(p) for p in parts.split("+")]
+    if isinstance(release, ImageEnsemble):
+        return ImageEnsemble(release.name, parts, release.weights)
+    return FusionEncoder(release.name, *parts, render_width=release.render_width,
+                         sequence_weight=release.sequence_weight)
+
+
 def load(name: str, groups_part: str = "prior", measure_with: str | None = None):
     """(encoder, data set, embeddings) for ``name``'s prior classes (or the benchmark's, ``"bench"``).
 
-    ``measure_with`` (an encoder file) embeds instead of ``name``: the held-out twin of a
-    release trained on every class (same recipe, trained without the prior's classes), so
-    the scores are those of classes the measuring encoder never saw.
+    ``measure_with`` (an encoder file; for a fusion, ``SEQUENCE_FILE+IMAGE_FILE``) embeds instead
+    of ``name``: the held-out twin of a release trained on every class (same recipe, trained
+    without the prior's classes), so the scores are those of classes the measuring encoder never saw.
     """
     from fewshot import encoders
     from fewshot.data.registry import dataset_kind
@@ -61,7 +77,7 @@ def load(name: str, groups_part: str = "prior", measure_with: str | None = None)
     from fewshot.evaluation.embedding import embed_dataset
 
     data, groups, half, _, _ = PRIOR_DATA[name]
-    enc = encoders.load(measure_with or name)
+    enc = encoders.load(measure_with or name) if "+" not in (measure_with or "") else twin_fusion(name, measure_with)
     ds = load_for(enc, data, dataset_kind(data), groups)
     if half:
         ds = half_classes(ds, half)

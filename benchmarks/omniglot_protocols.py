@@ -74,7 +74,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=DEFAULT_DATA, help="Omniglot images_background zip or folder")
     p.add_argument("--alphabets", default=",".join(HELD_OUT), help="alphabets to evaluate on (comma-separated)")
-    p.add_argument("--encoder", default=None, help="encoder name or file (default: the shipped one)")
+    p.add_argument("--encoder", default=None,
+                   help="encoder name or file (default: the shipped one); A+B: the ensemble of two (held-out twins)")
     p.add_argument("--episodes", type=int, default=1000)
     p.add_argument("--queries", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
@@ -92,7 +93,12 @@ def main() -> int:
 
     if a.threads:
         torch.set_num_threads(a.threads)
-    enc = encoders.load(a.encoder or encoders.DEFAULT_IMAGE_ENCODER)
+    if "+" in (a.encoder or ""):  # held-out twins of an ensemble's members: A+B
+        from fewshot.encoders.ensemble import ImageEnsemble
+
+        enc = ImageEnsemble("ensemble", [encoders.load(x) for x in a.encoder.split("+")])
+    else:
+        enc = encoders.load(a.encoder or encoders.DEFAULT_IMAGE_ENCODER)
     alphabets = [s for s in a.alphabets.split(",") if s] or None
     if not Path(a.data).exists():
         print(f"error: Omniglot data not found at {a.data} (pass --data)", file=sys.stderr)

@@ -447,12 +447,14 @@ def _calibration_line(info: dict) -> str:
 
 def _version_lines(info: dict) -> list[str]:
     """``info``'s line on the encoder's release: none when it is no registered release."""
+    successor = [f"successor  {info['encoder_successor']} (its successor, the default for new indexes): "
+                 f"move with `{_shown(info['successor_upgrade'])}`"] if info.get("successor_upgrade") else []
     if info.get("encoder_version") is None:
-        return []
+        return successor
     if info.get("encoder_is_newest"):
-        return [f"version    {info['encoder_version']} (the newest)"]
+        return [f"version    {info['encoder_version']} (the newest)"] + successor
     return [f"version    {info['encoder_version']}; version {info['encoder_newest_version']} is newer: "
-            f"upgrade with `{_shown(info['upgrade'])}`"]
+            f"upgrade with `{_shown(info['upgrade'])}`"] + successor
 
 
 @cli.command("reindex")

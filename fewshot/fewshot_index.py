@@ -474,6 +474,8 @@ class FewShotIndex:
         name = reg.split_version(extra.get("encoder") or "")[0]
         status["upgrade"] = f"fewshot reindex {self.path} --encoder {name}" \
             if status["encoder_is_newest"] is False else None
+        status["successor_upgrade"] = f"fewshot reindex {self.path} --encoder {status['encoder_successor']}" \
+            if status["encoder_successor"] and status["encoder_version"] is not None else None
         return status
 
     # --- adapting the encoder ------------------------------------------------------------

@@ -6,7 +6,8 @@ import torch
 from fewshot.encoders.archs import strip_head, torchvision_model
 from fewshot.encoders.base import TorchImageEncoder
 from fewshot.encoders.preprocess import ImagePreprocess
-from fewshot.encoders.registry import from_file, register
+from fewshot.encoders.ensemble import ImageEnsemble
+from fewshot.encoders.registry import from_file, load, register
 from fewshot.encoders.weights import (imagenet_preprocess_params, imagenet_state_dict, load_weights_file,
                                       packaged_path, seeded_init)
 from fewshot.errors import EncoderError
@@ -34,7 +35,34 @@ _omniglot_conv4_release(2, "omniglot_conv4_v2.pt", OMNIGLOT_CONV4_V2_FINGERPRINT
                         "background alphabets")
 _omniglot_conv4_release(3, "omniglot_conv4_v3.pt", OMNIGLOT_CONV4_V3_FINGERPRINT, 128,
                         "Conv-4 prototypical-network CNN, 128 channels, 28x28 grayscale, 16,000 episodes on all 30 "
-                        "background alphabets; the default image encoder")
+                        "background alphabets (a member of the default, omniglot-ensemble)")
+
+#: omniglot-resnet12 version 1 (MODEL_CARD.md): the fingerprint an index records.
+OMNIGLOT_RESNET12_FINGERPRINT = "e2bc6014f765931d"
+
+
+@register("omniglot-resnet12", input_kind="image", dim=256, weights="package data (trained on Omniglot here)",
+          description="ResNet-12 prototypical-network CNN (32-64-128-256 channels), 28x28 grayscale, 12,000 "
+                      "episodes on all 30 background alphabets (a member of the default, omniglot-ensemble)",
+          version=1, fingerprint=OMNIGLOT_RESNET12_FINGERPRINT)
+def omniglot_resnet12(weights: str | None = None) -> TorchImageEncoder:
+    return from_file(weights or packaged_path("omniglot_resnet12.pt"), name="omniglot-resnet12")
+
+
+#: omniglot-ensemble version 1 (MODEL_CARD.md): its members' fingerprints combined.
+OMNIGLOT_ENSEMBLE_FINGERPRINT = "92d52cf31957d4f5"
+
+
+@register("omniglot-ensemble", input_kind="image", dim=256 + 128,
+          weights="package data (omniglot-resnet12@1 + omniglot-conv4@3)",
+          description="the default image encoder: omniglot-resnet12 and omniglot-conv4 on the same image, "
+                      "cosine = the mean of theirs",
+          version=1, fingerprint=OMNIGLOT_ENSEMBLE_FINGERPRINT)
+def omniglot_ensemble(weights: str | None = None) -> ImageEnsemble:
+    """Version 1 pins its members' versions: a new release of either is a new ensemble version."""
+    if weights is not None:
+        raise EncoderError("omniglot-ensemble takes no weights; build ImageEnsemble(...) for other members")
+    return ImageEnsemble("omniglot-ensemble", [load("omniglot-resnet12@1"), load("omniglot-conv4@3")])
 
 
 #: What cifar-cnn sees: RGB at 32x32 (shorter side resized, centre crop), normalised by the

@@ -27,8 +27,11 @@ from fewshot.encoders.weights import load_weights_file
 from fewshot.errors import EncoderError
 
 #: The encoder an index, ``embed`` or ``evaluate`` uses when none is named, by input kind.
-DEFAULTS = {"image": "omniglot-conv4", "sequence": "omniglot-strokes-fusion", "text": "minilm"}
+DEFAULTS = {"image": "omniglot-ensemble", "sequence": "omniglot-strokes-fusion", "text": "minilm"}
 DEFAULT_IMAGE_ENCODER = DEFAULTS["image"]
+#: Names whose role passed to another name (a new architecture is a new name, not a new version):
+#: ``info`` on an index built with the old one names the successor and its ``reindex`` command.
+SUCCESSORS = {"omniglot-conv4": "omniglot-ensemble"}
 #: Encoder-file classes by ``config["input_kind"]``.
 KINDS: dict[str, type[TorchEncoder]] = {"image": TorchImageEncoder, "sequence": TorchSequenceEncoder}
 
@@ -130,7 +133,8 @@ def version_status(ref: str | None, fingerprint: str | None) -> dict:
     spec = release_of(name, fingerprint) if name else None
     current = spec.version if spec is not None else None
     is_newest = None if current is None or newest is None else current == newest
-    return {"encoder_version": current, "encoder_newest_version": newest, "encoder_is_newest": is_newest}
+    return {"encoder_version": current, "encoder_newest_version": newest, "encoder_is_newest": is_newest,
+            "encoder_successor": SUCCESSORS.get(name)}
 
 
 def default_for(kind: str | None) -> str:

@@ -17,6 +17,10 @@ STROKES_WEIGHTS = "omniglot_strokes_gru.pt"
 #: Weight of the GRU's cosine in the fused cosine (the CNN's is 1 - w). Chosen on validation
 #: episodes of the held-out alphabet (seed 12345), reported on others (seed 0): SEQUENCE_MODEL_CARD.md.
 FUSION_SEQUENCE_WEIGHT = 0.15
+#: Version 2's weight, chosen the same way for its parts (GRU version 2 + omniglot-resnet12).
+FUSION_V2_SEQUENCE_WEIGHT = 0.1
+STROKES_GRU_V2_FINGERPRINT = "e930de460f496c92"
+STROKES_FUSION_V2_FINGERPRINT = "bed050d3945a8122"
 
 
 @register(STROKE_RNN, input_kind="sequence", dim=128,
@@ -39,6 +43,28 @@ def omniglot_strokes_fusion(weights: str | None = None) -> FusionEncoder:
         raise EncoderError("omniglot-strokes-fusion takes no weights; build FusionEncoder(...) for other parts")
     return FusionEncoder(STROKE_FUSION, load(f"{STROKE_RNN}@1"), load("omniglot-conv4@1"),
                          sequence_weight=FUSION_SEQUENCE_WEIGHT)
+
+
+@register(STROKE_RNN, input_kind="sequence", dim=128,
+          weights="package data (trained on Omniglot strokes here)",
+          description="bidirectional GRU over pen offsets with attention pooling, trained on all five stroke "
+                      "alphabets (the RNN of the stroke default)",
+          version=2, fingerprint=STROKES_GRU_V2_FINGERPRINT)
+def omniglot_strokes_gru_v2(weights: str | None = None) -> TorchSequenceEncoder:
+    return from_file(weights or packaged_path("omniglot_strokes_gru_v2.pt"), name=STROKE_RNN)
+
+
+@register(STROKE_FUSION, input_kind="sequence", dim=128 + 256,
+          weights="package data (omniglot-strokes-gru@2 + omniglot-resnet12@1)",
+          description=f"the default for strokes: GRU on the pen trajectory + ResNet-12 on its rendering; "
+                      f"cosine = {FUSION_V2_SEQUENCE_WEIGHT:g} x GRU + {1 - FUSION_V2_SEQUENCE_WEIGHT:g} x CNN",
+          version=2, fingerprint=STROKES_FUSION_V2_FINGERPRINT)
+def omniglot_strokes_fusion_v2(weights: str | None = None) -> FusionEncoder:
+    """Version 2: the GRU trained on all five alphabets and the ResNet-12 CNN (both pinned)."""
+    if weights is not None:
+        raise EncoderError("omniglot-strokes-fusion takes no weights; build FusionEncoder(...) for other parts")
+    return FusionEncoder(STROKE_FUSION, load(f"{STROKE_RNN}@2"), load("omniglot-resnet12@1"),
+                         sequence_weight=FUSION_V2_SEQUENCE_WEIGHT)
 
 
 TS_GRU = "ts-gru"

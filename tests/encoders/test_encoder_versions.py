@@ -18,7 +18,7 @@ import torch
 from helpers import REPO, ok
 
 from fewshot import encoders
-from fewshot.encoders import builtin, registry
+from fewshot.encoders import builtin, registry, sequence_builtin
 from fewshot.errors import EncoderError
 from fewshot.fewshot_index import FewShotIndex
 
@@ -27,6 +27,7 @@ ANSWERS = json.loads((FIXTURES / "answers_v15779ce.json").read_text())
 V1 = "a429de09f68c09d5"  # omniglot-conv4 version 1 (MODEL_CARD.md), what the fixture indexes hold
 V2 = builtin.OMNIGLOT_CONV4_V2_FINGERPRINT
 V3 = builtin.OMNIGLOT_CONV4_V3_FINGERPRINT
+ENSEMBLE = builtin.OMNIGLOT_ENSEMBLE_FINGERPRINT
 
 
 @pytest.fixture
@@ -97,12 +98,39 @@ def test_versioned_names_and_the_old_registration_call(scratch_registry, tmp_pat
 
 
 def test_info_says_an_index_on_the_newest_release_is(tmp_path):
-    with FewShotIndex.create(tmp_path / "new") as idx:
+    with FewShotIndex.create(tmp_path / "new") as idx:  # the default: omniglot-ensemble, version 1 of 1
         idx.add("a", [FIXTURES / ANSWERS["image_v15779ce"]["queries"][0]])
     info = json.loads(ok("info", tmp_path / "new", "--json").stdout)
-    assert (info["encoder_version"], info["encoder_newest_version"], info["encoder_is_newest"]) == (3, 3, True)
-    assert info["fingerprint"] == V3 and info["upgrade"] is None and info["dim"] == 128
-    assert "version    3 (the newest)" in ok("info", tmp_path / "new").stdout
+    assert (info["encoder"], info["encoder_version"], info["encoder_newest_version"], info["encoder_is_newest"]) \
+        == ("omniglot-ensemble", 1, 1, True)
+    assert info["fingerprint"] == ENSEMBLE and info["upgrade"] is None and info["dim"] == 384
+    assert (info["encoder_successor"], info["successor_upgrade"]) == (None, None)
+    out = ok("info", tmp_path / "new").stdout
+    assert "version    1 (the newest)" in out and "successor" not in out
+
+
+def test_an_omniglot_conv4_index_names_its_successor_and_moves_to_it(tmp_path):
+    """A new architecture is a new name: info on a Conv-4 index (even its newest release) names the default."""
+    idx_dir = tmp_path / "conv4"
+    queries = [FIXTURES / q for q in ANSWERS["image_v15779ce"]["queries"]]
+    with FewShotIndex.create(idx_dir, encoder="omniglot-conv4") as idx:
+        idx.add("a", queries[:2])
+        idx.add("b", queries[2:4])
+    info = json.loads(ok("info", idx_dir, "--json").stdout)
+    assert (info["encoder_version"], info["encoder_is_newest"], info["upgrade"]) == (3, True, None)
+    assert info["encoder_successor"] == "omniglot-ensemble"
+    assert info["successor_upgrade"] == f"fewshot reindex {idx_dir} --encoder omniglot-ensemble"
+    out = ok("info", idx_dir).stdout
+    assert "version    3 (the newest)" in out
+    assert f"successor  omniglot-ensemble (its successor, the default for new indexes): move with " \
+           f"`fewshot reindex {idx_dir} --encoder omniglot-ensemble`" in out
+    moved = json.loads(ok("reindex", idx_dir, "--encoder", "omniglot-ensemble", "--json").stdout)
+    assert moved["fingerprint"] == ENSEMBLE and moved["reembedded"] == 4
+    info = json.loads(ok("info", idx_dir, "--json").stdout)
+    assert (info["encoder"], info["dim"], info["encoder_successor"], info["successor_upgrade"]) == \
+        ("omniglot-ensemble", 384, None, None)
+    assert [a["candidates"][0]["label"] for a in json.loads(ok("classify", idx_dir, *queries[:4], "--json").stdout)] \
+        == ["a", "a", "b", "b"]  # its own examples, re-embedded, answer as themselves
 
 
 def test_an_index_built_with_version_1_opens_answers_the_same_then_upgrades_to_the_newest(old_image):
@@ -146,7 +174,7 @@ def test_a_pinned_older_release_is_kept_by_new_indexes_too(tmp_path, conv4_v4):
         assert idx.encoder.fingerprint == V1
     with FewShotIndex.open(tmp_path / "pinned") as idx:
         assert idx.encoder.fingerprint == V1 and idx.info()["encoder_is_newest"] is False
-    with FewShotIndex.create(tmp_path / "new") as idx:
+    with FewShotIndex.create(tmp_path / "new", encoder="omniglot-conv4") as idx:
         assert idx.encoder.fingerprint == conv4_v4 and idx.info()["encoder_version"] == 4
 
 
@@ -154,7 +182,27 @@ def test_the_stroke_default_keeps_its_parts_when_the_cnn_is_released_again(tmp_p
     old = tmp_path / "strokes_v15779ce"
     shutil.copytree(FIXTURES / "strokes_v15779ce", old)
     _same_answers(_classify(old, "strokes_v15779ce"), ANSWERS["strokes_v15779ce"]["classify"])
-    assert json.loads(ok("info", old, "--json").stdout)["encoder_is_newest"] is True
+    info = json.loads(ok("info", old, "--json").stdout)
+    assert info["fingerprint"] == ANSWERS["strokes_v15779ce"]["info"]["fingerprint"]  # still version 1's parts
+    assert info["encoder_version"] == 1
+
+
+def test_a_stroke_index_built_with_version_1_opens_answers_the_same_then_upgrades(tmp_path):
+    """The real release of the stroke default's version 2 (GRU on five alphabets + omniglot-resnet12)."""
+    old = tmp_path / "strokes_v15779ce"
+    shutil.copytree(FIXTURES / "strokes_v15779ce", old)
+    _same_answers(_classify(old, "strokes_v15779ce"), ANSWERS["strokes_v15779ce"]["classify"])
+    info = json.loads(ok("info", old, "--json").stdout)
+    assert (info["encoder_version"], info["encoder_newest_version"], info["encoder_is_newest"]) == (1, 2, False)
+    assert info["upgrade"] == f"fewshot reindex {old} --encoder omniglot-strokes-fusion"
+    assert info["encoder_successor"] is None
+    out = json.loads(ok("reindex", old, "--encoder", "omniglot-strokes-fusion", "--json").stdout)
+    assert out["fingerprint"] == sequence_builtin.STROKES_FUSION_V2_FINGERPRINT
+    assert out["reembedded"] == ANSWERS["strokes_v15779ce"]["info"]["count"]
+    info = json.loads(ok("info", old, "--json").stdout)
+    assert (info["encoder_version"], info["encoder_is_newest"], info["dim"]) == (2, True, 384)
+    answers = _classify(old, "strokes_v15779ce")
+    assert all(c["label"] in info["labels"] for a in answers for c in a["candidates"])
 
 
 def test_releases_without_a_declared_fingerprint_are_found_by_building_them(tmp_path, scratch_registry):
@@ -185,7 +233,7 @@ def test_an_index_built_while_version_2_was_the_newest_opens_answers_the_same_th
     monkeypatch.setattr(registry, "_VERSIONS", {k: dict(v) for k, v in registry._VERSIONS.items()})
     del registry._VERSIONS["omniglot-conv4"][3]  # the registry as it was before version 3 shipped
     registry._REGISTRY["omniglot-conv4"] = registry._VERSIONS["omniglot-conv4"][2]
-    with FewShotIndex.create(tmp_path / "v2") as idx:
+    with FewShotIndex.create(tmp_path / "v2", encoder="omniglot-conv4") as idx:
         assert idx.encoder.fingerprint == V2
         idx.add("a", queries[:2])
         idx.add("b", queries[2:4])
