@@ -60,11 +60,12 @@ def main() -> None:
         files = extract(a.data, a.n, Path(tmp))
         items = expand_inputs(files)
         x = enc.preprocess.normalize(enc.load_arrays(items))
+        model = getattr(enc, "forward", None) or enc.embed_tensor  # an ensemble: its members' forwards, fused
 
         @torch.inference_mode()
         def raw() -> None:
             for i in range(0, len(x), a.batch):
-                enc.forward(x[i:i + a.batch])
+                model(x[i:i + a.batch])
 
         def pipeline() -> None:
             enc.embed(items, batch_size=a.batch)

@@ -480,15 +480,16 @@ class FewShotIndex:
 
     # --- adapting the encoder ------------------------------------------------------------
     def finetune(self, data: Any = "index", out: str | os.PathLike | None = None, **kwargs: Any):
-        """Fine-tune this index's encoder (see :func:`fewshot.finetune.finetune`), then reindex.
+        """Fine-tune this index's encoder (the ensemble default: its Conv-4 member; see
+        :func:`fewshot.finetune.finetune`), then reindex.
 
         ``data="index"`` trains on the examples this index stores. The new encoder is
         saved to ``out`` and every stored example is re-embedded with it in one atomic
         switch; if anything fails, the index stays on the old encoder.
         """
-        from fewshot.train.recipes import finetune
+        from fewshot.train.recipes import finetune, index_finetune_base
 
-        res = finetune(self.encoder, data, index_dir=self.path, out=out, **kwargs)
+        res = finetune(index_finetune_base(self.encoder), data, index_dir=self.path, out=out, **kwargs)
         self.reindex(res.encoder)
         return res
 

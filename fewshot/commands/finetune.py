@@ -18,7 +18,8 @@ LOSS_CHOICES = ("proto", "triplet", "supcon", "ce")
 @click.command("finetune")
 @click.option("--encoder", default=None, metavar="NAME|PATH",
               help="Encoder to start from: a name (see `fewshot encoders`) or an encoder file "
-                   "[default: with --data index, the --into index's encoder; else omniglot-conv4].")
+                   "[default: with --data index, the --into index's encoder (for the image default, "
+                   "omniglot-ensemble, its Conv-4 member); else omniglot-conv4].")
 @click.option("--data", required=True, metavar="PATH|digits|index",
               help="Labelled images, pen strokes or texts: a folder with one sub-folder per class, an Omniglot zip or "
                    "folder, a CLINC150 JSON or text/label table, 'digits' (scikit-learn's), 'index' (the examples "

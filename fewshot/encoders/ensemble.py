@@ -54,6 +54,10 @@ class ImageEnsemble:
         key = "ensemble:v1:" + ":".join(f"{m.fingerprint}*{w:.6g}" for m, w in zip(self.members, self.weights))
         return hashlib.sha256(key.encode()).hexdigest()[:16]
 
+    def load_arrays(self, items: Sequence[InputItem], workers: int = 2) -> np.ndarray:
+        """Decoded, preprocessed uint8 arrays, read once for every member."""
+        return self.members[0].load_arrays(items, workers)
+
     def prepare_batch(self, items: Sequence[InputItem]) -> torch.Tensor:
         """Read and preprocess once for every member."""
         return self.members[0].prepare_batch(items)

@@ -55,11 +55,25 @@ class FinetuneResult:
                 "fingerprint": self.encoder.fingerprint, **self.summary}
 
 
+def index_finetune_base(encoder: Any) -> Any:
+    """What fine-tuning an index's encoder starts from: the encoder itself, or for an ensemble (the image
+    default) its Conv-4 member, the network images are fine-tuned from by default; the index then moves to it."""
+    from fewshot.encoders.ensemble import ImageEnsemble
+
+    if isinstance(encoder, ImageEnsemble):
+        return next((m for m in encoder.members if m.name == "omniglot-conv4"), encoder.members[0])
+    return encoder
+
+
 def check_trainable(encoder: Any) -> None:
     """A Torch encoder of a kind with a batcher can be fine-tuned; a fusion encoder through its parts."""
+    from fewshot.encoders.ensemble import ImageEnsemble
     from fewshot.encoders.fusion import FusionEncoder
     from fewshot.encoders.registry import kind_class
 
+    if isinstance(encoder, ImageEnsemble):
+        raise EncoderError(f"encoder {encoder.name!r} is an ensemble of {len(encoder.members)} networks; fine-tune "
+                           f"one of them (--encoder {' or '.join(m.name for m in encoder.members)})")
     if isinstance(encoder, FusionEncoder):
         raise EncoderError(f"encoder {encoder.name!r} fuses two encoders; fine-tune its parts "
                            f"({encoder.sequence.name} on strokes, {encoder.image.name} on images) and fuse those")

@@ -54,6 +54,6 @@ def test_calibrate_one_example_per_class_uses_the_encoder_calibration(tmp_path: 
     for name, files in images.items():
         ok("add", idx, "--label", name, files[0])
     cal = json.loads(ok("calibrate", idx, "--json", "--unknown-data", str(images["two"][1])).output)
-    assert cal["sources"]["threshold"].startswith("encoder omniglot-conv4")
+    assert cal["sources"]["threshold"].startswith("encoder omniglot-ensemble")
     assert cal["counts"]["unknown_data"] == 1
     fails_cleanly(idx, "calibrate", idx, "--target-accept", "1.0", match="target-accept", code=2)

@@ -41,7 +41,7 @@ def test_encoders_json_lists_shipped_default():
 def test_init_add_info(index_dir):
     info = json.loads(ok("info", index_dir, "--json").output)
     assert info["count"] == 4 and info["n_labels"] == 4
-    assert info["encoder"] == "omniglot-conv4" and info["metric"] == "cosine" and info["dim"] == DEFAULT_DIM
+    assert info["encoder"] == "omniglot-ensemble" and info["metric"] == "cosine" and info["dim"] == DEFAULT_DIM
     manifest = json.loads((index_dir / "manifest.json").read_text())
     assert manifest["dim"] == DEFAULT_DIM and manifest["metric"] == "cosine"
     assert manifest["extra"]["fingerprint"] == info["fingerprint"]

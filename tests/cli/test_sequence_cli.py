@@ -192,7 +192,7 @@ def test_finetune_the_stroke_gru_and_switch_an_index(cli, tiny_strokes, tmp_path
 def test_fusion_encoder_names_its_parts(cli, tiny_strokes, tmp_path):
     line = one_error_line(invoke(cli, ["finetune", "--encoder", "omniglot-strokes-fusion", "--data", str(tiny_strokes),
                                     "--steps", "1", "--out", str(tmp_path / "f.pt")]))
-    assert "omniglot-strokes-gru" in line and "omniglot-conv4" in line
+    assert "omniglot-strokes-gru" in line and "omniglot-resnet12" in line
 
 
 def test_every_json_output_is_strict_json(cli, tiny_strokes, tmp_path):

@@ -33,7 +33,9 @@ ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "encoders"
 SHIPPED_FINGERPRINTS = {"omniglot-conv4": OMNIGLOT_CONV4_V3_FINGERPRINT, "omniglot-conv4@3": OMNIGLOT_CONV4_V3_FINGERPRINT,
                         "omniglot-conv4@2": OMNIGLOT_CONV4_V2_FINGERPRINT, "omniglot-conv4@1": "a429de09f68c09d5",
-                        "omniglot-strokes-gru": "5c7a378691a1273e", "omniglot-strokes-fusion": "909b15f2c4685408"}
+                        "omniglot-strokes-gru@1": "5c7a378691a1273e", "omniglot-strokes-fusion@1": "909b15f2c4685408",
+                        "omniglot-strokes-gru": "e930de460f496c92", "omniglot-strokes-fusion": "bed050d3945a8122",
+                        "omniglot-resnet12": "e2bc6014f765931d", "omniglot-ensemble": "92d52cf31957d4f5"}
 OLD_FILE_FINGERPRINTS = {"old_conv_encoder.pt": "2ebddc961a75140f", "old_sequence_encoder.pt": "4716c29818c37fff"}
 
 
@@ -86,9 +88,9 @@ def test_shipped_embeddings_of_synthetic_inputs_are_unchanged(reference):
     conv.tta_shift = 1
     conv.invalidate()
     np.testing.assert_allclose(conv.embed(synth_images(), batch_size=3), reference["conv4_tta1_synth"], atol=1e-5)
-    gru = encoders.load("omniglot-strokes-gru")
+    gru = encoders.load("omniglot-strokes-gru@1")  # the reference vectors are version 1's
     np.testing.assert_allclose(gru.embed(synth_strokes(), batch_size=3), reference["gru_synth"], atol=1e-5)
-    fused = encoders.load("omniglot-strokes-fusion")
+    fused = encoders.load("omniglot-strokes-fusion@1")
     np.testing.assert_allclose(fused.embed(synth_strokes(), batch_size=3), reference["fusion_synth"], atol=1e-5)
 
 
@@ -97,9 +99,9 @@ def test_shipped_embeddings_of_omniglot_files_are_unchanged(reference, omniglot_
     strokes = extract(strokes_zip, "strokes_background_small1/Korean/character0", ".txt", tmp_path)
     np.testing.assert_allclose(encoders.load("omniglot-conv4@1").embed(images, batch_size=4),
                                reference["conv4_files"], atol=1e-5)
-    np.testing.assert_allclose(encoders.load("omniglot-strokes-gru").embed(strokes, batch_size=4),
+    np.testing.assert_allclose(encoders.load("omniglot-strokes-gru@1").embed(strokes, batch_size=4),
                                reference["gru_files"], atol=1e-5)
-    np.testing.assert_allclose(encoders.load("omniglot-strokes-fusion").embed(strokes, batch_size=4),
+    np.testing.assert_allclose(encoders.load("omniglot-strokes-fusion@1").embed(strokes, batch_size=4),
                                reference["fusion_files"], atol=1e-5)
 
 
@@ -176,12 +178,12 @@ def test_atomic_torch_save_replaces_whole_files_and_leaves_no_temp(tmp_path):
 
 # --- the registry ---------------------------------------------------------------------------------
 def test_default_for_and_resolve():
-    assert encoders.default_for("image") == "omniglot-conv4" == encoders.default_for(None)
+    assert encoders.default_for("image") == "omniglot-ensemble" == encoders.default_for(None)
     assert encoders.default_for("sequence") == "omniglot-strokes-fusion"
     assert encoders.default_for("text") == "minilm"  # text is a plug-in kind (tests/test_text_encoder.py)
     with pytest.raises(EncoderError, match="no default encoder"):
         encoders.default_for("audio")
-    assert encoders.resolve(None).name == "omniglot-conv4"
+    assert encoders.resolve(None).name == "omniglot-ensemble"
     seq = encoders.resolve(None, kind="sequence")
     assert seq.name == "omniglot-strokes-fusion" and encoders.resolve(seq) is seq
     assert encoders.resolve(str(FIXTURES / "old_conv_encoder.pt")).name == "small-conv"

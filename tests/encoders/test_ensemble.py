@@ -66,3 +66,21 @@ def test_the_shipped_default_is_the_pinned_ensemble(members):
                                                    builtin.OMNIGLOT_CONV4_V3_FINGERPRINT]
     with pytest.raises(EncoderError, match="takes no weights"):
         encoders.load("omniglot-ensemble", weights="x.pt")
+
+
+def test_finetune_names_the_members_and_an_index_fine_tunes_its_conv4_member(tmp_path):
+    """The ensemble is two networks: --encoder omniglot-ensemble is a one-line error that names them;
+    fine-tuning a default image index on its own examples starts from the Conv-4 member."""
+    from helpers import assert_one_line_error, run
+
+    from fewshot.fewshot_index import FewShotIndex
+
+    msg = assert_one_line_error(run("finetune", "--encoder", "omniglot-ensemble", "--data", "digits",
+                                    "--steps", "1", "--out", str(tmp_path / "f.pt")))
+    assert "omniglot-resnet12" in msg and "omniglot-conv4" in msg
+    with FewShotIndex.create(tmp_path / "idx") as idx:
+        for k, image in enumerate(_drawings()):
+            idx.add(f"c{k}", [image, np.roll(image, 1, axis=1)])
+        res = idx.finetune("index", out=tmp_path / "ft.pt", steps=2, val_fraction=0, progress=False)
+        assert res.encoder.arch == "conv" and res.encoder.dim == 128
+        assert idx.info()["fingerprint"] == res.encoder.fingerprint and idx.info()["dim"] == 128

@@ -204,7 +204,7 @@ def test_cli_evaluate_json(cli, tmp_path):
     p = out["protocol"]
     assert (p["ways"], p["shots"], p["queries"], p["episodes"], p["seed"]) == (5, 1, 5, 3, 1)
     assert p["dataset"] == str(data) and p["within_group"] is False and p["fingerprint"] == out["fingerprint"]
-    assert p["n_images"] == 30 and out["encoder"] == "omniglot-conv4"
+    assert p["n_images"] == 30 and out["encoder"] == "omniglot-ensemble"
 
 
 def test_cli_evaluate_human_plot_and_query_clipping(cli, tmp_path):

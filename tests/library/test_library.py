@@ -133,9 +133,11 @@ def test_bad_images_are_input_errors(tmp_path):
 
 
 # --- encoders ------------------------------------------------------------------------------------
-def test_shipped_encoder_embeds_consistently():
-    enc = encoders.load("omniglot-conv4")
-    assert enc.dim == DEFAULT_DIM and enc.input_kind == "image" and len(enc.fingerprint) == 16
+@pytest.mark.parametrize("name", ["omniglot-ensemble", "omniglot-conv4"])
+def test_shipped_encoder_embeds_consistently(name):
+    enc = encoders.load(name)
+    assert enc.dim == (DEFAULT_DIM if name == encoders.DEFAULT_IMAGE_ENCODER else 128)
+    assert enc.input_kind == "image" and len(enc.fingerprint) == 16
     a = enc.embed([glyph(0, 0), glyph(1, 1)])
     assert a.shape == (2, enc.dim) and a.dtype == np.float32 and np.isfinite(a).all()
     np.testing.assert_allclose(enc.embed([glyph(0, 0)]), a[:1], atol=1e-5)
