@@ -81,7 +81,6 @@ def _index_encoder(index_dir: str | os.PathLike) -> Any:
     """The encoder an index is bound to (fine-tuning on its own examples starts from it); for an
     ensemble (the image default), its Conv-4 member: the index then moves to the fine-tuned network."""
     from fewshot.fewshot_index import FewShotIndex
-
     from fewshot.train.recipes import index_finetune_base
 
     with FewShotIndex.open(index_dir, readonly=True) as idx:
